@@ -1,0 +1,30 @@
+//! The VM ABI shared by fnvm's compiler and runtime, and nothing else.
+//!
+//! This crate is the only thing the compiler (which knows nothing of the runtime) and the runtime
+//! (which does not link Cranelift) have in common: the layout of the per-instance context (`vmctx`),
+//! the trap codes, the builtin ("libcall") ids, the module metadata and the artifact format with its
+//! version. Both sides compute every offset from [`VmOffsets`]; the runtime checks its `#[repr(C)]`
+//! structs against it.
+
+pub mod artifact;
+pub mod builtins;
+pub mod codec;
+pub mod module;
+pub mod trap;
+pub mod vmoffsets;
+
+pub use artifact::{Artifact, ArtifactError, CpuFeatures, FORMAT_VERSION};
+pub use builtins::Builtin;
+pub use module::*;
+pub use trap::TrapCode;
+pub use vmoffsets::VmOffsets;
+
+/// The identity of the code generator: artifacts record a hash of it, and a runtime refuses
+/// artifacts made by another one. The compiler checks in a test that the Cranelift version here is
+/// the one it links.
+pub const COMPILER_VERSION: &str = concat!("fnvm-", env!("CARGO_PKG_VERSION"), "/cranelift-0.135.8");
+
+/// Wasm page size in bytes.
+pub const WASM_PAGE_SIZE: u64 = 65536;
+/// Largest number of pages a 32-bit memory can have.
+pub const WASM_MAX_PAGES: u64 = 65536;
