@@ -199,7 +199,8 @@ impl<'a> Artifact<'a> {
                 need: HEADER_SIZE as u64,
             });
         }
-        let u32_at = |o: usize| u32::from_le_bytes([blob[o], blob[o + 1], blob[o + 2], blob[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([blob[o], blob[o + 1], blob[o + 2], blob[o + 3]]);
         let u64_at = |o: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&blob[o..o + 8]);
@@ -283,7 +284,10 @@ mod tests {
     fn every_truncation_and_every_flipped_byte_is_refused() {
         let blob = sample();
         for cut in 0..blob.len() {
-            assert!(Artifact::parse(&blob[..cut], CpuFeatures(0)).is_err(), "cut {cut}");
+            assert!(
+                Artifact::parse(&blob[..cut], CpuFeatures(0)).is_err(),
+                "cut {cut}"
+            );
         }
         for i in 0..blob.len() {
             let mut b = blob.clone();

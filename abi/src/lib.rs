@@ -22,9 +22,16 @@ pub use vmoffsets::VmOffsets;
 /// The identity of the code generator: artifacts record a hash of it, and a runtime refuses
 /// artifacts made by another one. The compiler checks in a test that the Cranelift version here is
 /// the one it links.
-pub const COMPILER_VERSION: &str = concat!("fnvm-", env!("CARGO_PKG_VERSION"), "/cranelift-0.135.8");
+pub const COMPILER_VERSION: &str =
+    concat!("fnvm-", env!("CARGO_PKG_VERSION"), "/cranelift-0.135.8");
 
 /// Wasm page size in bytes.
 pub const WASM_PAGE_SIZE: u64 = 65536;
 /// Largest number of pages a 32-bit memory can have.
 pub const WASM_MAX_PAGES: u64 = 65536;
+
+/// Bytes of address space reserved for every 32-bit linear memory (all it can ever grow to).
+pub const MEMORY_RESERVATION: u64 = 1 << 32;
+/// Bytes of inaccessible address space above a memory's reservation. Compiled code omits bounds
+/// checks for accesses whose static offset plus size fits in it, so it is part of the VM ABI.
+pub const MEMORY_GUARD_SIZE: u64 = 2 << 30;

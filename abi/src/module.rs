@@ -56,8 +56,18 @@ pub struct FuncType {
 
 impl fmt::Display for FuncType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let join = |v: &[ValType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
-        write!(f, "(func (param {}) (result {}))", join(&self.params), join(&self.results))
+        let join = |v: &[ValType]| {
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        write!(
+            f,
+            "(func (param {}) (result {}))",
+            join(&self.params),
+            join(&self.results)
+        )
     }
 }
 
@@ -382,7 +392,10 @@ impl ModuleInfo {
                 }
             };
             if !ok {
-                return err(format!("import {}::{} disagrees with its item", imp.module, imp.name));
+                return err(format!(
+                    "import {}::{} disagrees with its item",
+                    imp.module, imp.name
+                ));
             }
         }
         for t in &self.tables {
@@ -457,7 +470,10 @@ impl ModuleInfo {
             return err("trampolines".into());
         }
         if !self.traps.windows(2).all(|w| w[0].offset <= w[1].offset)
-            || self.traps.last().is_some_and(|t| t.offset as usize >= code_len)
+            || self
+                .traps
+                .last()
+                .is_some_and(|t| t.offset as usize >= code_len)
         {
             return err("trap table not sorted or outside code".into());
         }

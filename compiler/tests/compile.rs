@@ -1,0 +1,71 @@
+//! Compiler-only tests: valid modules compile to checkable artifacts, bad ones get clear errors.
+
+use fnvm_abi::{Artifact, CpuFeatures};
+use fnvm_compiler::{compile, CompileError, CompileOptions};
+
+fn build(wat: &str) -> Result<Vec<u8>, CompileError> {
+    compile(&wat::parse_str(wat).unwrap(), &CompileOptions::default())
+}
+
+#[test]
+fn small_module_compiles_to_a_valid_artifact() {
+    let blob = build(
+        r#"(module
+            (memory 1)
+            (table 2 funcref)
+            (global $g (mut i32) (i32.const 7))
+            (func $add (export "add") (param i32 i32) (result i32)
+                local.get 0 local.get 1 i32.add global.get $g i32.add)
+            (func (export "loop") (param i32) (result i32) (local i32)
+                (loop $l
+                    (local.set 1 (i32.add (local.get 1) (i32.load (local.get 0))))
+                    (br_if $l (i32.eqz (local.get 1))))
+                (call $add (local.get 1) (i32.const 1)))
+            (func (export "multi") (result i32 i64 f32) i32.const 1 i64.const 2 f32.const 3)
+            (func (export "ind") (param i32) (result i32) (call_indirect (result i32) (local.get 0)))
+            (elem (i32.const 0) $add))"#,
+    )
+    .unwrap();
+    let a = Artifact::parse(&blob, CpuFeatures::host()).unwrap();
+    assert_eq!(a.module.funcs.len(), 4);
+    assert_eq!(a.module.code.len(), 4);
+    assert!(a
+        .module
+        .traps
+        .iter()
+        .any(|t| t.code == fnvm_abi::TrapCode::MemoryOutOfBounds));
+    assert!(a
+        .module
+        .traps
+        .iter()
+        .any(|t| t.code == fnvm_abi::TrapCode::BadSignature));
+    assert!(!a.code.is_empty());
+}
+
+#[test]
+fn simd_is_refused_by_name() {
+    let err = build(r#"(module (func (result v128) v128.const i64x2 0 0))"#).unwrap_err();
+    match err {
+        CompileError::Unsupported { feature, .. } => assert_eq!(feature, "simd"),
+        other => panic!("{other}"),
+    }
+    let err = build(r#"(module (func return_call 0))"#).unwrap_err();
+    assert!(
+        err.to_string().contains("unsupported feature: tail-call"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_modules_report_an_offset() {
+    let err = compile(b"\0asm\x01\0\0\0\x01\x05", &CompileOptions::default()).unwrap_err();
+    assert!(matches!(err, CompileError::Invalid { .. }), "{err}");
+    let err = build(r#"(module (func (result i32) i64.const 1))"#).unwrap_err();
+    match err {
+        CompileError::Invalid { message, offset } => {
+            assert!(message.contains("type mismatch"), "{message}");
+            assert!(offset > 8);
+        }
+        other => panic!("{other}"),
+    }
+}
