@@ -338,7 +338,6 @@ impl ModuleInfo {
             imported_globals: ig,
             defined_globals: self.globals.len() as u32 - ig,
             tables: self.tables.len() as u32,
-            defined_tables: self.tables.len() as u32 - self.num_imported_tables(),
         }
     }
 

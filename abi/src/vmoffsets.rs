@@ -6,9 +6,11 @@
 //! ```text
 //!   offset  field                       notes
 //!   ------  --------------------------  ------------------------------------------------------
-//!        0  stack_limit: u64            lowest stack pointer the guest may use (prologue check)
-//!        8  epoch_ptr: *const u64       engine's epoch counter
-//!       16  epoch_deadline: u64         the instance traps with Interrupt once *epoch_ptr >= this
+//!        0  limits: *const VmLimits     the store's { stack_limit: u64, epoch_deadline: u64 }, shared
+//!                                       by every instance of a store so calls across instances see
+//!                                       one stack limit and one deadline
+//!        8  epoch_ptr: *const u64       engine's epoch counter; Interrupt once it reaches the deadline
+//!       16  (reserved)
 //!       24  builtins: *const [fn; N]    table of `Builtin` function pointers
 //!       32  type_ids: *const u32        module type index -> engine-wide signature id
 //!       40  memory_base: *mut u8        base of the (only) linear memory; it never moves
@@ -17,8 +19,7 @@
 //!       64  defined_memory: MemDef      { base: u64, length: u64 } when the module defines its memory
 //!       80  imported_funcs[n]           { wasm_call, vmctx }                     16 bytes each
 //!           imported_globals[n]         *mut Global                               8 bytes each
-//!           tables[n]                   *mut TableDef (imported or defined)      8 bytes each
-//!           defined_tables[n]           { base: *mut u64, length: u64 }          16 bytes each
+//!           tables[n]                   *mut TableDef { base: *mut u64, length: u64 } 8 bytes each
 //!           defined_globals[n]          16 bytes of value storage                16 bytes each
 //!           funcrefs[n]                 { wasm_call, array_call, type_id, vmctx } 32 bytes each
 //! ```
@@ -29,8 +30,6 @@
 
 /// Size of one function import record.
 pub const FUNC_IMPORT_SIZE: u32 = 16;
-/// Size of one table definition.
-pub const TABLE_DEF_SIZE: u32 = 16;
 /// Size of one global's storage.
 pub const GLOBAL_SIZE: u32 = 16;
 /// Size of one funcref record.
@@ -60,6 +59,14 @@ pub mod funcref {
     pub const VMCTX: u32 = 24;
 }
 
+/// Field offsets inside the store limits a vmctx points to.
+pub mod limits {
+    /// Lowest stack pointer the guest may use; checked in every function prologue.
+    pub const STACK_LIMIT: u32 = 0;
+    /// Epoch value at which the running invocation traps with `Interrupt`.
+    pub const EPOCH_DEADLINE: u32 = 8;
+}
+
 /// Field offsets inside a memory or table definition.
 pub mod def {
     /// Base pointer.
@@ -81,8 +88,6 @@ pub struct VmShape {
     pub defined_globals: u32,
     /// All tables, imported and defined.
     pub tables: u32,
-    /// Defined tables.
-    pub defined_tables: u32,
 }
 
 /// Every vmctx offset for one module shape.
@@ -92,19 +97,16 @@ pub struct VmOffsets {
     imported_funcs: u32,
     imported_globals: u32,
     tables: u32,
-    defined_tables: u32,
     defined_globals: u32,
     funcrefs: u32,
     size: u32,
 }
 
 impl VmOffsets {
-    /// Offset of `stack_limit`.
-    pub const STACK_LIMIT: u32 = 0;
+    /// Offset of `limits`.
+    pub const LIMITS: u32 = 0;
     /// Offset of `epoch_ptr`.
     pub const EPOCH_PTR: u32 = 8;
-    /// Offset of `epoch_deadline`.
-    pub const EPOCH_DEADLINE: u32 = 16;
     /// Offset of `builtins`.
     pub const BUILTINS: u32 = 24;
     /// Offset of `type_ids`.
@@ -133,7 +135,6 @@ impl VmOffsets {
         let imported_funcs = take(shape.imported_funcs, FUNC_IMPORT_SIZE, 8);
         let imported_globals = take(shape.imported_globals, 8, 8);
         let tables = take(shape.tables, 8, 8);
-        let defined_tables = take(shape.defined_tables, TABLE_DEF_SIZE, 8);
         let defined_globals = take(shape.defined_globals, GLOBAL_SIZE, 16);
         let funcrefs = take(shape.funcs, FUNCREF_SIZE, 16);
         let size = take(0, 0, 16);
@@ -143,7 +144,6 @@ impl VmOffsets {
             imported_funcs: fits(imported_funcs)?,
             imported_globals: fits(imported_globals)?,
             tables: fits(tables)?,
-            defined_tables: fits(defined_tables)?,
             defined_globals: fits(defined_globals)?,
             funcrefs: fits(funcrefs)?,
             size: fits(size)?,
@@ -168,11 +168,6 @@ impl VmOffsets {
     /// Offset of the pointer to the definition of table `i` (imported or defined).
     pub fn table_ptr(&self, i: u32) -> u32 {
         self.tables + i * 8
-    }
-
-    /// Offset of the definition of defined table `i`.
-    pub fn defined_table(&self, i: u32) -> u32 {
-        self.defined_tables + i * TABLE_DEF_SIZE
     }
 
     /// Offset of the storage of defined global `i`.
@@ -203,15 +198,13 @@ mod tests {
             imported_globals: 1,
             defined_globals: 2,
             tables: 2,
-            defined_tables: 1,
         };
         let o = VmOffsets::new(shape).unwrap();
         assert_eq!(o.imported_func(0), VmOffsets::HEADER_SIZE);
         assert_eq!(o.imported_global_ptr(0), 80 + 48);
         assert_eq!(o.table_ptr(0), 80 + 48 + 8);
-        assert_eq!(o.defined_table(0), 80 + 48 + 8 + 16);
+        assert_eq!(o.defined_global(0), 80 + 48 + 8 + 16 + 8);
         assert_eq!(o.defined_global(0) % 16, 0);
-        assert!(o.defined_global(0) >= o.defined_table(0) + 16);
         assert_eq!(o.funcref(0) % 16, 0);
         assert_eq!(o.size(), o.funcref(5));
         assert_eq!(o.size() % 16, 0);

@@ -21,7 +21,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use fnvm_abi::module::{FuncType, ModuleInfo, ValType};
-use fnvm_abi::vmoffsets::{def, func_import, funcref};
+use fnvm_abi::vmoffsets::{def, func_import, funcref, limits};
 use fnvm_abi::{Builtin, TrapCode, VmOffsets};
 use std::collections::HashMap;
 use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
@@ -121,9 +121,6 @@ impl FuncEnv<'_> {
     fn num_imported_globals(&self) -> u32 {
         self.info.num_imported_globals()
     }
-    fn num_imported_tables(&self) -> u32 {
-        self.info.num_imported_tables()
-    }
     fn func_type(&self, func: u32) -> &FuncType {
         &self.info.types[self.info.funcs[func as usize] as usize]
     }
@@ -209,7 +206,8 @@ struct Translator<'a, 'f> {
     locals: Vec<Variable>,
     vmctx: Value,
     mem_base: Option<Value>,
-    epoch_ptr: Option<Value>,
+    /// Epoch counter and store limits pointers, loaded once at entry.
+    epoch_ptr: Option<(Value, Value)>,
     sigs: HashMap<u32, ir::SigRef>,
     builtin_sigs: HashMap<u32, ir::SigRef>,
     direct_funcs: HashMap<u32, ir::FuncRef>,
@@ -314,9 +312,22 @@ impl Translator<'_, '_> {
             .mem_flags
             .insert(trusted().with_readonly())
             .map_err(|_| internal("memflags"))?;
-        let limit = self.b.create_global_value(GlobalValueData::Load {
+        let limits = self.b.create_global_value(GlobalValueData::Load {
             base: vmctx_gv,
-            offset: (VmOffsets::STACK_LIMIT as i32).into(),
+            offset: (VmOffsets::LIMITS as i32).into(),
+            global_type: types::I64,
+            flags,
+        });
+        let flags = self
+            .b
+            .func
+            .dfg
+            .mem_flags
+            .insert(trusted())
+            .map_err(|_| internal("memflags"))?;
+        let limit = self.b.create_global_value(GlobalValueData::Load {
+            base: limits,
+            offset: (limits::STACK_LIMIT as i32).into(),
             global_type: types::I64,
             flags,
         });
@@ -353,7 +364,8 @@ impl Translator<'_, '_> {
         }
         if self.env.epoch_interruption {
             let p = self.vm_load_readonly(types::I64, self.vmctx, VmOffsets::EPOCH_PTR);
-            self.epoch_ptr = Some(p);
+            let l = self.vm_load_readonly(types::I64, self.vmctx, VmOffsets::LIMITS);
+            self.epoch_ptr = Some((p, l));
             self.epoch_check();
         }
 
@@ -397,9 +409,11 @@ impl Translator<'_, '_> {
     }
 
     fn epoch_check(&mut self) {
-        let Some(ptr) = self.epoch_ptr else { return };
+        let Some((ptr, limits)) = self.epoch_ptr else {
+            return;
+        };
         let now = self.vm_load(types::I64, ptr, 0);
-        let deadline = self.vm_load(types::I64, self.vmctx, VmOffsets::EPOCH_DEADLINE);
+        let deadline = self.vm_load(types::I64, limits, limits::EPOCH_DEADLINE);
         let late = self
             .b
             .ins()
@@ -1120,14 +1134,8 @@ impl Translator<'_, '_> {
         if index as usize >= self.env.info.tables.len() {
             return Err(internal("table index"));
         }
-        let ni = self.env.num_imported_tables();
-        if index < ni {
-            let off = self.env.offsets.table_ptr(index);
-            Ok(self.vm_load_readonly(types::I64, self.vmctx, off))
-        } else {
-            let off = self.env.offsets.defined_table(index - ni);
-            Ok(self.b.ins().iadd_imm_s(self.vmctx, off as i64))
-        }
+        let off = self.env.offsets.table_ptr(index);
+        Ok(self.vm_load_readonly(types::I64, self.vmctx, off))
     }
 
     /// Bounds-checked address of element `i` of table `table`.

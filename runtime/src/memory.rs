@@ -1,0 +1,141 @@
+//! Linear memories: one contiguous reservation per memory, accessed without bounds checks.
+//!
+//! ```text
+//!   +-----------+--------------------------------------+-----------------------------+
+//!   | guard     | 4 GiB reservation                    | guard region (2 GiB)        |
+//!   | 1 page    | [accessible: current pages][PROT_NONE]| PROT_NONE                   |
+//!   +-----------+--------------------------------------+-----------------------------+
+//!               ^ base (never moves)
+//! ```
+//!
+//! A 32-bit address plus a static offset below the guard size always lands inside the
+//! reservation or its guard, so compiled code needs no bounds check: an access past the current
+//! length faults and becomes a trap. `memory.grow` only changes protections.
+
+use crate::mmap::{page_size, Mmap};
+use crate::vm::VmDefinition;
+use fnvm_abi::{MemoryType, MEMORY_GUARD_SIZE, MEMORY_RESERVATION, WASM_PAGE_SIZE};
+
+/// One linear memory.
+#[derive(Debug)]
+pub(crate) struct MemoryData {
+    map: Mmap,
+    /// What compiled code reads: base and current length in bytes.
+    pub(crate) def: VmDefinition,
+    pub(crate) ty: MemoryType,
+    /// The lower of the declared maximum and the host cap.
+    max_pages: u64,
+}
+
+impl MemoryData {
+    /// Reserves a memory of type `ty`, with at most `host_cap` pages.
+    pub(crate) fn new(ty: MemoryType, host_cap: u32) -> Result<Box<MemoryData>, String> {
+        let declared = ty.limits.max.map_or(fnvm_abi::WASM_MAX_PAGES, u64::from);
+        let max_pages = declared.min(host_cap as u64);
+        if ty.limits.min as u64 > max_pages {
+            return Err(format!(
+                "memory needs {} pages, the limit is {max_pages}",
+                ty.limits.min
+            ));
+        }
+        let guard_below = page_size();
+        let total = guard_below as u64 + MEMORY_RESERVATION + MEMORY_GUARD_SIZE;
+        let map = Mmap::reserve(total as usize).map_err(|e| format!("reserving memory: {e}"))?;
+        let initial = ty.limits.min as u64 * WASM_PAGE_SIZE;
+        map.protect(
+            guard_below,
+            initial as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+        .map_err(|e| format!("committing memory: {e}"))?;
+        // SAFETY: the guard page is inside the mapping.
+        let base = unsafe { map.as_ptr().add(guard_below) };
+        Ok(Box::new(MemoryData {
+            map,
+            def: VmDefinition {
+                base,
+                length: initial,
+            },
+            ty,
+            max_pages,
+        }))
+    }
+
+    /// Current size in pages.
+    pub(crate) fn pages(&self) -> u64 {
+        self.def.length / WASM_PAGE_SIZE
+    }
+
+    /// Grows by `delta` pages; returns the old size, or `None` beyond the limits.
+    pub(crate) fn grow(&mut self, delta: u64) -> Option<u64> {
+        let old = self.pages();
+        let new = old.checked_add(delta)?;
+        if new > self.max_pages {
+            return None;
+        }
+        let start = page_size() + self.def.length as usize;
+        let len = (delta * WASM_PAGE_SIZE) as usize;
+        self.map
+            .protect(start, len, libc::PROT_READ | libc::PROT_WRITE)
+            .ok()?;
+        self.def.length = new * WASM_PAGE_SIZE;
+        Some(old)
+    }
+
+    /// The accessible bytes.
+    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `[base, base + length)` is mapped read-write and owned by this memory.
+        unsafe { std::slice::from_raw_parts_mut(self.def.base, self.def.length as usize) }
+    }
+
+    /// Checks that `[offset, offset + len)` lies in the accessible bytes.
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> bool {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.def.length)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reservation(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fnvm_abi::Limits;
+
+    #[test]
+    fn grow_respects_declared_and_host_limits() {
+        let ty = MemoryType {
+            limits: Limits {
+                min: 1,
+                max: Some(3),
+            },
+        };
+        let mut m = MemoryData::new(ty, 65536).unwrap();
+        assert!(m.reservation() as u64 >= MEMORY_RESERVATION + MEMORY_GUARD_SIZE);
+        assert_eq!(m.grow(1), Some(1));
+        assert_eq!(m.grow(2), None);
+        assert_eq!(m.grow(1), Some(2));
+        assert_eq!(m.pages(), 3);
+        m.data_mut()[3 * 65536 - 1] = 7;
+        let mut capped = MemoryData::new(
+            MemoryType {
+                limits: Limits { min: 1, max: None },
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!(capped.grow(1), Some(1));
+        assert_eq!(capped.grow(1), None);
+        assert!(MemoryData::new(
+            MemoryType {
+                limits: Limits { min: 5, max: None }
+            },
+            2
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,922 @@
+//! The store: owner of instances, memories, tables, globals and host functions; instantiation,
+//! calls from the host into the guest, and the builtins compiled code calls back into.
+
+use crate::memory::MemoryData;
+use crate::table::TableData;
+use crate::traphandlers::{self, catch_traps};
+use crate::vm::{VmDefinition, VmFuncRef, VmLimits};
+use crate::{Engine, FrameInfo, HostError, InstantiationError, Module, RuntimeError, Trap, Val};
+use fnvm_abi::module::*;
+use fnvm_abi::vmoffsets::{func_import, funcref};
+use fnvm_abi::{TrapCode, VmOffsets};
+
+/// A function (wasm or host) in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Func(u32);
+/// A global in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Global(u32);
+/// A table in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Table(u32);
+/// A linear memory in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory(u32);
+/// An instance in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instance(u32);
+
+/// Something an instance can import or export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extern {
+    /// A function.
+    Func(Func),
+    /// A table.
+    Table(Table),
+    /// A memory.
+    Memory(Memory),
+    /// A global.
+    Global(Global),
+}
+
+type HostFn = dyn Fn(&[Val]) -> Result<Vec<Val>, HostError>;
+
+/// A host function as guest code sees it. `dispatch` must stay first: the host-call trampoline
+/// loads it from offset 0 of its "callee vmctx".
+#[repr(C)]
+struct HostFuncCtx {
+    dispatch: extern "C" fn(*mut HostFuncCtx, *mut u8, *mut [u64; 2]) -> u32,
+    funcref: VmFuncRef,
+    ty: FuncType,
+    store: *mut StoreInner,
+    f: Box<HostFn>,
+}
+
+/// 16-byte aligned, zeroed vmctx storage.
+struct VmCtx {
+    mem: Box<[u128]>,
+}
+
+impl VmCtx {
+    fn new(size: u32) -> VmCtx {
+        VmCtx {
+            mem: vec![0u128; (size as usize).div_ceil(16).max(1)].into_boxed_slice(),
+        }
+    }
+    fn ptr(&self) -> *mut u8 {
+        self.mem.as_ptr() as *mut u8
+    }
+    /// Writes a pointer-sized value at `off`.
+    fn set(&self, off: u32, v: u64) {
+        debug_assert!(off as usize + 8 <= self.mem.len() * 16);
+        // SAFETY: `off` comes from VmOffsets for this vmctx's shape, so it is in bounds and
+        // 8-aligned.
+        unsafe { (self.ptr().add(off as usize) as *mut u64).write(v) }
+    }
+    fn get(&self, off: u32) -> u64 {
+        // SAFETY: as in `set`.
+        unsafe { (self.ptr().add(off as usize) as *const u64).read() }
+    }
+}
+
+pub(crate) struct InstanceData {
+    module: Module,
+    vmctx: VmCtx,
+    memory: Option<(u32, *mut MemoryData)>,
+    tables: Vec<(u32, *mut TableData)>,
+    /// Passive element segments still alive (None once dropped).
+    elems: Vec<Option<Vec<u64>>>,
+    /// Whether each data segment was dropped.
+    data_dropped: Vec<bool>,
+}
+
+struct StoreInner {
+    engine: Engine,
+    limits: Box<VmLimits>,
+    instances: Vec<Box<InstanceData>>,
+    memories: Vec<Box<MemoryData>>,
+    tables: Vec<Box<TableData>>,
+    host_globals: Vec<Box<[u64; 2]>>,
+    host_funcs: Vec<Box<HostFuncCtx>>,
+    funcs: Vec<*const VmFuncRef>,
+    globals: Vec<(*mut u8, GlobalType)>,
+}
+
+/// Owns everything instances use. Not `Send`: guest code runs on the thread that owns the store.
+pub struct Store {
+    inner: Box<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("instances", &self.inner.instances.len())
+            .finish()
+    }
+}
+
+// ---- value slots ------------------------------------------------------------------------------
+
+fn val_type_of(v: &Val) -> ValType {
+    match v {
+        Val::I32(_) => ValType::I32,
+        Val::I64(_) => ValType::I64,
+        Val::F32(_) => ValType::F32,
+        Val::F64(_) => ValType::F64,
+        Val::FuncRef(_) => ValType::FuncRef,
+        Val::ExternRef(_) => ValType::ExternRef,
+    }
+}
+
+impl StoreInner {
+    fn to_raw(&self, v: &Val) -> Result<u64, RuntimeError> {
+        Ok(match *v {
+            Val::I32(x) => x as u32 as u64,
+            Val::I64(x) => x as u64,
+            Val::F32(x) => x as u64,
+            Val::F64(x) => x,
+            Val::FuncRef(None) | Val::ExternRef(None) => 0,
+            Val::FuncRef(Some(f)) => *self
+                .funcs
+                .get(f.0 as usize)
+                .ok_or_else(|| RuntimeError::Type("function from another store".into()))?
+                as u64,
+            Val::ExternRef(Some(x)) => x as u64 + 1,
+        })
+    }
+
+    fn from_raw(&mut self, ty: ValType, raw: u64) -> Val {
+        match ty {
+            ValType::I32 => Val::I32(raw as u32 as i32),
+            ValType::I64 => Val::I64(raw as i64),
+            ValType::F32 => Val::F32(raw as u32),
+            ValType::F64 => Val::F64(raw),
+            ValType::FuncRef if raw == 0 => Val::FuncRef(None),
+            ValType::FuncRef => Val::FuncRef(Some(self.func_handle(raw as *const VmFuncRef))),
+            ValType::ExternRef if raw == 0 => Val::ExternRef(None),
+            ValType::ExternRef => Val::ExternRef(Some((raw - 1) as u32)),
+        }
+    }
+
+    fn func_handle(&mut self, p: *const VmFuncRef) -> Func {
+        self.funcs.push(p);
+        Func(self.funcs.len() as u32 - 1)
+    }
+}
+
+// ---- builtins ----------------------------------------------------------------------------------
+
+/// # Safety
+/// `vmctx` must be the vmctx of a live instance.
+unsafe fn instance_of<'a>(vmctx: *mut u8) -> &'a mut InstanceData {
+    // SAFETY: the INSTANCE slot of every vmctx holds its InstanceData, which outlives guest code.
+    unsafe { &mut *(*(vmctx.add(VmOffsets::INSTANCE as usize) as *const *mut InstanceData)) }
+}
+
+extern "C" fn memory_grow(vmctx: *mut u8, delta: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let Some((_, mem)) = inst.memory else {
+        return u32::MAX;
+    };
+    // SAFETY: the memory is owned by the store and outlives the instance.
+    let mem = unsafe { &mut *mem };
+    mem.grow(delta as u64).map_or(u32::MAX, |old| old as u32)
+}
+
+/// The instance's memory, for builtins of modules that validated with one.
+fn memory_of(inst: &mut InstanceData) -> Option<&mut MemoryData> {
+    // SAFETY: the memory is owned by the store and outlives the instance.
+    inst.memory.map(|(_, m)| unsafe { &mut *m })
+}
+
+extern "C" fn memory_fill(vmctx: *mut u8, dst: u32, val: u32, len: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let Some(mem) = memory_of(inst) else { return 1 };
+    if !mem.check_range(dst as u64, len as u64) {
+        return 1;
+    }
+    mem.data_mut()[dst as usize..(dst as usize + len as usize)].fill(val as u8);
+    0
+}
+
+extern "C" fn memory_copy(vmctx: *mut u8, dst: u32, src: u32, len: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let Some(mem) = memory_of(inst) else { return 1 };
+    if !mem.check_range(dst as u64, len as u64) || !mem.check_range(src as u64, len as u64) {
+        return 1;
+    }
+    mem.data_mut()
+        .copy_within(src as usize..src as usize + len as usize, dst as usize);
+    0
+}
+
+extern "C" fn memory_init(vmctx: *mut u8, seg: u32, dst: u32, src: u32, len: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let module = inst.module.clone();
+    let data: &[u8] = match module.info().datas.get(seg as usize) {
+        Some(d) if !inst.data_dropped.get(seg as usize).copied().unwrap_or(true) => &d.data,
+        _ => &[],
+    };
+    let Some(mem) = memory_of(inst) else { return 1 };
+    if !mem.check_range(dst as u64, len as u64)
+        || (src as u64)
+            .checked_add(len as u64)
+            .is_none_or(|e| e > data.len() as u64)
+    {
+        return 1;
+    }
+    mem.data_mut()[dst as usize..dst as usize + len as usize]
+        .copy_from_slice(&data[src as usize..src as usize + len as usize]);
+    0
+}
+
+extern "C" fn data_drop(vmctx: *mut u8, seg: u32) {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    if let Some(d) = inst.data_dropped.get_mut(seg as usize) {
+        *d = true;
+    }
+}
+
+fn table_of(inst: &InstanceData, t: u32) -> Option<&mut TableData> {
+    // SAFETY: tables are owned by the store and outlive the instance.
+    inst.tables
+        .get(t as usize)
+        .map(|(_, p)| unsafe { &mut **p })
+}
+
+extern "C" fn table_grow(vmctx: *mut u8, t: u32, delta: u32, init: u64) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let Some(table) = table_of(inst, t) else {
+        return u32::MAX;
+    };
+    table
+        .grow(delta as u64, init)
+        .map_or(u32::MAX, |old| old as u32)
+}
+
+extern "C" fn table_fill(vmctx: *mut u8, t: u32, dst: u32, val: u64, len: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let Some(table) = table_of(inst, t) else {
+        return 1;
+    };
+    if !table.check_range(dst as u64, len as u64) {
+        return 1;
+    }
+    table.elems_mut()[dst as usize..dst as usize + len as usize].fill(val);
+    0
+}
+
+extern "C" fn table_copy(vmctx: *mut u8, dt: u32, st: u32, dst: u32, src: u32, len: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let (Some(src_t), Some(dst_t)) = (table_of(inst, st), table_of(inst, dt)) else {
+        return 1;
+    };
+    if !src_t.check_range(src as u64, len as u64) || !dst_t.check_range(dst as u64, len as u64) {
+        return 1;
+    }
+    if std::ptr::eq(src_t, dst_t) {
+        dst_t
+            .elems_mut()
+            .copy_within(src as usize..src as usize + len as usize, dst as usize);
+    } else {
+        let items: Vec<u64> = src_t.elems()[src as usize..src as usize + len as usize].to_vec();
+        dst_t.elems_mut()[dst as usize..dst as usize + len as usize].copy_from_slice(&items);
+    }
+    0
+}
+
+extern "C" fn table_init(vmctx: *mut u8, t: u32, seg: u32, dst: u32, src: u32, len: u32) -> u32 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    let items: Vec<u64> = match inst.elems.get(seg as usize) {
+        Some(Some(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let Some(table) = table_of(inst, t) else {
+        return 1;
+    };
+    if !table.check_range(dst as u64, len as u64)
+        || (src as u64)
+            .checked_add(len as u64)
+            .is_none_or(|e| e > items.len() as u64)
+    {
+        return 1;
+    }
+    table.elems_mut()[dst as usize..dst as usize + len as usize]
+        .copy_from_slice(&items[src as usize..src as usize + len as usize]);
+    0
+}
+
+extern "C" fn elem_drop(vmctx: *mut u8, seg: u32) {
+    // SAFETY: called by compiled code with its own vmctx.
+    let inst = unsafe { instance_of(vmctx) };
+    if let Some(e) = inst.elems.get_mut(seg as usize) {
+        *e = None;
+    }
+}
+
+/// Builtin function pointers, in `Builtin` order.
+struct BuiltinTable([*const (); 11]);
+// SAFETY: the table holds only function addresses, immutable for the process lifetime.
+unsafe impl Sync for BuiltinTable {}
+
+static BUILTINS: BuiltinTable = BuiltinTable([
+    memory_grow as *const (),
+    memory_fill as *const (),
+    memory_copy as *const (),
+    memory_init as *const (),
+    data_drop as *const (),
+    table_grow as *const (),
+    table_fill as *const (),
+    table_copy as *const (),
+    table_init as *const (),
+    elem_drop as *const (),
+    traphandlers::raise as *const (),
+]);
+
+// ---- host functions ---------------------------------------------------------------------------
+
+extern "C" fn host_dispatch(ctx: *mut HostFuncCtx, _caller: *mut u8, values: *mut [u64; 2]) -> u32 {
+    // SAFETY: `ctx` is the host function context the import record points to; it is owned by
+    // the store, which outlives every call into its instances.
+    let ctx = unsafe { &*ctx };
+    // SAFETY: the store outlives its host functions; guest code runs only inside Store::call,
+    // which does not hold a borrow of the inner store across the call.
+    let store = unsafe { &mut *ctx.store };
+    let n = ctx.ty.params.len().max(ctx.ty.results.len()).max(1);
+    // SAFETY: the trampoline passes a buffer of max(params, results, 1) slots.
+    let slots = unsafe { std::slice::from_raw_parts_mut(values, n) };
+    let args: Vec<Val> = ctx
+        .ty
+        .params
+        .iter()
+        .zip(slots.iter())
+        .map(|(t, s)| store.from_raw(*t, s[0]))
+        .collect();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ctx.f)(&args)));
+    let results = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            traphandlers::record_host_trap(e);
+            return 1;
+        }
+        Err(_) => {
+            traphandlers::record_host_trap(HostError("host function panicked".into()));
+            return 1;
+        }
+    };
+    if results.len() != ctx.ty.results.len()
+        || results
+            .iter()
+            .zip(&ctx.ty.results)
+            .any(|(v, t)| val_type_of(v) != *t)
+    {
+        traphandlers::record_host_trap(HostError("host function returned wrong types".into()));
+        return 1;
+    }
+    for (slot, v) in slots.iter_mut().zip(&results) {
+        match store.to_raw(v) {
+            Ok(raw) => slot[0] = raw,
+            Err(e) => {
+                traphandlers::record_host_trap(HostError(e.to_string()));
+                return 1;
+            }
+        }
+    }
+    0
+}
+
+// ---- the store ---------------------------------------------------------------------------------
+
+fn trap(code: TrapCode) -> Trap {
+    Trap {
+        code,
+        host_message: None,
+        backtrace: Vec::new(),
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(engine: &Engine) -> Store {
+        Store {
+            inner: Box::new(StoreInner {
+                engine: engine.clone(),
+                limits: Box::new(VmLimits {
+                    stack_limit: 0,
+                    epoch_deadline: u64::MAX,
+                }),
+                instances: Vec::new(),
+                memories: Vec::new(),
+                tables: Vec::new(),
+                host_globals: Vec::new(),
+                host_funcs: Vec::new(),
+                funcs: Vec::new(),
+                globals: Vec::new(),
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Lets guest code run until the engine's epoch advances `ticks` more times.
+    pub fn set_epoch_deadline(&mut self, ticks: u64) {
+        self.inner.limits.epoch_deadline = self.inner.engine.epoch().saturating_add(ticks);
+    }
+
+    /// Creates a host function.
+    pub fn new_host_func(&mut self, ty: FuncType, f: Box<HostFn>) -> Func {
+        let type_id = self.inner.engine.register_type(&ty);
+        let store: *mut StoreInner = &mut *self.inner;
+        let mut ctx = Box::new(HostFuncCtx {
+            dispatch: host_dispatch,
+            funcref: VmFuncRef {
+                // A host function has no wasm-convention entry of its own: it gets the importing
+                // module's host-call trampoline when imported.
+                wasm_call: std::ptr::null(),
+                array_call: std::ptr::null(),
+                type_id: type_id as u64,
+                vmctx: std::ptr::null_mut(),
+            },
+            ty,
+            store,
+            f,
+        });
+        let ctx_ptr: *mut HostFuncCtx = &mut *ctx;
+        ctx.funcref.vmctx = ctx_ptr.cast();
+        let fr: *const VmFuncRef = &ctx.funcref;
+        self.inner.host_funcs.push(ctx);
+        self.inner.func_handle(fr)
+    }
+
+    /// Creates a global.
+    pub fn new_global(&mut self, ty: GlobalType, val: Val) -> Result<Global, RuntimeError> {
+        if val_type_of(&val) != ty.ty {
+            return Err(RuntimeError::Type(format!(
+                "{} value for a {} global",
+                val_type_of(&val),
+                ty.ty
+            )));
+        }
+        let raw = self.inner.to_raw(&val)?;
+        let mut b = Box::new([raw, 0u64]);
+        let p = b.as_mut_ptr() as *mut u8;
+        self.inner.host_globals.push(b);
+        self.inner.globals.push((p, ty));
+        Ok(Global(self.inner.globals.len() as u32 - 1))
+    }
+
+    /// Creates a table filled with nulls.
+    pub fn new_table(&mut self, ty: TableType) -> Result<Table, RuntimeError> {
+        let cap = self.inner.engine.config().max_table_elements;
+        let t = TableData::new(ty, 0, cap).map_err(RuntimeError::Resource)?;
+        self.inner.tables.push(t);
+        Ok(Table(self.inner.tables.len() as u32 - 1))
+    }
+
+    /// Creates a memory.
+    pub fn new_memory(&mut self, ty: MemoryType) -> Result<Memory, RuntimeError> {
+        let cap = self.inner.engine.config().max_memory_pages;
+        let m = MemoryData::new(ty, cap).map_err(RuntimeError::Resource)?;
+        self.inner.memories.push(m);
+        Ok(Memory(self.inner.memories.len() as u32 - 1))
+    }
+
+    /// The type of a function.
+    pub fn func_type(&self, f: Func) -> Option<FuncType> {
+        let p = *self.inner.funcs.get(f.0 as usize)?;
+        // SAFETY: funcref records live as long as the store.
+        let id = unsafe { (*p).type_id };
+        self.inner.engine.type_of(id as u32)
+    }
+
+    /// The type of a global.
+    pub fn global_type(&self, g: Global) -> Option<GlobalType> {
+        self.inner.globals.get(g.0 as usize).map(|(_, t)| *t)
+    }
+
+    /// The value of a global.
+    pub fn global_get(&mut self, g: Global) -> Option<Val> {
+        let (p, ty) = *self.inner.globals.get(g.0 as usize)?;
+        // SAFETY: global storage lives as long as the store and holds 16 bytes.
+        let raw = unsafe { (p as *const u64).read() };
+        Some(self.inner.from_raw(ty.ty, raw))
+    }
+
+    /// Current size of a memory in pages.
+    pub fn memory_pages(&self, m: Memory) -> Option<u64> {
+        self.inner.memories.get(m.0 as usize).map(|m| m.pages())
+    }
+
+    /// The bytes of a memory.
+    pub fn memory_data(&mut self, m: Memory) -> Option<&mut [u8]> {
+        self.inner
+            .memories
+            .get_mut(m.0 as usize)
+            .map(|m| m.data_mut())
+    }
+
+    /// The size of a table.
+    pub fn table_size(&self, t: Table) -> Option<u64> {
+        self.inner.tables.get(t.0 as usize).map(|t| t.len())
+    }
+
+    /// Finds an export of an instance.
+    pub fn get_export(&mut self, instance: Instance, name: &str) -> Option<Extern> {
+        let inner = &mut *self.inner;
+        let inst = inner.instances.get(instance.0 as usize)?;
+        let info = inst.module.info();
+        let e = info.exports.iter().find(|e| e.name == name)?;
+        let offsets = &inst.module.inner.offsets;
+        Some(match e.kind {
+            ExternKind::Func => {
+                // SAFETY: the funcref array is inside the vmctx.
+                let p = unsafe { inst.vmctx.ptr().add(offsets.funcref(e.index) as usize) };
+                Extern::Func(inner.func_handle(p as *const VmFuncRef))
+            }
+            ExternKind::Table => Extern::Table(Table(inst.tables.get(e.index as usize)?.0)),
+            ExternKind::Memory => Extern::Memory(Memory(inst.memory?.0)),
+            ExternKind::Global => {
+                let ni = info.num_imported_globals();
+                let ty = info.globals[e.index as usize];
+                let p = if e.index < ni {
+                    inst.vmctx.get(offsets.imported_global_ptr(e.index)) as *mut u8
+                } else {
+                    // SAFETY: defined globals live inside the vmctx.
+                    unsafe {
+                        inst.vmctx
+                            .ptr()
+                            .add(offsets.defined_global(e.index - ni) as usize)
+                    }
+                };
+                inner.globals.push((p, ty));
+                Extern::Global(Global(inner.globals.len() as u32 - 1))
+            }
+        })
+    }
+
+    /// Instantiates `module` with `imports` given in the order of its import section.
+    pub fn instantiate(
+        &mut self,
+        module: &Module,
+        imports: &[Extern],
+    ) -> Result<Instance, InstantiationError> {
+        let link = |s: String| InstantiationError::Link(s);
+        if !std::sync::Arc::ptr_eq(&module.inner.engine.inner, &self.inner.engine.inner) {
+            return Err(link("module belongs to another engine".into()));
+        }
+        let info = module.info();
+        if imports.len() != info.imports.len() {
+            return Err(link(format!(
+                "module needs {} imports, {} given",
+                info.imports.len(),
+                imports.len()
+            )));
+        }
+        let offsets = module.inner.offsets;
+        let vmctx = VmCtx::new(offsets.size());
+        let code_base = module.code_base();
+        let config = self.inner.engine.config().clone();
+        let inner = &mut *self.inner;
+
+        // Header.
+        vmctx.set(VmOffsets::LIMITS, &*inner.limits as *const VmLimits as u64);
+        vmctx.set(VmOffsets::EPOCH_PTR, inner.engine.epoch_ptr() as u64);
+        vmctx.set(VmOffsets::BUILTINS, BUILTINS.0.as_ptr() as u64);
+        vmctx.set(VmOffsets::TYPE_IDS, module.inner.type_ids.as_ptr() as u64);
+
+        let mut data = Box::new(InstanceData {
+            module: module.clone(),
+            vmctx,
+            memory: None,
+            tables: Vec::new(),
+            elems: Vec::new(),
+            data_dropped: vec![false; info.datas.len()],
+        });
+
+        // Imports.
+        let (mut fi, mut gi) = (0u32, 0u32);
+        for (imp, ext) in info.imports.iter().zip(imports) {
+            let what = format!("import {}::{}", imp.module, imp.name);
+            match (imp.ty, ext) {
+                (ImportType::Func(t), Extern::Func(f)) => {
+                    let p = *inner
+                        .funcs
+                        .get(f.0 as usize)
+                        .ok_or_else(|| link(format!("{what}: unknown function")))?;
+                    // SAFETY: funcref records live as long as the store.
+                    let mut fr = unsafe { *p };
+                    if fr.type_id != module.inner.type_ids[t as usize] as u64 {
+                        return Err(link(format!("{what}: incompatible import type")));
+                    }
+                    if fr.array_call.is_null() {
+                        // A host function: enter it through this module's trampoline.
+                        let tr = info.trampolines[t as usize].host_call;
+                        // SAFETY: the trampoline lies inside this module's code.
+                        fr.wasm_call = unsafe { code_base.add(tr.offset as usize) };
+                    }
+                    let rec = offsets.imported_func(fi);
+                    data.vmctx
+                        .set(rec + func_import::WASM_CALL, fr.wasm_call as u64);
+                    data.vmctx.set(rec + func_import::VMCTX, fr.vmctx as u64);
+                    let frf = offsets.funcref(fi);
+                    data.vmctx
+                        .set(frf + funcref::WASM_CALL, fr.wasm_call as u64);
+                    data.vmctx
+                        .set(frf + funcref::ARRAY_CALL, fr.array_call as u64);
+                    data.vmctx.set(frf + funcref::TYPE_ID, fr.type_id);
+                    data.vmctx.set(frf + funcref::VMCTX, fr.vmctx as u64);
+                    fi += 1;
+                }
+                (ImportType::Table(want), Extern::Table(t)) => {
+                    let tab = inner
+                        .tables
+                        .get_mut(t.0 as usize)
+                        .ok_or_else(|| link(format!("{what}: unknown table")))?;
+                    let have = Limits {
+                        min: tab.len() as u32,
+                        max: tab.ty.limits.max,
+                    };
+                    if tab.ty.elem != want.elem || !have.matches(&want.limits) {
+                        return Err(link(format!("{what}: incompatible import type")));
+                    }
+                    let p: *mut TableData = &mut **tab;
+                    data.tables.push((t.0, p));
+                }
+                (ImportType::Memory(want), Extern::Memory(m)) => {
+                    let mem = inner
+                        .memories
+                        .get_mut(m.0 as usize)
+                        .ok_or_else(|| link(format!("{what}: unknown memory")))?;
+                    let have = Limits {
+                        min: mem.pages() as u32,
+                        max: mem.ty.limits.max,
+                    };
+                    if !have.matches(&want.limits) {
+                        return Err(link(format!("{what}: incompatible import type")));
+                    }
+                    let p: *mut MemoryData = &mut **mem;
+                    data.memory = Some((m.0, p));
+                }
+                (ImportType::Global(want), Extern::Global(g)) => {
+                    let (p, ty) = *inner
+                        .globals
+                        .get(g.0 as usize)
+                        .ok_or_else(|| link(format!("{what}: unknown global")))?;
+                    if ty != want {
+                        return Err(link(format!("{what}: incompatible import type")));
+                    }
+                    data.vmctx.set(offsets.imported_global_ptr(gi), p as u64);
+                    gi += 1;
+                }
+                _ => return Err(link(format!("{what}: incompatible import type"))),
+            }
+        }
+
+        // Defined memory and tables.
+        if data.memory.is_none() {
+            if let Some(ty) = info.memories.first() {
+                let m = MemoryData::new(*ty, config.max_memory_pages)
+                    .map_err(InstantiationError::Resource)?;
+                inner.memories.push(m);
+                let idx = inner.memories.len() as u32 - 1;
+                let p: *mut MemoryData = &mut *inner.memories[idx as usize];
+                data.memory = Some((idx, p));
+            }
+        }
+        if let Some((_, p)) = data.memory {
+            // SAFETY: the memory is owned by the store.
+            let def: *mut VmDefinition = unsafe { &mut (*p).def };
+            // SAFETY: as above.
+            data.vmctx
+                .set(VmOffsets::MEMORY_BASE, unsafe { (*def).base } as u64);
+            data.vmctx.set(VmOffsets::MEMORY_DEF, def as u64);
+        }
+        for ty in &info.tables[data.tables.len()..] {
+            let t = TableData::new(*ty, 0, config.max_table_elements)
+                .map_err(InstantiationError::Resource)?;
+            inner.tables.push(t);
+            let idx = inner.tables.len() as u32 - 1;
+            let p: *mut TableData = &mut *inner.tables[idx as usize];
+            data.tables.push((idx, p));
+        }
+        for (i, (_, p)) in data.tables.iter().enumerate() {
+            // SAFETY: tables are owned by the store.
+            let def: *mut VmDefinition = unsafe { &mut (**p).def };
+            data.vmctx.set(offsets.table_ptr(i as u32), def as u64);
+        }
+
+        // Defined functions' funcrefs.
+        let vmctx_ptr = data.vmctx.ptr();
+        let nif = info.num_imported_funcs();
+        for (i, range) in info.code.iter().enumerate() {
+            let f = nif + i as u32;
+            let t = info.funcs[f as usize] as usize;
+            let frf = offsets.funcref(f);
+            // SAFETY: code ranges were checked against the code length at load.
+            unsafe {
+                data.vmctx.set(
+                    frf + funcref::WASM_CALL,
+                    code_base.add(range.offset as usize) as u64,
+                );
+                data.vmctx.set(
+                    frf + funcref::ARRAY_CALL,
+                    code_base.add(info.trampolines[t].array_call.offset as usize) as u64,
+                );
+            }
+            data.vmctx
+                .set(frf + funcref::TYPE_ID, module.inner.type_ids[t] as u64);
+            data.vmctx.set(frf + funcref::VMCTX, vmctx_ptr as u64);
+        }
+
+        // The instance is now addressable; register it before running any guest-visible
+        // initialisation, since shared tables may keep pointers into it even if that traps.
+        let data_ptr: *mut InstanceData = &mut *data;
+        data.vmctx.set(VmOffsets::INSTANCE, data_ptr as u64);
+        inner.instances.push(data);
+        let handle = Instance(inner.instances.len() as u32 - 1);
+        // SAFETY: boxed; lives as long as the store.
+        let data = unsafe { &mut *data_ptr };
+
+        // Defined globals.
+        for (i, init) in info.global_inits.iter().enumerate() {
+            let raw = const_eval(data, init);
+            data.vmctx.set(offsets.defined_global(i as u32), raw);
+        }
+
+        // Element segments, then data segments, in order; the first out-of-bounds one traps.
+        for seg in &info.elems {
+            let items: Vec<u64> = seg.items.iter().map(|e| const_eval(data, e)).collect();
+            match seg.mode {
+                ElemMode::Active { table, offset } => {
+                    let off = const_eval(data, &offset) as u32 as u64;
+                    let Some(t) = table_of(data, table) else {
+                        return Err(InstantiationError::Trap(trap(TrapCode::TableOutOfBounds)));
+                    };
+                    if !t.check_range(off, items.len() as u64) {
+                        return Err(InstantiationError::Trap(trap(TrapCode::TableOutOfBounds)));
+                    }
+                    t.elems_mut()[off as usize..off as usize + items.len()].copy_from_slice(&items);
+                    data.elems.push(None);
+                }
+                ElemMode::Passive => data.elems.push(Some(items)),
+                ElemMode::Declared => data.elems.push(None),
+            }
+        }
+        for (i, seg) in info.datas.iter().enumerate() {
+            let Some(offset) = seg.offset else { continue };
+            let off = const_eval(data, &offset) as u32 as u64;
+            let Some(mem) = memory_of(data) else {
+                return Err(InstantiationError::Trap(trap(TrapCode::MemoryOutOfBounds)));
+            };
+            if !mem.check_range(off, seg.data.len() as u64) {
+                return Err(InstantiationError::Trap(trap(TrapCode::MemoryOutOfBounds)));
+            }
+            mem.data_mut()[off as usize..off as usize + seg.data.len()].copy_from_slice(&seg.data);
+            data.data_dropped[i] = true;
+        }
+
+        if let Some(start) = info.start {
+            // SAFETY: the funcref array is inside the vmctx.
+            let p = unsafe { vmctx_ptr.add(offsets.funcref(start) as usize) } as *const VmFuncRef;
+            let f = self.inner.func_handle(p);
+            self.call(f, &[]).map_err(InstantiationError::Trap)?;
+        }
+        Ok(handle)
+    }
+
+    /// Calls `func` with `args`; returns its results or the trap that ended it.
+    pub fn call(&mut self, func: Func, args: &[Val]) -> Result<Vec<Val>, Trap> {
+        let host_err = |m: String| Trap {
+            code: TrapCode::HostTrap,
+            host_message: Some(m),
+            backtrace: Vec::new(),
+        };
+        let p = *self
+            .inner
+            .funcs
+            .get(func.0 as usize)
+            .ok_or_else(|| host_err("function from another store".into()))?;
+        // SAFETY: funcref records live as long as the store.
+        let fr = unsafe { *p };
+        let ty = self
+            .inner
+            .engine
+            .type_of(fr.type_id as u32)
+            .ok_or_else(|| host_err("unknown signature".into()))?;
+        if args.len() != ty.params.len()
+            || args
+                .iter()
+                .zip(&ty.params)
+                .any(|(a, t)| val_type_of(a) != *t)
+        {
+            return Err(host_err(format!("arguments do not match {ty}")));
+        }
+        if fr.array_call.is_null() {
+            // A host function called from the host.
+            // SAFETY: the vmctx of a host funcref is its HostFuncCtx, owned by this store.
+            let ctx = unsafe { &*(fr.vmctx as *const HostFuncCtx) };
+            return (ctx.f)(args).map_err(|e| host_err(e.0));
+        }
+        let n = ty.params.len().max(ty.results.len()).max(1);
+        let mut values = vec![[0u64; 2]; n];
+        for (slot, a) in values.iter_mut().zip(args) {
+            slot[0] = self.inner.to_raw(a).map_err(|e| host_err(e.to_string()))?;
+        }
+        let outermost = !traphandlers::in_guest();
+        let saved_limit = self.inner.limits.stack_limit;
+        if outermost {
+            let here = &n as *const usize as u64;
+            self.inner.limits.stack_limit =
+                here.saturating_sub(self.inner.engine.config().max_wasm_stack as u64);
+        }
+        type ArrayCall = unsafe extern "C" fn(*mut u8, *mut u8, *const u8, *mut [u64; 2]);
+        // SAFETY: array_call points at the array-call trampoline of this function's type in
+        // loaded, executable code.
+        let entry: ArrayCall = unsafe { std::mem::transmute(fr.array_call) };
+        let values_ptr = values.as_mut_ptr();
+        let result = catch_traps(&mut || {
+            // SAFETY: the trampoline reads params and writes results in `values`, which has room
+            // for both; the callee's vmctx is live for the store's lifetime.
+            unsafe { entry(fr.vmctx, fr.vmctx, fr.wasm_call, values_ptr) }
+        });
+        self.inner.limits.stack_limit = saved_limit;
+        match result {
+            Ok(()) => Ok(ty
+                .results
+                .iter()
+                .zip(&values)
+                .map(|(t, s)| self.inner.from_raw(*t, s[0]))
+                .collect()),
+            Err(act) => Err(Trap {
+                code: act.trap.unwrap_or(TrapCode::HostTrap),
+                host_message: act.host_error.map(|e| e.0),
+                backtrace: symbolize(&act.frames[..act.nframes]),
+            }),
+        }
+    }
+}
+
+/// Evaluates a constant expression in an instance being initialised.
+fn const_eval(inst: &InstanceData, e: &ConstExpr) -> u64 {
+    let offsets = &inst.module.inner.offsets;
+    match *e {
+        ConstExpr::I32(v) => v as u32 as u64,
+        ConstExpr::I64(v) => v as u64,
+        ConstExpr::F32(v) => v as u64,
+        ConstExpr::F64(v) => v,
+        ConstExpr::RefNull => 0,
+        ConstExpr::RefFunc(f) => {
+            // SAFETY: the funcref array is inside the vmctx.
+            (unsafe { inst.vmctx.ptr().add(offsets.funcref(f) as usize) }) as u64
+        }
+        ConstExpr::GlobalGet(g) => {
+            let ni = inst.module.info().num_imported_globals();
+            if g < ni {
+                let p = inst.vmctx.get(offsets.imported_global_ptr(g)) as *const u64;
+                // SAFETY: imported global storage lives as long as the store.
+                unsafe { p.read() }
+            } else {
+                inst.vmctx.get(offsets.defined_global(g - ni))
+            }
+        }
+    }
+}
+
+fn symbolize(pcs: &[usize]) -> Vec<FrameInfo> {
+    pcs.iter()
+        .filter_map(|&pc| {
+            let code = traphandlers::lookup_code(pc)?;
+            let off = (pc - code.base) as u32;
+            let m = &code.module;
+            let func_index = m.func_at(off)?;
+            Some(FrameInfo {
+                func_index,
+                func_name: m.func_name(func_index).map(str::to_owned),
+                module_name: m.name.clone(),
+                wasm_offset: m.wasm_offset_at(off),
+                pc,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn builtin_table_covers_every_builtin() {
+        assert_eq!(super::BUILTINS.0.len(), fnvm_abi::Builtin::ALL.len());
+        assert_eq!(fnvm_abi::Builtin::Raise as usize, 10);
+    }
+}

@@ -1,0 +1,81 @@
+//! Tables: growable arrays of references (funcref pointers or externref handles, 0 is null).
+
+use crate::vm::VmDefinition;
+use fnvm_abi::TableType;
+
+/// One table.
+#[derive(Debug)]
+pub(crate) struct TableData {
+    elems: Vec<u64>,
+    /// What compiled code reads: base and current length in elements.
+    pub(crate) def: VmDefinition,
+    pub(crate) ty: TableType,
+    max: u64,
+}
+
+impl TableData {
+    /// Creates a table of `ty` filled with `init`, with at most `host_cap` elements.
+    pub(crate) fn new(ty: TableType, init: u64, host_cap: u32) -> Result<Box<TableData>, String> {
+        let max = ty.limits.max.unwrap_or(u32::MAX).min(host_cap) as u64;
+        if ty.limits.min as u64 > max {
+            return Err(format!(
+                "table needs {} elements, the limit is {max}",
+                ty.limits.min
+            ));
+        }
+        let mut elems = Vec::new();
+        elems
+            .try_reserve_exact(ty.limits.min as usize)
+            .map_err(|e| format!("allocating table: {e}"))?;
+        elems.resize(ty.limits.min as usize, init);
+        let mut t = Box::new(TableData {
+            def: VmDefinition {
+                base: std::ptr::null_mut(),
+                length: 0,
+            },
+            elems,
+            ty,
+            max,
+        });
+        t.sync();
+        Ok(t)
+    }
+
+    fn sync(&mut self) {
+        self.def.base = self.elems.as_mut_ptr().cast();
+        self.def.length = self.elems.len() as u64;
+    }
+
+    /// Number of elements.
+    pub(crate) fn len(&self) -> u64 {
+        self.elems.len() as u64
+    }
+
+    /// Grows by `delta` elements set to `init`; returns the old size or `None`.
+    pub(crate) fn grow(&mut self, delta: u64, init: u64) -> Option<u64> {
+        let old = self.len();
+        let new = old.checked_add(delta)?;
+        if new > self.max {
+            return None;
+        }
+        self.elems.try_reserve(delta as usize).ok()?;
+        self.elems.resize(new as usize, init);
+        self.sync();
+        Some(old)
+    }
+
+    /// The elements.
+    pub(crate) fn elems(&self) -> &[u64] {
+        &self.elems
+    }
+
+    /// The elements, mutably.
+    pub(crate) fn elems_mut(&mut self) -> &mut [u64] {
+        &mut self.elems
+    }
+
+    /// Checks that `[offset, offset + len)` lies in the table.
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.len())
+    }
+}

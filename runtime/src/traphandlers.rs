@@ -1,0 +1,362 @@
+//! Turning faults in guest code into traps, and unwinding back to the host.
+//!
+//! Entering the guest goes through `fnvm_call_guarded`, which saves the callee-saved registers
+//! and stack pointer in a jump buffer, and an [`Activation`] recorded in a thread-local. When guest
+//! code faults (SIGSEGV/SIGBUS on a guard page, SIGILL on a `ud2` trap, SIGFPE) the handler, which
+//! runs on an alternate stack, checks that the pc lies in registered guest code, records the trap
+//! code and a frame-pointer backtrace in the activation, and rewrites the signal context so that
+//! returning from the handler resumes in `fnvm_longjmp`: the kernel restores the signal mask and
+//! the call to `fnvm_call_guarded` returns 1. Host code that wants to trap (a host function error)
+//! records the trap and calls the `Raise` builtin, which longjmps the same way. A fault outside
+//! guest code goes to whatever handler was installed before ours.
+
+use fnvm_abi::TrapCode;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Once, RwLock};
+
+use crate::module::CodeInfo;
+
+std::arch::global_asm!(
+    ".globl fnvm_call_guarded",
+    ".type fnvm_call_guarded,@function",
+    "fnvm_call_guarded:",
+    // rdi = jump buffer, rsi = function, rdx = its argument
+    "mov [rdi + 0], rbx",
+    "mov [rdi + 8], rbp",
+    "mov [rdi + 16], r12",
+    "mov [rdi + 24], r13",
+    "mov [rdi + 32], r14",
+    "mov [rdi + 40], r15",
+    "lea rax, [rsp + 8]",
+    "mov [rdi + 48], rax",
+    "mov rax, [rsp]",
+    "mov [rdi + 56], rax",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rdi, rdx",
+    "call rsi",
+    "pop rbp",
+    "xor eax, eax",
+    "ret",
+    ".size fnvm_call_guarded, . - fnvm_call_guarded",
+    ".globl fnvm_longjmp",
+    ".type fnvm_longjmp,@function",
+    "fnvm_longjmp:",
+    "mov rbx, [rdi + 0]",
+    "mov rbp, [rdi + 8]",
+    "mov r12, [rdi + 16]",
+    "mov r13, [rdi + 24]",
+    "mov r14, [rdi + 32]",
+    "mov r15, [rdi + 40]",
+    "mov rsp, [rdi + 48]",
+    "mov eax, 1",
+    "jmp qword ptr [rdi + 56]",
+    ".size fnvm_longjmp, . - fnvm_longjmp",
+);
+
+unsafe extern "C" {
+    /// Saves registers in `buf`, calls `f(data)`, returns 0; returns 1 when `fnvm_longjmp(buf)`
+    /// is called while `f` runs.
+    fn fnvm_call_guarded(buf: *mut JmpBuf, f: extern "C" fn(*mut u8), data: *mut u8) -> i32;
+    /// Resumes at the return of the `fnvm_call_guarded` that filled `buf`, returning 1.
+    fn fnvm_longjmp(buf: *const JmpBuf) -> !;
+}
+
+/// Saved registers: rbx, rbp, r12-r15, rsp, return address.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct JmpBuf([u64; 8]);
+
+/// Most frames a backtrace records.
+pub(crate) const MAX_FRAMES: usize = 64;
+
+/// One entry into guest code on this thread.
+#[derive(Debug)]
+pub(crate) struct Activation {
+    buf: JmpBuf,
+    /// Trap recorded by the signal handler or a host function.
+    pub(crate) trap: Option<TrapCode>,
+    /// Host error message recorded with `TrapCode::HostTrap`.
+    pub(crate) host_error: Option<crate::HostError>,
+    /// Backtrace pcs, innermost first.
+    pub(crate) frames: [usize; MAX_FRAMES],
+    pub(crate) nframes: usize,
+    prev: *mut Activation,
+}
+
+thread_local! {
+    static CURRENT: Cell<*mut Activation> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Registered guest code ranges: start address -> (end, module code info).
+type Registry = BTreeMap<usize, (usize, Arc<CodeInfo>)>;
+static CODE: RwLock<Registry> = RwLock::new(BTreeMap::new());
+
+/// Makes `[start, end)` known to the signal handler as guest code.
+pub(crate) fn register_code(start: usize, end: usize, info: Arc<CodeInfo>) {
+    let mut reg = CODE.write().unwrap_or_else(|e| e.into_inner());
+    reg.insert(start, (end, info));
+}
+
+/// Forgets a range registered with [`register_code`].
+pub(crate) fn unregister_code(start: usize) {
+    let mut reg = CODE.write().unwrap_or_else(|e| e.into_inner());
+    reg.remove(&start);
+}
+
+/// Looks up the code containing `pc`. Never blocks: in a signal handler a lock held by the
+/// interrupted thread would deadlock, so contention means "not guest code".
+pub(crate) fn lookup_code(pc: usize) -> Option<Arc<CodeInfo>> {
+    let reg = CODE.try_read().ok()?;
+    let (start, (end, info)) = reg.range(..=pc).next_back()?;
+    (pc >= *start && pc < *end).then(|| info.clone())
+}
+
+/// Runs `f` with guest traps caught: returns `Err(activation)` with the trap recorded if guest
+/// code trapped. `f` must not hold values with destructors across guest calls: a trap skips
+/// its frames.
+pub(crate) fn catch_traps(f: &mut dyn FnMut()) -> Result<(), Box<Activation>> {
+    init_handlers();
+    ensure_alt_stack();
+    let mut act = Box::new(Activation {
+        buf: JmpBuf::default(),
+        trap: None,
+        host_error: None,
+        frames: [0; MAX_FRAMES],
+        nframes: 0,
+        prev: CURRENT.with(|c| c.get()),
+    });
+    let act_ptr: *mut Activation = &mut *act;
+    CURRENT.with(|c| c.set(act_ptr));
+    extern "C" fn trampoline(data: *mut u8) {
+        // SAFETY: `data` is the `&mut &mut dyn FnMut()` passed below, alive for this call.
+        let f = unsafe { &mut *(data as *mut &mut dyn FnMut()) };
+        f();
+    }
+    let mut fref: &mut dyn FnMut() = f;
+    // SAFETY: the jump buffer lives in `act`, which outlives the call; `trampoline` receives a
+    // pointer to `fref`, alive for the call. A longjmp back here skips only guest frames, the
+    // trampoline and `f`'s frames, which by contract own nothing that needs dropping.
+    let rc = unsafe {
+        fnvm_call_guarded(
+            &mut (*act_ptr).buf,
+            trampoline,
+            &mut fref as *mut &mut dyn FnMut() as *mut u8,
+        )
+    };
+    CURRENT.with(|c| c.set(act.prev));
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(act)
+    }
+}
+
+/// Whether this thread is running guest code (inside [`catch_traps`]).
+pub(crate) fn in_guest() -> bool {
+    CURRENT.with(|c| !c.get().is_null())
+}
+
+/// Records a host trap for the current activation; the caller then returns nonzero to the
+/// host-call trampoline, which raises it.
+pub(crate) fn record_host_trap(err: crate::HostError) {
+    CURRENT.with(|c| {
+        let act = c.get();
+        if !act.is_null() {
+            // SAFETY: CURRENT points at the live activation of this thread.
+            unsafe {
+                (*act).trap = Some(TrapCode::HostTrap);
+                (*act).host_error = Some(err);
+            }
+        }
+    });
+}
+
+/// The `Raise` builtin: unwinds to the innermost activation with the trap already recorded.
+pub(crate) extern "C" fn raise(_vmctx: *mut u8) {
+    let act = CURRENT.with(|c| c.get());
+    if act.is_null() {
+        // Called outside any activation: only corrupted code could do this.
+        std::process::abort();
+    }
+    // SAFETY: `act` is this thread's live activation; its jump buffer was filled by
+    // `fnvm_call_guarded`, whose frame is still on the stack below us.
+    unsafe {
+        if (*act).trap.is_none() {
+            (*act).trap = Some(TrapCode::HostTrap);
+        }
+        fnvm_longjmp(&(*act).buf)
+    }
+}
+
+// ---- signal handling ---------------------------------------------------------------------------
+
+const SIGNALS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+static mut PREVIOUS: [std::mem::MaybeUninit<libc::sigaction>; 4] =
+    [std::mem::MaybeUninit::uninit(); 4];
+static INIT: Once = Once::new();
+
+fn init_handlers() {
+    INIT.call_once(|| {
+        for (i, sig) in SIGNALS.iter().enumerate() {
+            // SAFETY: installing a handler with SA_SIGINFO|SA_ONSTACK; the previous action is saved
+            // in PREVIOUS[i] before any signal can use it (Once guarantees a single writer, and our
+            // handler reads PREVIOUS only after sigaction has returned it).
+            unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = handler as *const () as usize;
+                act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut act.sa_mask);
+                let prev = &raw mut PREVIOUS[i];
+                if libc::sigaction(*sig, &act, (*prev).as_mut_ptr()) != 0 {
+                    // Without our handler a guest fault would kill the process; refuse to run.
+                    eprintln!("fnvm: cannot install handler for signal {sig}");
+                    std::process::abort();
+                }
+            }
+        }
+    });
+}
+
+/// Per-thread alternate signal stack, so faults are handled even when the thread's own stack
+/// is exhausted.
+struct AltStack {
+    map: crate::mmap::Mmap,
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        // SAFETY: disabling the alternate stack of this thread before unmapping it.
+        unsafe {
+            let ss = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            libc::sigaltstack(&ss, std::ptr::null_mut());
+        }
+        let _ = &self.map;
+    }
+}
+
+thread_local! {
+    static ALT_STACK: std::cell::RefCell<Option<AltStack>> = const { std::cell::RefCell::new(None) };
+}
+
+const ALT_STACK_SIZE: usize = 64 * 1024;
+
+fn ensure_alt_stack() {
+    ALT_STACK.with(|slot| {
+        if slot.borrow().is_some() {
+            return;
+        }
+        // SAFETY: querying the current alternate stack.
+        let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `old` is a valid out pointer.
+        unsafe { libc::sigaltstack(std::ptr::null(), &mut old) };
+        if old.ss_flags & libc::SS_DISABLE == 0 && old.ss_size >= ALT_STACK_SIZE {
+            return; // the thread already has one that is big enough
+        }
+        let page = crate::mmap::page_size();
+        let Ok(map) = crate::mmap::Mmap::reserve(ALT_STACK_SIZE + page) else {
+            return;
+        };
+        if map
+            .protect(page, ALT_STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE)
+            .is_err()
+        {
+            return;
+        }
+        let ss = libc::stack_t {
+            // SAFETY: inside the mapping; the page below stays a guard page.
+            ss_sp: unsafe { map.as_ptr().add(page).cast() },
+            ss_flags: 0,
+            ss_size: ALT_STACK_SIZE,
+        };
+        // SAFETY: the stack memory lives as long as the thread-local that owns it.
+        if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } == 0 {
+            *slot.borrow_mut() = Some(AltStack { map });
+        }
+    });
+}
+
+unsafe extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO handlers.
+    let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    let fp = uc.uc_mcontext.gregs[libc::REG_RBP as usize] as usize;
+    let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
+    let act = CURRENT.with(|c| c.get());
+    if !act.is_null() {
+        if let Some(code_info) = lookup_code(pc) {
+            let off = (pc - code_info.base) as u32;
+            let code = match code_info.module.trap_at(off) {
+                Some(c) => c,
+                None if sig == libc::SIGSEGV || sig == libc::SIGBUS => {
+                    // SAFETY: valid siginfo for a fault signal.
+                    let addr = unsafe { (*info).si_addr() } as usize;
+                    if addr.abs_diff(sp) < 1 << 20 {
+                        TrapCode::StackOverflow
+                    } else {
+                        TrapCode::MemoryOutOfBounds
+                    }
+                }
+                None => TrapCode::UnreachableCodeReached,
+            };
+            // SAFETY: `act` is this thread's live activation.
+            unsafe {
+                (*act).trap = Some(code);
+                record_backtrace(&mut *act, pc, fp);
+                uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fnvm_longjmp as *const () as i64;
+                uc.uc_mcontext.gregs[libc::REG_RDI as usize] = &(*act).buf as *const JmpBuf as i64;
+            }
+            return;
+        }
+    }
+    // Not ours: hand it to the previous handler.
+    let i = SIGNALS.iter().position(|s| *s == sig).unwrap_or(0);
+    // SAFETY: PREVIOUS[i] was filled by sigaction before our handler could run.
+    unsafe {
+        let prev = (*(&raw const PREVIOUS[i])).assume_init_ref();
+        if prev.sa_sigaction == libc::SIG_DFL || prev.sa_sigaction == libc::SIG_IGN {
+            // Restore the default action and return: the faulting instruction runs again and
+            // the process dies as it would have without us.
+            libc::sigaction(sig, prev, std::ptr::null_mut());
+        } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(prev.sa_sigaction);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(prev.sa_sigaction);
+            f(sig);
+        }
+    }
+}
+
+/// Walks the frame-pointer chain while it stays in guest code. Reads only frames that guest
+/// code set up (every guest function keeps frame pointers).
+///
+/// # Safety
+/// `fp` must be the frame pointer of the interrupted guest code.
+unsafe fn record_backtrace(act: &mut Activation, mut pc: usize, mut fp: usize) {
+    act.nframes = 0;
+    while act.nframes < MAX_FRAMES {
+        if lookup_code(pc).is_none() {
+            break;
+        }
+        act.frames[act.nframes] = pc;
+        act.nframes += 1;
+        if fp == 0 || fp % 8 != 0 {
+            break;
+        }
+        // SAFETY: `fp` points at a saved frame (caller fp, return address) of guest code.
+        let (next_fp, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+        if next_fp <= fp {
+            break;
+        }
+        // The return address points after the call; step back into the call instruction.
+        pc = ret.wrapping_sub(1);
+        fp = next_fp;
+    }
+}
