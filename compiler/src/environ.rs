@@ -168,7 +168,11 @@ pub(crate) fn translate_module(wasm: &[u8]) -> Result<ModuleTranslation<'_>, Com
     let mut bodies = Vec::new();
     let mut names: Option<wasmparser::NameSectionReader<'_>> = None;
     let v = |e: wasmparser::BinaryReaderError| classify_error(wasm, &e);
-    for payload in Parser::new(0).parse_all(wasm) {
+    // The parser must know the features too: some encodings (such as 64-bit memory limits)
+    // are only read as such when the feature is on.
+    let mut parser = Parser::new(0);
+    parser.set_features(crate::supported_features());
+    for payload in parser.parse_all(wasm) {
         let payload = payload.map_err(v)?;
         match validator.payload(&payload).map_err(v)? {
             ValidPayload::Func(func, body) => {

@@ -412,7 +412,9 @@ impl Translator<'_, '_> {
         let Some((ptr, limits)) = self.epoch_ptr else {
             return;
         };
-        let now = self.vm_load(types::I64, ptr, 0);
+        // An atomic load: a plain load would be "redundant" in a loop without stores and
+        // Cranelift would reuse the value from before the loop. On x86 it is still one mov.
+        let now = self.b.ins().atomic_load(types::I64, trusted(), ptr);
         let deadline = self.vm_load(types::I64, limits, limits::EPOCH_DEADLINE);
         let late = self
             .b

@@ -96,8 +96,6 @@ pub fn compile(wasm: &[u8], options: &CompileOptions) -> Result<Vec<u8>, Compile
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn cranelift_version_matches_the_abi() {
         // COMPILER_VERSION names the Cranelift version; this test keeps it honest.
