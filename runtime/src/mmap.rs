@@ -51,13 +51,15 @@ impl Mmap {
     }
 
     /// Length of the mapping.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Changes the protection of `[start, start + len)` (offsets into the mapping, page aligned).
     pub(crate) fn protect(&self, start: usize, len: usize, prot: i32) -> io::Result<()> {
-        if start % page_size() != 0 || start.checked_add(len).is_none_or(|e| e > self.len) {
+        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
+        {
             return Err(io::Error::other("protect range outside the mapping"));
         }
         if len == 0 {
@@ -65,29 +67,6 @@ impl Mmap {
         }
         // SAFETY: the range lies inside our own mapping (checked above).
         let rc = unsafe { libc::mprotect(self.ptr.as_ptr().add(start).cast(), len, prot) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Returns `[start, start + len)` to zero pages and releases its memory.
-    pub(crate) fn decommit(&self, start: usize, len: usize) -> io::Result<()> {
-        if start % page_size() != 0 || start.checked_add(len).is_none_or(|e| e > self.len) {
-            return Err(io::Error::other("decommit range outside the mapping"));
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: the range lies inside our own mapping; MADV_DONTNEED on a private anonymous
-        // mapping just drops the pages, which read back as zeroes.
-        let rc = unsafe {
-            libc::madvise(
-                self.ptr.as_ptr().add(start).cast(),
-                len,
-                libc::MADV_DONTNEED,
-            )
-        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

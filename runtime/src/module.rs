@@ -17,17 +17,14 @@ pub(crate) struct CodeInfo {
 #[derive(Debug)]
 pub(crate) struct ModuleInner {
     pub(crate) code: Arc<CodeInfo>,
-    map: Mmap,
+    /// Length of the code in bytes.
+    pub(crate) code_len: usize,
+    /// Keeps the code mapped as long as any store uses the module.
+    _map: Mmap,
     /// Engine-wide signature id of each module type.
     pub(crate) type_ids: Box<[u32]>,
     pub(crate) offsets: fnvm_abi::VmOffsets,
     pub(crate) engine: Engine,
-}
-
-impl Drop for ModuleInner {
-    fn drop(&mut self) {
-        crate::traphandlers::unregister_code(self.map.as_ptr() as usize);
-    }
 }
 
 /// A compiled module, loaded and ready to instantiate. Cheap to clone.
@@ -59,15 +56,16 @@ impl Module {
             .map(|t| engine.register_type(t))
             .collect();
         let base = map.as_ptr() as usize;
+        let art_code_len = art.code.len();
         let code = Arc::new(CodeInfo {
             base,
             module: art.module,
         });
-        crate::traphandlers::register_code(base, base + art.code.len(), code.clone());
         Ok(Module {
             inner: Arc::new(ModuleInner {
                 code,
-                map,
+                code_len: art_code_len,
+                _map: map,
                 type_ids,
                 offsets,
                 engine: engine.clone(),

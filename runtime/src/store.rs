@@ -3,7 +3,7 @@
 
 use crate::memory::MemoryData;
 use crate::table::TableData;
-use crate::traphandlers::{self, catch_traps};
+use crate::traphandlers::{self, catch_traps, CodeRegistry};
 use crate::vm::{VmDefinition, VmFuncRef, VmLimits};
 use crate::{Engine, FrameInfo, HostError, InstantiationError, Module, RuntimeError, Trap, Val};
 use fnvm_abi::module::*;
@@ -90,8 +90,15 @@ pub(crate) struct InstanceData {
     data_dropped: Vec<bool>,
 }
 
+/// Everything is boxed so its address stays put: vmctxs, tables and host functions hold raw
+/// pointers to one another.
+#[expect(
+    clippy::vec_box,
+    reason = "elements must keep their addresses when the Vec grows"
+)]
 struct StoreInner {
     engine: Engine,
+    code: CodeRegistry,
     limits: Box<VmLimits>,
     instances: Vec<Box<InstanceData>>,
     memories: Vec<Box<MemoryData>>,
@@ -129,7 +136,7 @@ fn val_type_of(v: &Val) -> ValType {
 }
 
 impl StoreInner {
-    fn to_raw(&self, v: &Val) -> Result<u64, RuntimeError> {
+    fn val_to_raw(&self, v: &Val) -> Result<u64, RuntimeError> {
         Ok(match *v {
             Val::I32(x) => x as u32 as u64,
             Val::I64(x) => x as u64,
@@ -145,7 +152,7 @@ impl StoreInner {
         })
     }
 
-    fn from_raw(&mut self, ty: ValType, raw: u64) -> Val {
+    fn val_from_raw(&mut self, ty: ValType, raw: u64) -> Val {
         match ty {
             ValType::I32 => Val::I32(raw as u32 as i32),
             ValType::I64 => Val::I64(raw as i64),
@@ -242,11 +249,10 @@ extern "C" fn data_drop(vmctx: *mut u8, seg: u32) {
     }
 }
 
-fn table_of(inst: &InstanceData, t: u32) -> Option<&mut TableData> {
-    // SAFETY: tables are owned by the store and outlive the instance.
-    inst.tables
-        .get(t as usize)
-        .map(|(_, p)| unsafe { &mut **p })
+/// Table `t` of an instance. Tables are owned by the store and outlive the instance; callers
+/// turn the pointer into a reference for the duration of one builtin.
+fn table_of(inst: &InstanceData, t: u32) -> Option<*mut TableData> {
+    inst.tables.get(t as usize).map(|(_, p)| *p)
 }
 
 extern "C" fn table_grow(vmctx: *mut u8, t: u32, delta: u32, init: u64) -> u32 {
@@ -255,6 +261,8 @@ extern "C" fn table_grow(vmctx: *mut u8, t: u32, delta: u32, init: u64) -> u32 {
     let Some(table) = table_of(inst, t) else {
         return u32::MAX;
     };
+    // SAFETY: see `table_of`; no other reference to the table is live during the builtin.
+    let table = unsafe { &mut *table };
     table
         .grow(delta as u64, init)
         .map_or(u32::MAX, |old| old as u32)
@@ -266,6 +274,8 @@ extern "C" fn table_fill(vmctx: *mut u8, t: u32, dst: u32, val: u64, len: u32) -
     let Some(table) = table_of(inst, t) else {
         return 1;
     };
+    // SAFETY: see `table_of`; no other reference to the table is live during the builtin.
+    let table = unsafe { &mut *table };
     if !table.check_range(dst as u64, len as u64) {
         return 1;
     }
@@ -276,19 +286,21 @@ extern "C" fn table_fill(vmctx: *mut u8, t: u32, dst: u32, val: u64, len: u32) -
 extern "C" fn table_copy(vmctx: *mut u8, dt: u32, st: u32, dst: u32, src: u32, len: u32) -> u32 {
     // SAFETY: called by compiled code with its own vmctx.
     let inst = unsafe { instance_of(vmctx) };
-    let (Some(src_t), Some(dst_t)) = (table_of(inst, st), table_of(inst, dt)) else {
+    let (Some(src_p), Some(dst_p)) = (table_of(inst, st), table_of(inst, dt)) else {
         return 1;
     };
+    // SAFETY: see `table_of`; the source is only read, and when the two tables are the same
+    // table only the mutable reference is used.
+    let (src_t, dst_t) = unsafe { (&*src_p, &mut *dst_p) };
+    let (s, d, n) = (src as usize, dst as usize, len as usize);
     if !src_t.check_range(src as u64, len as u64) || !dst_t.check_range(dst as u64, len as u64) {
         return 1;
     }
-    if std::ptr::eq(src_t, dst_t) {
-        dst_t
-            .elems_mut()
-            .copy_within(src as usize..src as usize + len as usize, dst as usize);
+    if std::ptr::eq(src_p, dst_p) {
+        dst_t.elems_mut().copy_within(s..s + n, d);
     } else {
-        let items: Vec<u64> = src_t.elems()[src as usize..src as usize + len as usize].to_vec();
-        dst_t.elems_mut()[dst as usize..dst as usize + len as usize].copy_from_slice(&items);
+        let items: Vec<u64> = src_t.elems()[s..s + n].to_vec();
+        dst_t.elems_mut()[d..d + n].copy_from_slice(&items);
     }
     0
 }
@@ -303,6 +315,8 @@ extern "C" fn table_init(vmctx: *mut u8, t: u32, seg: u32, dst: u32, src: u32, l
     let Some(table) = table_of(inst, t) else {
         return 1;
     };
+    // SAFETY: see `table_of`; no other reference to the table is live during the builtin.
+    let table = unsafe { &mut *table };
     if !table.check_range(dst as u64, len as u64)
         || (src as u64)
             .checked_add(len as u64)
@@ -359,7 +373,7 @@ extern "C" fn host_dispatch(ctx: *mut HostFuncCtx, _caller: *mut u8, values: *mu
         .params
         .iter()
         .zip(slots.iter())
-        .map(|(t, s)| store.from_raw(*t, s[0]))
+        .map(|(t, s)| store.val_from_raw(*t, s[0]))
         .collect();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ctx.f)(&args)));
     let results = match result {
@@ -383,7 +397,7 @@ extern "C" fn host_dispatch(ctx: *mut HostFuncCtx, _caller: *mut u8, values: *mu
         return 1;
     }
     for (slot, v) in slots.iter_mut().zip(&results) {
-        match store.to_raw(v) {
+        match store.val_to_raw(v) {
             Ok(raw) => slot[0] = raw,
             Err(e) => {
                 traphandlers::record_host_trap(HostError(e.to_string()));
@@ -410,6 +424,7 @@ impl Store {
         Store {
             inner: Box::new(StoreInner {
                 engine: engine.clone(),
+                code: CodeRegistry::default(),
                 limits: Box::new(VmLimits {
                     stack_limit: 0,
                     epoch_deadline: u64::MAX,
@@ -469,7 +484,7 @@ impl Store {
                 ty.ty
             )));
         }
-        let raw = self.inner.to_raw(&val)?;
+        let raw = self.inner.val_to_raw(&val)?;
         let mut b = Box::new([raw, 0u64]);
         let p = b.as_mut_ptr() as *mut u8;
         self.inner.host_globals.push(b);
@@ -511,7 +526,7 @@ impl Store {
         let (p, ty) = *self.inner.globals.get(g.0 as usize)?;
         // SAFETY: global storage lives as long as the store and holds 16 bytes.
         let raw = unsafe { (p as *const u64).read() };
-        Some(self.inner.from_raw(ty.ty, raw))
+        Some(self.inner.val_from_raw(ty.ty, raw))
     }
 
     /// Current size of a memory in pages.
@@ -586,6 +601,7 @@ impl Store {
         }
         let offsets = module.inner.offsets;
         let vmctx = VmCtx::new(offsets.size());
+        self.inner.code.insert(module);
         let code_base = module.code_base();
         let config = self.inner.engine.config().clone();
         let inner = &mut *self.inner;
@@ -764,6 +780,8 @@ impl Store {
                     let Some(t) = table_of(data, table) else {
                         return Err(InstantiationError::Trap(trap(TrapCode::TableOutOfBounds)));
                     };
+                    // SAFETY: see `table_of`; no guest code runs during instantiation here.
+                    let t = unsafe { &mut *t };
                     if !t.check_range(off, items.len() as u64) {
                         return Err(InstantiationError::Trap(trap(TrapCode::TableOutOfBounds)));
                     }
@@ -832,7 +850,10 @@ impl Store {
         let n = ty.params.len().max(ty.results.len()).max(1);
         let mut values = vec![[0u64; 2]; n];
         for (slot, a) in values.iter_mut().zip(args) {
-            slot[0] = self.inner.to_raw(a).map_err(|e| host_err(e.to_string()))?;
+            slot[0] = self
+                .inner
+                .val_to_raw(a)
+                .map_err(|e| host_err(e.to_string()))?;
         }
         let outermost = !traphandlers::in_guest();
         let saved_limit = self.inner.limits.stack_limit;
@@ -846,7 +867,10 @@ impl Store {
         // loaded, executable code.
         let entry: ArrayCall = unsafe { std::mem::transmute(fr.array_call) };
         let values_ptr = values.as_mut_ptr();
-        let result = catch_traps(&mut || {
+        let registry: *const CodeRegistry = &self.inner.code;
+        // SAFETY: the registry is not modified while guest code runs: instantiation needs
+        // `&mut Store`, which host functions do not get.
+        let result = catch_traps(unsafe { &*registry }, &mut || {
             // SAFETY: the trampoline reads params and writes results in `values`, which has room
             // for both; the callee's vmctx is live for the store's lifetime.
             unsafe { entry(fr.vmctx, fr.vmctx, fr.wasm_call, values_ptr) }
@@ -857,12 +881,12 @@ impl Store {
                 .results
                 .iter()
                 .zip(&values)
-                .map(|(t, s)| self.inner.from_raw(*t, s[0]))
+                .map(|(t, s)| self.inner.val_from_raw(*t, s[0]))
                 .collect()),
             Err(act) => Err(Trap {
                 code: act.trap.unwrap_or(TrapCode::HostTrap),
                 host_message: act.host_error.map(|e| e.0),
-                backtrace: symbolize(&act.frames[..act.nframes]),
+                backtrace: symbolize(&self.inner.code, &act.frames[..act.nframes]),
             }),
         }
     }
@@ -894,10 +918,10 @@ fn const_eval(inst: &InstanceData, e: &ConstExpr) -> u64 {
     }
 }
 
-fn symbolize(pcs: &[usize]) -> Vec<FrameInfo> {
+fn symbolize(registry: &CodeRegistry, pcs: &[usize]) -> Vec<FrameInfo> {
     pcs.iter()
         .filter_map(|&pc| {
-            let code = traphandlers::lookup_code(pc)?;
+            let code = registry.lookup(pc)?;
             let off = (pc - code.base) as u32;
             let m = &code.module;
             let func_index = m.func_at(off)?;

@@ -12,10 +12,10 @@
 
 use fnvm_abi::TrapCode;
 use std::cell::Cell;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Once, RwLock};
+use std::sync::Once;
 
 use crate::module::CodeInfo;
+use crate::Module;
 
 std::arch::global_asm!(
     ".globl fnvm_call_guarded",
@@ -82,6 +82,8 @@ pub(crate) struct Activation {
     /// Backtrace pcs, innermost first.
     pub(crate) frames: [usize; MAX_FRAMES],
     pub(crate) nframes: usize,
+    /// The code of the store that entered the guest.
+    code: *const CodeRegistry,
     prev: *mut Activation,
 }
 
@@ -89,34 +91,40 @@ thread_local! {
     static CURRENT: Cell<*mut Activation> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// Registered guest code ranges: start address -> (end, module code info).
-type Registry = BTreeMap<usize, (usize, Arc<CodeInfo>)>;
-static CODE: RwLock<Registry> = RwLock::new(BTreeMap::new());
-
-/// Makes `[start, end)` known to the signal handler as guest code.
-pub(crate) fn register_code(start: usize, end: usize, info: Arc<CodeInfo>) {
-    let mut reg = CODE.write().unwrap_or_else(|e| e.into_inner());
-    reg.insert(start, (end, info));
+/// The guest code a store can run: sorted, non-overlapping `[start, end)` ranges. Each store
+/// owns one and hands it to every activation, so the signal handler finds code without taking
+/// a lock (another thread loading or dropping modules cannot get in its way).
+/// Each entry holds its module, so the code stays mapped (and its addresses cannot be reused by
+/// another module) for as long as the store may run it.
+#[derive(Debug, Default)]
+pub(crate) struct CodeRegistry {
+    entries: Vec<(usize, usize, Module)>,
 }
 
-/// Forgets a range registered with [`register_code`].
-pub(crate) fn unregister_code(start: usize) {
-    let mut reg = CODE.write().unwrap_or_else(|e| e.into_inner());
-    reg.remove(&start);
-}
+impl CodeRegistry {
+    /// Adds a module's code if it is not there yet.
+    pub(crate) fn insert(&mut self, module: &Module) {
+        let start = module.inner.code.base;
+        let end = start + module.inner.code_len;
+        let i = self.entries.partition_point(|e| e.0 < start);
+        if self.entries.get(i).is_some_and(|e| e.0 == start) {
+            return;
+        }
+        self.entries.insert(i, (start, end, module.clone()));
+    }
 
-/// Looks up the code containing `pc`. Never blocks: in a signal handler a lock held by the
-/// interrupted thread would deadlock, so contention means "not guest code".
-pub(crate) fn lookup_code(pc: usize) -> Option<Arc<CodeInfo>> {
-    let reg = CODE.try_read().ok()?;
-    let (start, (end, info)) = reg.range(..=pc).next_back()?;
-    (pc >= *start && pc < *end).then(|| info.clone())
+    /// The code containing `pc`. Allocation-free and lock-free: safe in a signal handler.
+    pub(crate) fn lookup(&self, pc: usize) -> Option<&CodeInfo> {
+        let i = self.entries.partition_point(|e| e.0 <= pc);
+        let (start, end, module) = self.entries.get(i.checked_sub(1)?)?;
+        (pc >= *start && pc < *end).then_some(&*module.inner.code)
+    }
 }
 
 /// Runs `f` with guest traps caught: returns `Err(activation)` with the trap recorded if guest
 /// code trapped. `f` must not hold values with destructors across guest calls: a trap skips
 /// its frames.
-pub(crate) fn catch_traps(f: &mut dyn FnMut()) -> Result<(), Box<Activation>> {
+pub(crate) fn catch_traps(code: &CodeRegistry, f: &mut dyn FnMut()) -> Result<(), Box<Activation>> {
     init_handlers();
     ensure_alt_stack();
     let mut act = Box::new(Activation {
@@ -125,6 +133,7 @@ pub(crate) fn catch_traps(f: &mut dyn FnMut()) -> Result<(), Box<Activation>> {
         host_error: None,
         frames: [0; MAX_FRAMES],
         nframes: 0,
+        code,
         prev: CURRENT.with(|c| c.get()),
     });
     let act_ptr: *mut Activation = &mut *act;
@@ -193,29 +202,30 @@ pub(crate) extern "C" fn raise(_vmctx: *mut u8) {
 // ---- signal handling ---------------------------------------------------------------------------
 
 const SIGNALS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
-static mut PREVIOUS: [std::mem::MaybeUninit<libc::sigaction>; 4] =
-    [std::mem::MaybeUninit::uninit(); 4];
+/// The handlers that were installed before ours, for faults that are not in guest code.
+static PREVIOUS: std::sync::OnceLock<[libc::sigaction; 4]> = std::sync::OnceLock::new();
 static INIT: Once = Once::new();
 
 fn init_handlers() {
     INIT.call_once(|| {
+        // SAFETY: an all-zero sigaction is a valid (default) value.
+        let mut previous: [libc::sigaction; 4] = unsafe { std::mem::zeroed() };
         for (i, sig) in SIGNALS.iter().enumerate() {
-            // SAFETY: installing a handler with SA_SIGINFO|SA_ONSTACK; the previous action is saved
-            // in PREVIOUS[i] before any signal can use it (Once guarantees a single writer, and our
-            // handler reads PREVIOUS only after sigaction has returned it).
+            // SAFETY: installing a handler with SA_SIGINFO|SA_ONSTACK; the previous action is
+            // written to `previous[i]`, a valid out pointer.
             unsafe {
                 let mut act: libc::sigaction = std::mem::zeroed();
                 act.sa_sigaction = handler as *const () as usize;
                 act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut act.sa_mask);
-                let prev = &raw mut PREVIOUS[i];
-                if libc::sigaction(*sig, &act, (*prev).as_mut_ptr()) != 0 {
+                if libc::sigaction(*sig, &act, &mut previous[i]) != 0 {
                     // Without our handler a guest fault would kill the process; refuse to run.
                     eprintln!("fnvm: cannot install handler for signal {sig}");
                     std::process::abort();
                 }
             }
         }
+        let _ = PREVIOUS.set(previous);
     });
 }
 
@@ -288,8 +298,11 @@ unsafe extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
     let fp = uc.uc_mcontext.gregs[libc::REG_RBP as usize] as usize;
     let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
     let act = CURRENT.with(|c| c.get());
-    if !act.is_null() {
-        if let Some(code_info) = lookup_code(pc) {
+    // SAFETY: a non-null CURRENT is this thread's live activation, and its registry belongs to
+    // the store running guest code on this thread, which cannot change during the call.
+    let registry = unsafe { act.as_ref().map(|a| &*a.code) };
+    if let Some(registry) = registry {
+        if let Some(code_info) = registry.lookup(pc) {
             let off = (pc - code_info.base) as u32;
             let code = match code_info.module.trap_at(off) {
                 Some(c) => c,
@@ -307,21 +320,24 @@ unsafe extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
             // SAFETY: `act` is this thread's live activation.
             unsafe {
                 (*act).trap = Some(code);
-                record_backtrace(&mut *act, pc, fp);
+                record_backtrace(&mut *act, registry, pc, fp);
                 uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fnvm_longjmp as *const () as i64;
                 uc.uc_mcontext.gregs[libc::REG_RDI as usize] = &(*act).buf as *const JmpBuf as i64;
             }
             return;
         }
     }
-    // Not ours: hand it to the previous handler.
+    // Not ours: hand it to the previous handler (the default action if none was recorded yet).
     let i = SIGNALS.iter().position(|s| *s == sig).unwrap_or(0);
-    // SAFETY: PREVIOUS[i] was filled by sigaction before our handler could run.
+    // SAFETY: an all-zero sigaction is SIG_DFL with no flags.
+    let default: libc::sigaction = unsafe { std::mem::zeroed() };
+    let prev = PREVIOUS.get().map_or(&default, |p| &p[i]);
+    // SAFETY: re-installing or calling the handler that was installed before ours, with the
+    // arguments the kernel gave us.
     unsafe {
-        let prev = (*(&raw const PREVIOUS[i])).assume_init_ref();
         if prev.sa_sigaction == libc::SIG_DFL || prev.sa_sigaction == libc::SIG_IGN {
-            // Restore the default action and return: the faulting instruction runs again and
-            // the process dies as it would have without us.
+            // Restore that action and return: the faulting instruction runs again and the
+            // process dies as it would have without us.
             libc::sigaction(sig, prev, std::ptr::null_mut());
         } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -339,15 +355,20 @@ unsafe extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
 ///
 /// # Safety
 /// `fp` must be the frame pointer of the interrupted guest code.
-unsafe fn record_backtrace(act: &mut Activation, mut pc: usize, mut fp: usize) {
+unsafe fn record_backtrace(
+    act: &mut Activation,
+    registry: &CodeRegistry,
+    mut pc: usize,
+    mut fp: usize,
+) {
     act.nframes = 0;
     while act.nframes < MAX_FRAMES {
-        if lookup_code(pc).is_none() {
+        if registry.lookup(pc).is_none() {
             break;
         }
         act.frames[act.nframes] = pc;
         act.nframes += 1;
-        if fp == 0 || fp % 8 != 0 {
+        if fp == 0 || !fp.is_multiple_of(8) {
             break;
         }
         // SAFETY: `fp` points at a saved frame (caller fp, return address) of guest code.
