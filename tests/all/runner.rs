@@ -5,7 +5,6 @@
 use fnvm::wast::{run_script, Counts};
 
 fn run(text: &str) -> Counts {
-    let _serial = crate::one_script_at_a_time();
     match run_script("test.wast", text.to_string()) {
         Ok(counts) => counts,
         Err(e) => panic!("{e:#}"),
@@ -90,7 +89,6 @@ fn imports_registration_and_named_modules() {
 
 #[test]
 fn unparsable_script_is_an_error() {
-    let _serial = crate::one_script_at_a_time();
     let err = run_script("bad.wast", "(module (func".to_string()).unwrap_err();
     assert!(format!("{err:#}").contains("bad.wast"), "{err:#}");
 }

@@ -35,7 +35,6 @@ fn run(script: &str) {
     let Some(dir) = spec_dir() else {
         return;
     };
-    let _serial = crate::one_script_at_a_time();
     let counts = match fnvm::wast::run_file(&dir.join(script)) {
         Ok(counts) => counts,
         Err(e) => panic!("{script}: {e:#}"),
