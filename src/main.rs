@@ -22,9 +22,12 @@ enum Command {
     Compile {
         /// The module: a `.wasm` binary or `.wat` text.
         input: PathBuf,
-        /// Where to write the artifact.
+        /// Where to write the artifact (or, with `--emit-clif`, the IR text).
         #[arg(short, long)]
         output: PathBuf,
+        /// Write our lowering of every function as Cranelift IR text instead of an artifact.
+        #[arg(long)]
+        emit_clif: bool,
     },
     /// Run WebAssembly specification test scripts (`.wast`) and count passed and failed
     /// directives. Exits with status 1 if any directive failed.
@@ -45,7 +48,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile { input, output } => compile(&input, &output).map(|()| ExitCode::SUCCESS),
+        Command::Compile {
+            input,
+            output,
+            emit_clif,
+        } => compile(&input, &output, emit_clif).map(|()| ExitCode::SUCCESS),
         Command::Wast {
             files,
             exclude,
@@ -58,11 +65,16 @@ fn main() -> ExitCode {
     })
 }
 
-fn compile(input: &Path, output: &Path) -> Result<()> {
+fn compile(input: &Path, output: &Path, emit_clif: bool) -> Result<()> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let wasm = to_wasm(input, &bytes)?;
-    let artifact = fnvm_compiler::compile(&wasm, &fnvm_compiler::CompileOptions::default())
-        .with_context(|| format!("compiling {}", input.display()))?;
+    let options = fnvm_compiler::CompileOptions::default();
+    let artifact = if emit_clif {
+        fnvm_compiler::translate_to_clif(&wasm, &options).map(String::into_bytes)
+    } else {
+        fnvm_compiler::compile(&wasm, &options)
+    }
+    .with_context(|| format!("compiling {}", input.display()))?;
     std::fs::write(output, artifact).with_context(|| format!("writing {}", output.display()))?;
     Ok(())
 }

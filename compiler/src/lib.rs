@@ -94,6 +94,14 @@ pub fn compile(wasm: &[u8], options: &CompileOptions) -> Result<Vec<u8>, Compile
     Ok(Artifact::serialize(options.features, &module, &code))
 }
 
+/// Our lowering of every function body, as Cranelift IR text before optimisation: what the
+/// golden tests compare, and a debugging aid (`fnvm compile --emit-clif`).
+pub fn translate_to_clif(wasm: &[u8], options: &CompileOptions) -> Result<String, CompileError> {
+    let translation = environ::translate_module(wasm)?;
+    let isa = isa::build(options.features)?;
+    link::translate_only(wasm, translation, &*isa, options)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

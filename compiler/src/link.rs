@@ -35,6 +35,37 @@ fn finish(func: &Function, code: CompiledCode) -> Compiled {
     Compiled { code, callees }
 }
 
+/// Translates (and validates) every body without compiling it; returns the IR text.
+pub(crate) fn translate_only(
+    wasm: &[u8],
+    translation: ModuleTranslation<'_>,
+    isa: &dyn TargetIsa,
+    options: &CompileOptions,
+) -> Result<String, CompileError> {
+    let ModuleTranslation { info, bodies } = translation;
+    let offsets = VmOffsets::new(info.vm_shape())
+        .ok_or_else(|| CompileError::Limit("too many functions, tables or globals".into()))?;
+    let env = FuncEnv {
+        info: &info,
+        offsets,
+        epoch_interruption: options.epoch_interruption,
+    };
+    let first = info.num_imported_funcs();
+    let mut out = String::new();
+    for (i, (validator, body)) in bodies.into_iter().enumerate() {
+        let mut v = validator.into_validator(FuncValidatorAllocations::default());
+        v.validate(&body)
+            .map_err(|e| crate::environ::classify_error(wasm, &e))?;
+        let mut f = Function::new();
+        let mut fctx = FunctionBuilderContext::new();
+        let index = first + i as u32;
+        func::translate(&env, index, &body, &mut f, &mut fctx, isa.frontend_config())?;
+        out.push_str(&f.display().to_string());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 pub(crate) fn compile_and_link(
     wasm: &[u8],
     translation: ModuleTranslation<'_>,
