@@ -134,6 +134,13 @@ fn host_fault_child() {
     let Ok(mode) = std::env::var("FNVM_CHILD_HOST_FAULT") else {
         return;
     };
+    // No core file for the deliberate crash.
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct, in a child process made for this test.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     if mode == "previous" {
         extern "C" fn exit42(_: libc::c_int) {
             // SAFETY: _exit is async-signal-safe.
