@@ -51,7 +51,6 @@ impl Mmap {
     }
 
     /// Length of the mapping.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

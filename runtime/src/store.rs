@@ -3,7 +3,7 @@
 
 use crate::memory::MemoryData;
 use crate::table::TableData;
-use crate::traphandlers::{self, catch_traps, CodeRegistry};
+use crate::traphandlers::{self, catch_traps, CodeRegistry, GuestStack};
 use crate::vm::{VmDefinition, VmFuncRef, VmLimits};
 use crate::{Engine, FrameInfo, HostError, InstantiationError, Module, RuntimeError, Trap, Val};
 use fnvm_abi::module::*;
@@ -99,6 +99,8 @@ pub(crate) struct InstanceData {
 struct StoreInner {
     engine: Engine,
     code: CodeRegistry,
+    /// Where guest code runs, mapped on the first call.
+    stack: Option<GuestStack>,
     limits: Box<VmLimits>,
     instances: Vec<Box<InstanceData>>,
     memories: Vec<Box<MemoryData>>,
@@ -425,6 +427,7 @@ impl Store {
             inner: Box::new(StoreInner {
                 engine: engine.clone(),
                 code: CodeRegistry::default(),
+                stack: None,
                 limits: Box::new(VmLimits {
                     stack_limit: 0,
                     epoch_deadline: u64::MAX,
@@ -855,12 +858,22 @@ impl Store {
                 .val_to_raw(a)
                 .map_err(|e| host_err(e.to_string()))?;
         }
+        // The outermost call switches to the store's guest stack; calls made while the guest
+        // runs (none today: host functions get no store) would stay on it.
         let outermost = !traphandlers::in_guest();
         let saved_limit = self.inner.limits.stack_limit;
+        let mut stack_top = 0;
         if outermost {
-            let here = &n as *const usize as u64;
-            self.inner.limits.stack_limit =
-                here.saturating_sub(self.inner.engine.config().max_wasm_stack as u64);
+            if self.inner.stack.is_none() {
+                let size = self.inner.engine.config().max_wasm_stack;
+                let stack = GuestStack::new(size)
+                    .map_err(|e| host_err(format!("mapping the guest stack: {e}")))?;
+                self.inner.stack = Some(stack);
+            }
+            if let Some(stack) = &self.inner.stack {
+                stack_top = stack.top();
+                self.inner.limits.stack_limit = stack.wasm_limit() as u64;
+            }
         }
         type ArrayCall = unsafe extern "C" fn(*mut u8, *mut u8, *const u8, *mut [u64; 2]);
         // SAFETY: array_call points at the array-call trampoline of this function's type in
@@ -870,7 +883,7 @@ impl Store {
         let registry: *const CodeRegistry = &self.inner.code;
         // SAFETY: the registry is not modified while guest code runs: instantiation needs
         // `&mut Store`, which host functions do not get.
-        let result = catch_traps(unsafe { &*registry }, &mut || {
+        let result = catch_traps(unsafe { &*registry }, stack_top, &mut || {
             // SAFETY: the trampoline reads params and writes results in `values`, which has room
             // for both; the callee's vmctx is live for the store's lifetime.
             unsafe { entry(fr.vmctx, fr.vmctx, fr.wasm_call, values_ptr) }

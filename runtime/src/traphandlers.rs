@@ -21,7 +21,8 @@ std::arch::global_asm!(
     ".globl fnvm_call_guarded",
     ".type fnvm_call_guarded,@function",
     "fnvm_call_guarded:",
-    // rdi = jump buffer, rsi = function, rdx = its argument
+    // rdi = jump buffer, rsi = function, rdx = its argument, rcx = top of the stack to run it
+    // on (16-byte aligned), or 0 to stay on the current stack
     "mov [rdi + 0], rbx",
     "mov [rdi + 8], rbp",
     "mov [rdi + 16], r12",
@@ -34,8 +35,14 @@ std::arch::global_asm!(
     "mov [rdi + 56], rax",
     "push rbp",
     "mov rbp, rsp",
+    "test rcx, rcx",
+    "jz 2f",
+    "mov rsp, rcx",
+    "2:",
     "mov rdi, rdx",
     "call rsi",
+    // rbp is callee-saved: it still points at our frame on the original stack.
+    "mov rsp, rbp",
     "pop rbp",
     "xor eax, eax",
     "ret",
@@ -56,9 +63,14 @@ std::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    /// Saves registers in `buf`, calls `f(data)`, returns 0; returns 1 when `fnvm_longjmp(buf)`
-    /// is called while `f` runs.
-    fn fnvm_call_guarded(buf: *mut JmpBuf, f: extern "C" fn(*mut u8), data: *mut u8) -> i32;
+    /// Saves registers in `buf`, calls `f(data)` (on the stack whose top is `stack_top`, unless
+    /// it is 0), returns 0; returns 1 when `fnvm_longjmp(buf)` is called while `f` runs.
+    fn fnvm_call_guarded(
+        buf: *mut JmpBuf,
+        f: extern "C" fn(*mut u8),
+        data: *mut u8,
+        stack_top: usize,
+    ) -> i32;
     /// Resumes at the return of the `fnvm_call_guarded` that filled `buf`, returning 1.
     fn fnvm_longjmp(buf: *const JmpBuf) -> !;
 }
@@ -124,7 +136,12 @@ impl CodeRegistry {
 /// Runs `f` with guest traps caught: returns `Err(activation)` with the trap recorded if guest
 /// code trapped. `f` must not hold values with destructors across guest calls: a trap skips
 /// its frames.
-pub(crate) fn catch_traps(code: &CodeRegistry, f: &mut dyn FnMut()) -> Result<(), Box<Activation>> {
+/// With `stack_top` nonzero, `f` runs on that stack (a [`GuestStack`]) instead of the thread's.
+pub(crate) fn catch_traps(
+    code: &CodeRegistry,
+    stack_top: usize,
+    f: &mut dyn FnMut(),
+) -> Result<(), Box<Activation>> {
     init_handlers();
     ensure_alt_stack();
     let mut act = Box::new(Activation {
@@ -152,6 +169,7 @@ pub(crate) fn catch_traps(code: &CodeRegistry, f: &mut dyn FnMut()) -> Result<()
             &mut (*act_ptr).buf,
             trampoline,
             &mut fref as *mut &mut dyn FnMut() as *mut u8,
+            stack_top,
         )
     };
     CURRENT.with(|c| c.set(act.prev));
@@ -196,6 +214,48 @@ pub(crate) extern "C" fn raise(_vmctx: *mut u8) {
             (*act).trap = Some(TrapCode::HostTrap);
         }
         fnvm_longjmp(&(*act).buf)
+    }
+}
+
+/// A stack for guest code, separate from the host thread's, so a guest can never use up the
+/// host's stack whatever thread calls it.
+///
+/// ```text
+///   low                                                                   high
+///   +------------+-----------------------------+-------------------------------+
+///   | guard page | host headroom (256 KiB)     | wasm frames (max_wasm_stack)  |
+///   | PROT_NONE  | builtins and host functions | checked by every prologue     |
+///   +------------+-----------------------------+-------------------------------+
+///                                               ^ stack_limit                  ^ top
+/// ```
+#[derive(Debug)]
+pub(crate) struct GuestStack {
+    map: crate::mmap::Mmap,
+    wasm_size: usize,
+}
+
+/// Room below the wasm frames for host code the guest calls.
+const HOST_HEADROOM: usize = 256 * 1024;
+
+impl GuestStack {
+    /// Maps a stack for `max_wasm_stack` bytes of wasm frames.
+    pub(crate) fn new(max_wasm_stack: usize) -> std::io::Result<GuestStack> {
+        let page = crate::mmap::page_size();
+        let wasm_size = max_wasm_stack.div_ceil(page) * page;
+        let len = page + HOST_HEADROOM + wasm_size;
+        let map = crate::mmap::Mmap::reserve(len)?;
+        map.protect(page, len - page, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(GuestStack { map, wasm_size })
+    }
+
+    /// The highest address (exclusive), 16-byte aligned: where the stack starts.
+    pub(crate) fn top(&self) -> usize {
+        self.map.as_ptr() as usize + self.map.len()
+    }
+
+    /// The lowest stack pointer wasm frames may reach.
+    pub(crate) fn wasm_limit(&self) -> usize {
+        self.top() - self.wasm_size
     }
 }
 

@@ -184,3 +184,36 @@ fn faults_outside_guest_code_go_to_the_previous_handler() {
     let status = run_child("previous");
     assert_eq!(status.code(), Some(42), "{status:?}");
 }
+
+/// Guest frames live on the store's own guarded stack, not the calling thread's: a thread with
+/// a stack far smaller than the guest's limit still runs deep recursion, and still gets a trap
+/// (not a crash) when the guest recurses without end.
+#[test]
+fn guest_stack_is_independent_of_the_host_thread_stack() {
+    let engine = engine();
+    // Compiling needs a normal stack; only the calls run on the small thread.
+    let m = module(
+        &engine,
+        r#"(module
+          (func $down (export "down") (param i32) (result i32)
+            (if (result i32) (i32.eqz (local.get 0))
+              (then (i32.const 0))
+              (else (i32.add (i32.const 1)
+                (call $down (i32.sub (local.get 0) (i32.const 1))))))))"#,
+    );
+    let result = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut store = fnvm_runtime::Store::new(&engine);
+            let inst = store.instantiate(&m, &[]).unwrap();
+            let down = func(&mut store, inst, "down");
+            let deep = store.call(down, &[Val::I32(10_000)]).unwrap();
+            let endless = store.call(down, &[Val::I32(-1)]).unwrap_err();
+            (deep, endless.code)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(result.0, vec![Val::I32(10_000)]);
+    assert_eq!(result.1, TrapCode::StackOverflow);
+}
