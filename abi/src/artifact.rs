@@ -224,11 +224,19 @@ impl<'a> Artifact<'a> {
             return Err(ArtifactError::CpuFeatures(missing.join(", ")));
         }
         let (meta_len, code_off, code_len) = (u64_at(32), u64_at(40), u64_at(48));
-        let need = code_off.saturating_add(code_len);
-        if (blob.len() as u64) < need || code_off < HEADER_SIZE as u64 + meta_len {
+        // Lengths come from the blob: do every sum checked, before any slicing.
+        let meta_end = (HEADER_SIZE as u64).checked_add(meta_len);
+        let need = code_off.checked_add(code_len);
+        let (Some(meta_end), Some(need)) = (meta_end, need) else {
             return Err(ArtifactError::Truncated {
                 have: blob.len() as u64,
-                need: need.max(HEADER_SIZE as u64 + meta_len),
+                need: u64::MAX,
+            });
+        };
+        if (blob.len() as u64) < need || code_off < meta_end {
+            return Err(ArtifactError::Truncated {
+                have: blob.len() as u64,
+                need: need.max(meta_end),
             });
         }
         if blob.len() as u64 != need {
@@ -293,6 +301,25 @@ mod tests {
             let mut b = blob.clone();
             b[i] ^= 0x40;
             assert!(Artifact::parse(&b, CpuFeatures(0)).is_err(), "flip {i}");
+        }
+    }
+
+    #[test]
+    fn absurd_lengths_in_a_well_formed_header_are_refused() {
+        for (field, value) in [
+            (32, u64::MAX),
+            (40, u64::MAX),
+            (48, u64::MAX),
+            (32, 1 << 40),
+        ] {
+            let mut blob = sample();
+            blob[field..field + 8].copy_from_slice(&value.to_le_bytes());
+            let sum = checksum(&blob);
+            blob[56..88].copy_from_slice(&sum);
+            assert!(
+                Artifact::parse(&blob, CpuFeatures(0)).is_err(),
+                "field {field}"
+            );
         }
     }
 

@@ -18,7 +18,23 @@ const CRANELIFT_FLAGS: [(&str, &str); 9] = [
     ("avx", "has_avx"),
 ];
 
+/// Features every target must have: without SSE4.1, Cranelift lowers float rounding
+/// (`ceil`, `floor`, `trunc`, `nearest`) to calls into libm, which an artifact cannot link.
+/// This is the x86-64-v2 baseline that every x86 server of the last decade has.
+pub(crate) const REQUIRED_FEATURES: [&str; 3] = ["sse3", "ssse3", "sse4.1"];
+
 pub(crate) fn build(features: CpuFeatures) -> Result<OwnedTargetIsa, CompileError> {
+    let missing: Vec<&str> = REQUIRED_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| !features.has(f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CompileError::Target(format!(
+            "the target CPU lacks {}, which fnvm requires (x86-64-v2)",
+            missing.join(", ")
+        )));
+    }
     let err = |e: &dyn std::fmt::Display| CompileError::Limit(format!("target setup: {e}"));
     let mut shared = settings::builder();
     for (name, value) in [

@@ -38,6 +38,9 @@ pub enum CompileError {
         /// Byte offset in the module.
         offset: u64,
     },
+    /// The target CPU feature set cannot run fnvm's code.
+    #[error("unsupported target: {0}")]
+    Target(String),
     /// The module exceeds one of fnvm's implementation limits.
     #[error("implementation limit exceeded: {0}")]
     Limit(String),

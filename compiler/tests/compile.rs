@@ -69,3 +69,28 @@ fn invalid_modules_report_an_offset() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn targets_without_sse41_are_refused_up_front() {
+    let wasm =
+        wat::parse_str(r#"(module (func (param f32) (result f32) (f32.nearest (local.get 0))))"#)
+            .unwrap();
+    let options = CompileOptions {
+        features: CpuFeatures(0),
+        ..CompileOptions::default()
+    };
+    let err = compile(&wasm, &options).unwrap_err();
+    assert!(matches!(err, CompileError::Target(_)), "{err}");
+    assert!(err.to_string().contains("sse4.1"), "{err}");
+    // Every baseline set compiles float rounding without library calls.
+    let names = ["sse3", "ssse3", "sse4.1"];
+    let bits = CpuFeatures::NAMES
+        .iter()
+        .filter(|(_, n)| names.contains(n))
+        .fold(0, |acc, (b, _)| acc | b);
+    let options = CompileOptions {
+        features: CpuFeatures(bits),
+        ..CompileOptions::default()
+    };
+    compile(&wasm, &options).unwrap();
+}
