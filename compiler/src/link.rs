@@ -35,6 +35,44 @@ fn finish(func: &Function, code: CompiledCode) -> Compiled {
     Compiled { code, callees }
 }
 
+/// A function body with its validator, as the module parser hands it over.
+type Body<'a> = (
+    wasmparser::FuncToValidate<wasmparser::ValidatorResources>,
+    wasmparser::FunctionBody<'a>,
+);
+
+/// The environment function translation needs.
+fn func_env<'m>(
+    info: &'m ModuleInfo,
+    options: &CompileOptions,
+) -> Result<FuncEnv<'m>, CompileError> {
+    let offsets = VmOffsets::new(info.vm_shape())
+        .ok_or_else(|| CompileError::Limit("too many functions, tables or globals".into()))?;
+    Ok(FuncEnv {
+        info,
+        offsets,
+        epoch_interruption: options.epoch_interruption,
+    })
+}
+
+/// Validates body `i` (of the defined functions) and translates it to IR.
+fn validate_and_translate(
+    wasm: &[u8],
+    env: &FuncEnv<'_>,
+    isa: &dyn TargetIsa,
+    i: usize,
+    (validator, body): Body<'_>,
+) -> Result<(u32, Function), CompileError> {
+    let mut v = validator.into_validator(FuncValidatorAllocations::default());
+    v.validate(&body)
+        .map_err(|e| crate::environ::classify_error(wasm, &e))?;
+    let index = env.info.num_imported_funcs() + i as u32;
+    let mut f = Function::new();
+    let mut fctx = FunctionBuilderContext::new();
+    func::translate(env, index, &body, &mut f, &mut fctx, isa.frontend_config())?;
+    Ok((index, f))
+}
+
 /// Translates (and validates) every body without compiling it; returns the IR text.
 pub(crate) fn translate_only(
     wasm: &[u8],
@@ -43,23 +81,10 @@ pub(crate) fn translate_only(
     options: &CompileOptions,
 ) -> Result<String, CompileError> {
     let ModuleTranslation { info, bodies } = translation;
-    let offsets = VmOffsets::new(info.vm_shape())
-        .ok_or_else(|| CompileError::Limit("too many functions, tables or globals".into()))?;
-    let env = FuncEnv {
-        info: &info,
-        offsets,
-        epoch_interruption: options.epoch_interruption,
-    };
-    let first = info.num_imported_funcs();
+    let env = func_env(&info, options)?;
     let mut out = String::new();
-    for (i, (validator, body)) in bodies.into_iter().enumerate() {
-        let mut v = validator.into_validator(FuncValidatorAllocations::default());
-        v.validate(&body)
-            .map_err(|e| crate::environ::classify_error(wasm, &e))?;
-        let mut f = Function::new();
-        let mut fctx = FunctionBuilderContext::new();
-        let index = first + i as u32;
-        func::translate(&env, index, &body, &mut f, &mut fctx, isa.frontend_config())?;
+    for (i, body) in bodies.into_iter().enumerate() {
+        let (_, f) = validate_and_translate(wasm, &env, isa, i, body)?;
         out.push_str(&f.display().to_string());
         out.push('\n');
     }
@@ -73,29 +98,10 @@ pub(crate) fn compile_and_link(
     options: &CompileOptions,
 ) -> Result<(ModuleInfo, Vec<u8>), CompileError> {
     let ModuleTranslation { mut info, bodies } = translation;
-    let offsets = VmOffsets::new(info.vm_shape())
-        .ok_or_else(|| CompileError::Limit("too many functions, tables or globals".into()))?;
-    let env = FuncEnv {
-        info: &info,
-        offsets,
-        epoch_interruption: options.epoch_interruption,
-    };
+    let env = func_env(&info, options)?;
     let first = info.num_imported_funcs();
-    let compile_one = |(i, (validator, body)): (
-        usize,
-        (
-            wasmparser::FuncToValidate<wasmparser::ValidatorResources>,
-            wasmparser::FunctionBody<'_>,
-        ),
-    )|
-     -> Result<Compiled, CompileError> {
-        let mut v = validator.into_validator(FuncValidatorAllocations::default());
-        v.validate(&body)
-            .map_err(|e| crate::environ::classify_error(wasm, &e))?;
-        let index = first + i as u32;
-        let mut f = Function::new();
-        let mut fctx = FunctionBuilderContext::new();
-        func::translate(&env, index, &body, &mut f, &mut fctx, isa.frontend_config())?;
+    let compile_one = |(i, body): (usize, Body<'_>)| -> Result<Compiled, CompileError> {
+        let (index, f) = validate_and_translate(wasm, &env, isa, i, body)?;
         let code = func::compile_function(isa, f.clone(), index)?;
         Ok(finish(&f, code))
     };
