@@ -191,7 +191,11 @@ pub fn run_exports(module: &Module, args: &[u8]) -> RunStats {
         let ty = store
             .func_type(f)
             .unwrap_or_else(|| panic!("no type for exported function {name:?}"));
-        let args: Vec<Val> = ty.params.iter().map(|t| arbitrary_val(&mut u, *t)).collect();
+        let args: Vec<Val> = ty
+            .params
+            .iter()
+            .map(|t| arbitrary_val(&mut u, *t))
+            .collect();
         store.set_epoch_deadline(DEADLINE_TICKS);
         match store.call(f, &args) {
             Ok(results) => {

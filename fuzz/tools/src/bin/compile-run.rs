@@ -64,8 +64,10 @@ fn main() {
         }
     };
     println!("compile: ok, {} byte artifact", artifact.len());
-    // Guest code runs on this stack: give it room, as the fuzz target and the CLI do.
-    let t = std::thread::Builder::new().stack_size(64 << 20).spawn(move || run(&artifact));
+    // Host code (and, before the runtime got its own guest stacks, guest code) runs here.
+    let t = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || run(&artifact));
     t.expect("spawn").join().expect("run thread");
 }
 
