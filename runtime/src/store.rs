@@ -231,15 +231,19 @@ extern "C" fn memory_init(vmctx: *mut u8, seg: u32, dst: u32, src: u32, len: u32
         _ => &[],
     };
     let Some(mem) = memory_of(inst) else { return 1 };
-    if !mem.check_range(dst as u64, len as u64)
-        || (src as u64)
-            .checked_add(len as u64)
-            .is_none_or(|e| e > data.len() as u64)
-    {
+    init_from(mem.data_mut(), dst, data, src, len)
+}
+
+/// The bounds check and copy shared by `memory.init` and `table.init`: copies
+/// `src[src_off..src_off + len]` to `dst[dst_off..]`, or returns 1 (trap) if either range is
+/// out of bounds, writing nothing.
+fn init_from<T: Copy>(dst: &mut [T], dst_off: u32, src: &[T], src_off: u32, len: u32) -> u32 {
+    let in_bounds = |off: u32, total: usize| (off as u64 + len as u64) <= total as u64;
+    if !in_bounds(dst_off, dst.len()) || !in_bounds(src_off, src.len()) {
         return 1;
     }
-    mem.data_mut()[dst as usize..dst as usize + len as usize]
-        .copy_from_slice(&data[src as usize..src as usize + len as usize]);
+    let (d, s, n) = (dst_off as usize, src_off as usize, len as usize);
+    dst[d..d + n].copy_from_slice(&src[s..s + n]);
     0
 }
 
@@ -310,25 +314,17 @@ extern "C" fn table_copy(vmctx: *mut u8, dt: u32, st: u32, dst: u32, src: u32, l
 extern "C" fn table_init(vmctx: *mut u8, t: u32, seg: u32, dst: u32, src: u32, len: u32) -> u32 {
     // SAFETY: called by compiled code with its own vmctx.
     let inst = unsafe { instance_of(vmctx) };
-    let items: Vec<u64> = match inst.elems.get(seg as usize) {
-        Some(Some(items)) => items.clone(),
-        _ => Vec::new(),
-    };
     let Some(table) = table_of(inst, t) else {
         return 1;
     };
-    // SAFETY: see `table_of`; no other reference to the table is live during the builtin.
+    let items: &[u64] = match inst.elems.get(seg as usize) {
+        Some(Some(items)) => items,
+        _ => &[],
+    };
+    // SAFETY: see `table_of`; the table is owned by the store, not by the instance whose
+    // segment we read, so the two borrows do not overlap.
     let table = unsafe { &mut *table };
-    if !table.check_range(dst as u64, len as u64)
-        || (src as u64)
-            .checked_add(len as u64)
-            .is_none_or(|e| e > items.len() as u64)
-    {
-        return 1;
-    }
-    table.elems_mut()[dst as usize..dst as usize + len as usize]
-        .copy_from_slice(&items[src as usize..src as usize + len as usize]);
-    0
+    init_from(table.elems_mut(), dst, items, src, len)
 }
 
 extern "C" fn elem_drop(vmctx: *mut u8, seg: u32) {
