@@ -9,15 +9,23 @@
 //!   and imports hold raw pointers into each other's vmctx.
 //! - Traps are caught by signal handlers ([`traphandlers`]) and returned as [`Trap`] values.
 
+mod host;
+mod image;
+mod instance;
 mod memory;
 mod mmap;
 mod module;
+mod pool;
+mod prepare;
 mod store;
 mod table;
 mod traphandlers;
 pub mod vm;
 
+pub use host::{Caller, Halt, HostExit, HostFn, HostFuncDef};
 pub use module::Module;
+pub use pool::{InstanceLimits, InstancePool, PoolConfig, PoolError, PoolStats, PooledInstance};
+pub use prepare::InstancePre;
 pub use store::{Extern, Func, Global, Instance, Memory, Store, Table};
 
 use fnvm_abi::{FuncType, TrapCode};
@@ -126,6 +134,14 @@ pub enum InstantiationError {
     /// Memory or address space ran out, or a limit was hit.
     #[error("resource error: {0}")]
     Resource(String),
+    /// Every slot of the instance pool stayed in use for the whole wait.
+    #[error("instance pool exhausted: all {slots} slots in use after waiting {waited:?}")]
+    PoolExhausted {
+        /// Slots in the pool.
+        slots: u32,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// Errors of store operations other than calls.

@@ -61,6 +61,84 @@ impl MemoryData {
         }))
     }
 
+    /// The memory of an instance slot over `map` (a view of guard page + reservation + guard
+    /// inside the pool's mapping), empty until [`MemoryData::setup_in_slot`].
+    pub(crate) fn in_slot(map: Mmap) -> Box<MemoryData> {
+        // SAFETY: the view is at least one guard page long (the pool lays it out).
+        let base = unsafe { map.as_ptr().add(page_size()) };
+        Box::new(MemoryData {
+            map,
+            def: VmDefinition { base, length: 0 },
+            ty: MemoryType {
+                limits: fnvm_abi::Limits { min: 0, max: None },
+            },
+            max_pages: 0,
+        })
+    }
+
+    /// Prepares a slot's memory for a new module: drops the previous module's pages, maps its
+    /// image copy-on-write (if any) and makes the initial pages accessible.
+    pub(crate) fn setup_in_slot(
+        &mut self,
+        ty: MemoryType,
+        image: Option<&crate::image::MemoryImage>,
+    ) -> std::io::Result<()> {
+        let guard = page_size();
+        self.map
+            .remap_anonymous(guard, MEMORY_RESERVATION as usize)?;
+        self.def.length = 0;
+        let initial = ty.limits.min as usize * WASM_PAGE_SIZE as usize;
+        let mut mapped = 0;
+        if let Some(image) = image {
+            self.map.map_file_private(guard, image.len(), image.fd())?;
+            mapped = image.len();
+        }
+        self.map.protect(
+            guard + mapped,
+            initial - mapped,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )?;
+        self.ty = ty;
+        self.def.length = initial as u64;
+        Ok(())
+    }
+
+    /// Sets the page cap of the next instance in this slot (the lower of the declared maximum
+    /// and `cap`).
+    pub(crate) fn set_cap(&mut self, cap: u64) {
+        let declared = self
+            .ty
+            .limits
+            .max
+            .map_or(fnvm_abi::WASM_MAX_PAGES, u64::from);
+        self.max_pages = declared.min(cap).max(self.ty.limits.min as u64);
+    }
+
+    /// Resets a slot's memory to its module's initial state: touched pages are discarded (image
+    /// pages read as the image again, others as zero) and pages added by `memory.grow` become
+    /// inaccessible again. Costs in proportion to the pages the instance touched.
+    pub(crate) fn reset_in_slot(&mut self) -> std::io::Result<()> {
+        let guard = page_size();
+        let initial = self.ty.limits.min as u64 * WASM_PAGE_SIZE;
+        self.map.discard(guard, self.def.length as usize)?;
+        if self.def.length > initial {
+            self.map.protect(
+                guard + initial as usize,
+                (self.def.length - initial) as usize,
+                libc::PROT_NONE,
+            )?;
+        }
+        self.def.length = initial;
+        Ok(())
+    }
+
+    /// Number of 4 KiB pages of the accessible memory that are present in this process (touched
+    /// by the instance or mapped in around a touched image page), read from
+    /// `/proc/self/pagemap`.
+    pub(crate) fn resident_pages(&self) -> std::io::Result<u64> {
+        resident_pages(self.def.base as usize, self.def.length as usize)
+    }
+
     /// Current size in pages.
     pub(crate) fn pages(&self) -> u64 {
         self.def.length / WASM_PAGE_SIZE
@@ -99,6 +177,33 @@ impl MemoryData {
     pub(crate) fn reservation(&self) -> usize {
         self.map.len()
     }
+}
+
+/// Counts the pages of `[addr, addr + len)` that are present in memory or swapped out, from
+/// `/proc/self/pagemap` (one little-endian u64 per page: bit 63 present, bit 62 swapped).
+pub(crate) fn resident_pages(addr: usize, len: usize) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let page = page_size();
+    let first = addr / page;
+    let count = len.div_ceil(page);
+    let f = std::fs::File::open("/proc/self/pagemap")?;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 8 * 4096];
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(4096);
+        let bytes = &mut buf[..n * 8];
+        f.read_exact_at(bytes, ((first + done) * 8) as u64)?;
+        total += bytes
+            .chunks_exact(8)
+            .filter(|e| {
+                let v = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+                v & (3 << 62) != 0
+            })
+            .count() as u64;
+        done += n;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use std::ptr::NonNull;
 pub(crate) struct Mmap {
     ptr: NonNull<u8>,
     len: usize,
+    /// Whether dropping this value unmaps it (false for views into a larger mapping, such as an
+    /// instance slot's parts inside the pool's reservation).
+    owned: bool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; sharing the pointer across threads is
@@ -42,7 +45,109 @@ impl Mmap {
         Ok(Mmap {
             ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
             len,
+            owned: true,
         })
+    }
+
+    /// A view of `[start, start + len)` of this mapping (page aligned), which does not unmap
+    /// anything when dropped.
+    ///
+    /// # Safety
+    /// The view must not outlive this mapping, and its users must not race with other users of
+    /// the same range.
+    pub(crate) unsafe fn view(&self, start: usize, len: usize) -> io::Result<Mmap> {
+        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
+        {
+            return Err(io::Error::other("view outside the mapping"));
+        }
+        // SAFETY: in bounds (checked above).
+        let p = unsafe { self.ptr.as_ptr().add(start) };
+        Ok(Mmap {
+            ptr: NonNull::new(p).ok_or_else(|| io::Error::other("null view"))?,
+            len,
+            owned: false,
+        })
+    }
+
+    /// Gives `[start, start + len)` back to the kernel: private anonymous pages read as zero
+    /// again, private file pages as the file's contents. Protections are unchanged.
+    pub(crate) fn discard(&self, start: usize, len: usize) -> io::Result<()> {
+        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
+        {
+            return Err(io::Error::other("discard range outside the mapping"));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside our own mapping (checked above); MADV_DONTNEED only
+        // drops page contents, which no one references while the owner resets it.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                len,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Replaces `[start, start + len)` with fresh inaccessible, unpopulated anonymous memory,
+    /// dropping whatever was mapped there (a memory image, pages of a previous instance).
+    pub(crate) fn remap_anonymous(&self, start: usize, len: usize) -> io::Result<()> {
+        self.remap(start, len, libc::PROT_NONE, None)
+    }
+
+    /// Maps the first `len` bytes of `fd` copy-on-write at `start`, read-write.
+    pub(crate) fn map_file_private(
+        &self,
+        start: usize,
+        len: usize,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        self.remap(start, len, libc::PROT_READ | libc::PROT_WRITE, Some(fd))
+    }
+
+    fn remap(
+        &self,
+        start: usize,
+        len: usize,
+        prot: i32,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
+        {
+            return Err(io::Error::other("remap range outside the mapping"));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let (flags, raw_fd) = match fd {
+            Some(fd) => (libc::MAP_PRIVATE | libc::MAP_FIXED, fd.as_raw_fd()),
+            None => (
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+            ),
+        };
+        // SAFETY: MAP_FIXED replaces pages inside our own mapping only (range checked above);
+        // the caller owns that range and nothing references its old contents.
+        let p = unsafe {
+            libc::mmap(
+                self.ptr.as_ptr().add(start).cast(),
+                len,
+                prot,
+                flags,
+                raw_fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Start of the mapping.
@@ -75,6 +180,9 @@ impl Mmap {
 
 impl Drop for Mmap {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // SAFETY: we own the mapping and nothing refers to it once its owner is dropped.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);

@@ -78,6 +78,11 @@ impl Module {
         &self.inner.code.module
     }
 
+    /// Bytes of mapped code (what a loaded module holds in host memory besides its metadata).
+    pub fn code_bytes(&self) -> usize {
+        self.inner.code_len.div_ceil(crate::mmap::page_size()) * crate::mmap::page_size()
+    }
+
     pub(crate) fn code_base(&self) -> *const u8 {
         self.inner.code.base as *const u8
     }

@@ -46,6 +46,17 @@ impl TableData {
         self.def.length = self.elems.len() as u64;
     }
 
+    /// Refills the table for a new instance: `len` elements produced by `init`, at most `cap`
+    /// elements later. Keeps the allocation, so an instance slot reusing its table for the same
+    /// module does not allocate.
+    pub(crate) fn refill(&mut self, cap: u32, len: usize, init: impl Iterator<Item = u64>) {
+        self.max = self.ty.limits.max.unwrap_or(u32::MAX).min(cap) as u64;
+        self.elems.clear();
+        self.elems.extend(init.take(len));
+        self.elems.resize(len, 0);
+        self.sync();
+    }
+
     /// Number of elements.
     pub(crate) fn len(&self) -> u64 {
         self.elems.len() as u64

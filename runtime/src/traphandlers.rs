@@ -91,6 +91,8 @@ pub(crate) struct Activation {
     pub(crate) trap: Option<TrapCode>,
     /// Host error message recorded with `TrapCode::HostTrap`.
     pub(crate) host_error: Option<crate::HostError>,
+    /// Exit status a host function asked for (WASI `proc_exit`); not a trap.
+    pub(crate) exit: Option<i32>,
     /// Backtrace pcs, innermost first.
     pub(crate) frames: [usize; MAX_FRAMES],
     pub(crate) nframes: usize,
@@ -148,6 +150,7 @@ pub(crate) fn catch_traps(
         buf: JmpBuf::default(),
         trap: None,
         host_error: None,
+        exit: None,
         frames: [0; MAX_FRAMES],
         nframes: 0,
         code,
@@ -200,19 +203,52 @@ pub(crate) fn record_host_trap(err: crate::HostError) {
     });
 }
 
-/// The `Raise` builtin: unwinds to the innermost activation with the trap already recorded.
-pub(crate) extern "C" fn raise(_vmctx: *mut u8) {
+/// Records that a host function ended the invocation with an exit status; the caller then
+/// returns nonzero to the host-call trampoline, which raises it.
+pub(crate) fn record_host_exit(code: i32) {
+    CURRENT.with(|c| {
+        let act = c.get();
+        if !act.is_null() {
+            // SAFETY: CURRENT points at the live activation of this thread.
+            unsafe { (*act).exit = Some(code) };
+        }
+    });
+}
+
+std::arch::global_asm!(
+    // The `Raise` builtin's entry: passes the guest's return address and frame pointer (the
+    // host-call trampoline's, which keeps frame pointers) on to `raise_impl` for the backtrace.
+    ".globl fnvm_raise",
+    ".type fnvm_raise,@function",
+    "fnvm_raise:",
+    "mov rsi, [rsp]",
+    "mov rdx, rbp",
+    "jmp {raise_impl}",
+    ".size fnvm_raise, . - fnvm_raise",
+    raise_impl = sym raise_impl,
+);
+
+unsafe extern "C" {
+    /// The `Raise` builtin: unwinds to the innermost activation with the trap (or exit) already
+    /// recorded, after recording the guest backtrace.
+    pub(crate) fn fnvm_raise(vmctx: *mut u8);
+}
+
+extern "C" fn raise_impl(_vmctx: *mut u8, ret: usize, fp: usize) {
     let act = CURRENT.with(|c| c.get());
     if act.is_null() {
         // Called outside any activation: only corrupted code could do this.
         std::process::abort();
     }
     // SAFETY: `act` is this thread's live activation; its jump buffer was filled by
-    // `fnvm_call_guarded`, whose frame is still on the stack below us.
+    // `fnvm_call_guarded`, whose frame is still on the stack below us. `ret` and `fp` are the
+    // return address into guest code and its frame pointer, as `record_backtrace` requires.
     unsafe {
-        if (*act).trap.is_none() {
+        if (*act).trap.is_none() && (*act).exit.is_none() {
             (*act).trap = Some(TrapCode::HostTrap);
         }
+        let registry = &*(*act).code;
+        record_backtrace(&mut *act, registry, ret.wrapping_sub(1), fp);
         fnvm_longjmp(&(*act).buf)
     }
 }
@@ -245,6 +281,22 @@ impl GuestStack {
         let len = page + HOST_HEADROOM + wasm_size;
         let map = crate::mmap::Mmap::reserve(len)?;
         map.protect(page, len - page, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(GuestStack { map, wasm_size })
+    }
+
+    /// Bytes a stack for `max_wasm_stack` bytes of wasm frames takes, guard page included.
+    pub(crate) fn size_for(max_wasm_stack: usize) -> usize {
+        let page = crate::mmap::page_size();
+        page + HOST_HEADROOM + max_wasm_stack.div_ceil(page) * page
+    }
+
+    /// A stack in `map` (a view of [`GuestStack::size_for`] bytes), whose guard page is made
+    /// inaccessible and the rest read-write.
+    pub(crate) fn in_view(map: crate::mmap::Mmap, max_wasm_stack: usize) -> std::io::Result<Self> {
+        let page = crate::mmap::page_size();
+        let wasm_size = max_wasm_stack.div_ceil(page) * page;
+        map.protect(0, page, libc::PROT_NONE)?;
+        map.protect(page, map.len() - page, libc::PROT_READ | libc::PROT_WRITE)?;
         Ok(GuestStack { map, wasm_size })
     }
 

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod deadline;
 mod engine;
+mod pool;
 mod runner;
 mod spec;
 mod traps;

@@ -1,0 +1,483 @@
+//! The instance pool: instances of prepared modules in reusable slots. Isolation between
+//! invocations sharing a slot, per-instance limits, host functions, exhaustion, module switches
+//! and concurrent use.
+
+use crate::engine::*;
+use fnvm_abi::{FuncType, TrapCode, ValType};
+use fnvm_runtime::{
+    Caller, Engine, Halt, HostExit, HostFuncDef, InstanceLimits, InstancePool, InstancePre,
+    InstantiationError, PoolConfig, Val,
+};
+use std::time::Duration;
+
+fn pool(engine: &Engine, slots: u32, background_reset: bool) -> InstancePool {
+    InstancePool::new(
+        engine,
+        PoolConfig {
+            slots,
+            background_reset,
+            acquire_timeout: Duration::from_secs(5),
+            max_memory_pages: 1024,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Host state of the test host functions.
+#[derive(Default)]
+struct Counter {
+    calls: u32,
+    seen: Vec<u8>,
+}
+
+fn add(caller: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+    if let Some(c) = caller.data().downcast_mut::<Counter>() {
+        c.calls += 1;
+    }
+    v[0] = (v[0] as u32).wrapping_add(v[1] as u32) as u64;
+    Ok(())
+}
+
+/// Copies guest memory `[ptr, ptr + len)` into the host state, through the checked slice.
+fn record(caller: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+    let (ptr, len) = (v[0] as usize, v[1] as usize);
+    let (mem, data) = caller.parts();
+    let bytes = mem
+        .get(ptr..ptr.saturating_add(len))
+        .ok_or_else(|| HostExit::Trap("out of bounds".into()))?
+        .to_vec();
+    if let Some(c) = data.downcast_mut::<Counter>() {
+        c.seen = bytes;
+    }
+    Ok(())
+}
+
+fn exit(_: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+    Err(HostExit::Exit(v[0] as i32))
+}
+
+fn fail(_: &mut Caller<'_>, _: &mut [u64]) -> Result<(), HostExit> {
+    Err(HostExit::Trap("host says no".into()))
+}
+
+fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef> {
+    let i32s = |n: usize| vec![ValType::I32; n];
+    let (ty, func): (FuncType, fnvm_runtime::HostFn) = match imp.name.as_str() {
+        "add" => (
+            FuncType {
+                params: i32s(2),
+                results: i32s(1),
+            },
+            add,
+        ),
+        "record" => (
+            FuncType {
+                params: i32s(2),
+                results: vec![],
+            },
+            record,
+        ),
+        "exit" => (
+            FuncType {
+                params: i32s(1),
+                results: vec![],
+            },
+            exit,
+        ),
+        "fail" => (
+            FuncType {
+                params: vec![],
+                results: vec![],
+            },
+            fail,
+        ),
+        _ => return None,
+    };
+    Some(HostFuncDef { ty, func })
+}
+
+fn prepare(engine: &Engine, wat: &str) -> InstancePre {
+    InstancePre::new(&module(engine, wat), &mut |i| resolve(i)).unwrap()
+}
+
+/// A guest that changes every kind of instance state it has, and reports what it found first.
+const STATEFUL: &str = r#"(module
+  (import "env" "add" (func $add (param i32 i32) (result i32)))
+  (memory (export "memory") 1 100)
+  (data (i32.const 16) "pristine")
+  (global $g (mut i32) (i32.const 7))
+  (table 4 funcref)
+  (elem (i32.const 1) $one)
+  (elem declare func $two)
+  (func $one (result i32) (i32.const 1))
+  (func $two (result i32) (i32.const 2))
+  (type $r (func (result i32)))
+  ;; What a fresh instance must see: data at 16, zero at 4096 and 70000, global 7, memory of 1
+  ;; page, table[1] = $one and table[2] null. Returns a bitmask of the checks that failed.
+  (func (export "check") (result i32) (local $bad i32)
+    (if (i64.ne (i64.load (i32.const 16)) (i64.const 0x656e697473697270))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 1)))))
+    (if (i32.ne (i32.load (i32.const 4096)) (i32.const 0))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 2)))))
+    (if (i32.ne (global.get $g) (i32.const 7))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 4)))))
+    (if (i32.ne (memory.size) (i32.const 1))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 8)))))
+    (if (i32.ne (call_indirect (type $r) (i32.const 1)) (i32.const 1))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 16)))))
+    (if (i32.eqz (ref.is_null (table.get (i32.const 2))))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 32)))))
+    (local.get $bad))
+  ;; Dirties everything.
+  (func (export "scribble")
+    (i64.store (i32.const 16) (i64.const -1))
+    (i32.store (i32.const 4096) (i32.const 99))
+    (global.set $g (i32.const 8))
+    (drop (memory.grow (i32.const 3)))
+    (i32.store (i32.const 70000) (i32.const 5))
+    (table.set (i32.const 1) (ref.func $two))
+    (table.set (i32.const 2) (ref.func $two)))
+  (func (export "add3") (param i32) (result i32) (call $add (local.get 0) (i32.const 3))))"#;
+
+#[test]
+fn a_reused_slot_shows_nothing_of_the_previous_instance() {
+    let engine = engine();
+    for background in [false, true] {
+        let pool = pool(&engine, 1, background);
+        let pre = prepare(&engine, STATEFUL);
+        let mut first_slot = None;
+        for round in 0..5 {
+            let mut inst = pool
+                .instantiate(
+                    &pre,
+                    &InstanceLimits::default(),
+                    Box::new(Counter::default()),
+                )
+                .unwrap();
+            assert_eq!(
+                inst.call("check", &[]).unwrap(),
+                vec![Val::I32(0)],
+                "round {round}: stale state (bitmask of failed checks)"
+            );
+            // Host state is the instance's own: a fresh counter every time.
+            assert_eq!(
+                inst.call("add3", &[Val::I32(4)]).unwrap(),
+                vec![Val::I32(7)]
+            );
+            let c = inst.data().unwrap().downcast_mut::<Counter>().unwrap();
+            assert_eq!(c.calls, 1, "round {round}: host state leaked");
+            inst.call("scribble", &[]).unwrap();
+            assert_eq!(inst.memory_pages(), 4);
+            assert_ne!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
+            assert_eq!(
+                *first_slot.get_or_insert(inst.slot_index()),
+                inst.slot_index()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_slot_switching_modules_starts_clean() {
+    let engine = engine();
+    let pool = pool(&engine, 1, false);
+    let a = prepare(&engine, STATEFUL);
+    let b = prepare(
+        &engine,
+        r#"(module (memory 2) (data (i32.const 0) "B")
+             (func (export "peek") (param i32) (result i32) (i32.load8_u (local.get 0)))
+             (func (export "poke") (i32.store8 (i32.const 70000) (i32.const 9))))"#,
+    );
+    for _ in 0..3 {
+        let mut i = pool
+            .instantiate(&a, &InstanceLimits::default(), Box::new(()))
+            .unwrap();
+        assert_eq!(i.call("check", &[]).unwrap(), vec![Val::I32(0)]);
+        i.call("scribble", &[]).unwrap();
+        drop(i);
+        let mut i = pool
+            .instantiate(&b, &InstanceLimits::default(), Box::new(()))
+            .unwrap();
+        // Where module A wrote (data at 16, 4096, 70000) module B sees its own initial bytes.
+        for (addr, want) in [(0, b'B' as i32), (16, 0), (4096, 0), (70000, 0)] {
+            assert_eq!(
+                i.call("peek", &[Val::I32(addr)]).unwrap(),
+                vec![Val::I32(want)]
+            );
+        }
+        i.call("poke", &[]).unwrap();
+    }
+}
+
+#[test]
+fn host_functions_see_the_callers_memory_and_state() {
+    let engine = engine();
+    let pool = pool(&engine, 2, true);
+    let pre = prepare(
+        &engine,
+        r#"(module
+             (import "env" "record" (func $record (param i32 i32)))
+             (memory 1) (data (i32.const 100) "hello host")
+             (func (export "go") (call $record (i32.const 100) (i32.const 10)))
+             (func (export "bad") (call $record (i32.const 65530) (i32.const 100))))"#,
+    );
+    let mut inst = pool
+        .instantiate(
+            &pre,
+            &InstanceLimits::default(),
+            Box::new(Counter::default()),
+        )
+        .unwrap();
+    inst.call("go", &[]).unwrap();
+    let data = inst.take_data().unwrap();
+    assert_eq!(data.downcast_ref::<Counter>().unwrap().seen, b"hello host");
+    // Without host state the call still works (it just has nowhere to record).
+    inst.call("go", &[]).unwrap();
+    let Err(Halt::Trap(t)) = inst.call("bad", &[]) else {
+        panic!("out-of-bounds range must trap in the host function")
+    };
+    assert_eq!(t.code, TrapCode::HostTrap);
+    assert_eq!(t.host_message.as_deref(), Some("out of bounds"));
+    assert!(
+        t.backtrace.iter().any(|f| f.func_index == 2),
+        "host traps carry the guest backtrace: {t}"
+    );
+}
+
+#[test]
+fn exits_and_host_traps_end_the_invocation() {
+    let engine = engine();
+    let pool = pool(&engine, 1, false);
+    let pre = prepare(
+        &engine,
+        r#"(module
+             (import "env" "exit" (func $exit (param i32)))
+             (import "env" "fail" (func $fail))
+             (func $inner (param i32) (call $exit (local.get 0)) (unreachable))
+             (func (export "_start") (call $inner (i32.const 42)))
+             (func (export "fail") (call $fail)))"#,
+    );
+    let mut inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    match inst.call("_start", &[]) {
+        Err(Halt::Exit { code, backtrace }) => {
+            assert_eq!(code, 42);
+            let funcs: Vec<u32> = backtrace.iter().map(|f| f.func_index).collect();
+            assert_eq!(funcs, vec![2, 3], "innermost first: $inner then _start");
+        }
+        other => panic!("expected exit 42, got {other:?}"),
+    }
+    match inst.call("fail", &[]) {
+        Err(Halt::Trap(t)) => assert_eq!(t.host_message.as_deref(), Some("host says no")),
+        other => panic!("expected a host trap, got {other:?}"),
+    }
+    assert!(matches!(inst.call("nope", &[]), Err(Halt::Trap(_))));
+}
+
+#[test]
+fn linking_checks_imports() {
+    let engine = engine();
+    let wrong_type = module(
+        &engine,
+        r#"(module (import "env" "add" (func (param i64))))"#,
+    );
+    let err = InstancePre::new(&wrong_type, &mut |i| resolve(i)).unwrap_err();
+    assert!(err.to_string().contains("env::add"), "{err}");
+    let unknown = module(&engine, r#"(module (import "env" "nope" (func)))"#);
+    let err = InstancePre::new(&unknown, &mut |i| resolve(i)).unwrap_err();
+    assert!(err.to_string().contains("unknown import"), "{err}");
+    let memory = module(&engine, r#"(module (import "env" "m" (memory 1)))"#);
+    let err = InstancePre::new(&memory, &mut |i| resolve(i)).unwrap_err();
+    assert!(err.to_string().contains("only host functions"), "{err}");
+    let oob = module(
+        &engine,
+        r#"(module (memory 1) (data (i32.const 65535) "ab"))"#,
+    );
+    assert!(matches!(
+        InstancePre::new(&oob, &mut |i| resolve(i)),
+        Err(InstantiationError::Trap(t)) if t.code == TrapCode::MemoryOutOfBounds
+    ));
+}
+
+#[test]
+fn per_instance_limits_hold() {
+    let engine = engine();
+    let pool = pool(&engine, 2, true);
+    let pre = prepare(
+        &engine,
+        r#"(module (memory 1)
+             (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+             (func $r (export "recurse") (param i32) (result i32)
+               (i32.add (i32.const 1) (call $r (local.get 0))))
+             (func (export "spin") (loop $l (br $l))))"#,
+    );
+    // maxMemory of 4 pages: growing to 4 works, beyond fails with -1.
+    let limits = InstanceLimits {
+        max_memory_bytes: Some(4 * 65536),
+        ..InstanceLimits::default()
+    };
+    let mut inst = pool.instantiate(&pre, &limits, Box::new(())).unwrap();
+    assert_eq!(
+        inst.call("grow", &[Val::I32(3)]).unwrap(),
+        vec![Val::I32(1)]
+    );
+    assert_eq!(
+        inst.call("grow", &[Val::I32(1)]).unwrap(),
+        vec![Val::I32(-1)]
+    );
+    drop(inst);
+    // Another instance of the same module gets its own cap.
+    let mut inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    assert_eq!(
+        inst.call("grow", &[Val::I32(10)]).unwrap(),
+        vec![Val::I32(1)]
+    );
+    drop(inst);
+
+    // Stack: a small stack overflows sooner, as a trap, and the slot stays usable.
+    let small = InstanceLimits {
+        max_wasm_stack: Some(64 * 1024),
+        ..InstanceLimits::default()
+    };
+    for _ in 0..3 {
+        let mut inst = pool.instantiate(&pre, &small, Box::new(())).unwrap();
+        match inst.call("recurse", &[Val::I32(0)]) {
+            Err(Halt::Trap(t)) => assert_eq!(t.code, TrapCode::StackOverflow),
+            other => panic!("expected stack overflow, got {other:?}"),
+        }
+    }
+
+    // Deadline: a runaway loop is interrupted.
+    let ticker = engine.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let t = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+            ticker.increment_epoch();
+        }
+    });
+    let deadline = InstanceLimits {
+        deadline_ticks: Some(2),
+        ..InstanceLimits::default()
+    };
+    let mut inst = pool.instantiate(&pre, &deadline, Box::new(())).unwrap();
+    let r = inst.call("spin", &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    t.join().unwrap();
+    assert!(matches!(r, Err(Halt::Trap(t)) if t.code == TrapCode::Interrupt));
+}
+
+#[test]
+fn an_exhausted_pool_waits_then_fails_clearly() {
+    let engine = engine();
+    let pool = InstancePool::new(
+        &engine,
+        PoolConfig {
+            slots: 2,
+            acquire_timeout: Duration::from_millis(50),
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let pre = prepare(&engine, "(module (memory 1))");
+    let a = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    let b = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    assert_ne!(a.slot_index(), b.slot_index());
+    let err = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap_err();
+    assert!(
+        matches!(err, InstantiationError::PoolExhausted { slots: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("exhausted"));
+    // A waiter gets the slot that is given back while it waits.
+    let pool2 = pool.clone();
+    let pre2 = pre.clone();
+    let waiter = std::thread::spawn(move || {
+        let long = InstancePool::clone(&pool2);
+        let _ = long.stats();
+        pool2
+            .instantiate(&pre2, &InstanceLimits::default(), Box::new(()))
+            .map(|i| i.slot_index())
+    });
+    std::thread::sleep(Duration::from_millis(10));
+    drop(a);
+    let got = waiter.join().unwrap();
+    assert!(got.is_ok(), "{got:?}");
+    drop(b);
+}
+
+#[test]
+fn resident_pages_count_what_the_guest_touched() {
+    let engine = engine();
+    let pool = pool(&engine, 1, false);
+    let pre = prepare(
+        &engine,
+        r#"(module (memory 64)
+             (func (export "touch") (param i32) (local i32)
+               (loop $l
+                 (i32.store (i32.mul (local.get 1) (i32.const 4096)) (i32.const 1))
+                 (local.set 1 (i32.add (local.get 1) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get 1) (local.get 0))))))"#,
+    );
+    let mut inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    let before = inst.resident_memory_pages().unwrap();
+    inst.call("touch", &[Val::I32(100)]).unwrap();
+    let after = inst.resident_memory_pages().unwrap();
+    assert_eq!(after - before, 100, "before {before}, after {after}");
+    assert!(inst.resident_bytes().unwrap() >= 100 * 4096);
+    drop(inst);
+    // After the reset the next instance starts with nothing resident.
+    let inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    assert_eq!(inst.resident_memory_pages().unwrap(), 0);
+}
+
+#[test]
+fn instances_run_on_many_threads_at_once() {
+    let engine = engine();
+    let pool = pool(&engine, 4, true);
+    let pre = prepare(&engine, STATEFUL);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, pre) = (pool.clone(), pre.clone());
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    let mut inst = pool
+                        .instantiate(
+                            &pre,
+                            &InstanceLimits::default(),
+                            Box::new(Counter::default()),
+                        )
+                        .unwrap();
+                    assert_eq!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
+                    inst.call("scribble", &[]).unwrap();
+                    // A trap on one thread does not disturb the others.
+                    let _ = inst.call("add3", &[Val::I32(1)]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every slot comes back once the reset thread catches up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().in_use != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(pool.stats().in_use, 0);
+}
