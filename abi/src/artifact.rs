@@ -139,6 +139,7 @@ pub fn compat_hash(features: CpuFeatures) -> u64 {
     let mut h = Sha256::new();
     h.update(crate::COMPILER_VERSION.as_bytes());
     h.update(FORMAT_VERSION.to_le_bytes());
+    h.update(crate::VM_ABI_VERSION.to_le_bytes());
     h.update(features.0.to_le_bytes());
     let d = h.finalize();
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])

@@ -25,6 +25,11 @@ pub use vmoffsets::VmOffsets;
 pub const COMPILER_VERSION: &str =
     concat!("fnvm-", env!("CARGO_PKG_VERSION"), "/cranelift-0.135.8");
 
+/// Version of the VM ABI (vmctx layout, builtins, what compiled code must do for the runtime).
+/// Part of every artifact's compatibility hash: bump it on any change, so artifacts cached by an
+/// older build are recompiled rather than run against a runtime expecting something else.
+pub const VM_ABI_VERSION: u32 = 2;
+
 /// Wasm page size in bytes.
 pub const WASM_PAGE_SIZE: u64 = 65536;
 /// Largest number of pages a 32-bit memory can have.

@@ -73,6 +73,9 @@ pub mod def {
     pub const BASE: u32 = 0;
     /// Current length: bytes for a memory, elements for a table.
     pub const LENGTH: u32 = 8;
+    /// Tables only: set (to any nonzero byte) by every write to the table, so a pooled instance
+    /// slot re-initialises only tables the previous instance changed.
+    pub const TABLE_MODIFIED: u32 = 16;
 }
 
 /// The counts that determine a vmctx layout.

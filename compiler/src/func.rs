@@ -799,6 +799,12 @@ impl Translator<'_, '_> {
                 let (i, v) = self.pop2()?;
                 let addr = self.table_elem_addr(table, i, TrapCode::TableOutOfBounds)?;
                 self.b.ins().store(trusted(), v, addr, 0);
+                // Tell the runtime this table no longer matches its initial contents.
+                let def = self.table_def(table)?;
+                let one = self.b.ins().iconst(types::I8, 1);
+                self.b
+                    .ins()
+                    .store(trusted(), one, def, def::TABLE_MODIFIED as i32);
             }
             O::TableSize { table } => {
                 let def = self.table_def(table)?;

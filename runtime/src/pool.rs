@@ -383,15 +383,22 @@ impl Slot {
             inst.vmctx.set(at + 8, 0);
         }
         let reloc = |x: &u32| if *x == 0 { 0 } else { vmctx + *x as u64 };
+        // Tables are rewritten only if the previous instance changed them (or the slot was
+        // just set up): a function that never writes its table pays nothing for it.
         for (t, (_, init)) in self.tables.iter_mut().zip(p.tables.iter()) {
-            t.refill(
-                config.max_table_elements,
-                init.len(),
-                init.iter().map(reloc),
-            );
+            if t.modified() {
+                t.refill(
+                    config.max_table_elements,
+                    init.len(),
+                    init.iter().map(reloc),
+                );
+            }
         }
+        // Passive segments only change by being dropped.
         for (e, init) in inst.elems.iter_mut().zip(p.passive_elems.iter()) {
-            *e = init.as_ref().map(|items| items.iter().map(reloc).collect());
+            if e.is_none() {
+                *e = init.as_ref().map(|items| items.iter().map(reloc).collect());
+            }
         }
         inst.data_dropped.copy_from_slice(&p.data_dropped);
         let cap_pages = limits

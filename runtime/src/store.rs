@@ -505,7 +505,7 @@ impl Store {
         }
         for (i, (_, p)) in data.tables.iter().enumerate() {
             // SAFETY: tables are owned by the store.
-            let def: *mut VmDefinition = unsafe { &mut (**p).def };
+            let def: *mut crate::vm::VmTableDefinition = unsafe { &mut (**p).def };
             data.vmctx.set(offsets.table_ptr(i as u32), def as u64);
         }
 

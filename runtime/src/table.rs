@@ -1,14 +1,15 @@
 //! Tables: growable arrays of references (funcref pointers or externref handles, 0 is null).
 
-use crate::vm::VmDefinition;
+use crate::vm::VmTableDefinition;
 use fnvm_abi::TableType;
 
 /// One table.
 #[derive(Debug)]
 pub(crate) struct TableData {
     elems: Vec<u64>,
-    /// What compiled code reads: base and current length in elements.
-    pub(crate) def: VmDefinition,
+    /// What compiled code reads: base and current length in elements, and the modified flag
+    /// (set by compiled code's `table.set` and by every mutation here).
+    pub(crate) def: VmTableDefinition,
     pub(crate) ty: TableType,
     max: u64,
 }
@@ -29,9 +30,10 @@ impl TableData {
             .map_err(|e| format!("allocating table: {e}"))?;
         elems.resize(ty.limits.min as usize, init);
         let mut t = Box::new(TableData {
-            def: VmDefinition {
+            def: VmTableDefinition {
                 base: std::ptr::null_mut(),
                 length: 0,
+                modified: 1,
             },
             elems,
             ty,
@@ -47,14 +49,20 @@ impl TableData {
     }
 
     /// Refills the table for a new instance: `len` elements produced by `init`, at most `cap`
-    /// elements later. Keeps the allocation, so an instance slot reusing its table for the same
-    /// module does not allocate.
+    /// elements later, and clears the modified flag. Keeps the allocation, so an instance slot
+    /// reusing its table for the same module does not allocate.
     pub(crate) fn refill(&mut self, cap: u32, len: usize, init: impl Iterator<Item = u64>) {
         self.max = self.ty.limits.max.unwrap_or(u32::MAX).min(cap) as u64;
         self.elems.clear();
         self.elems.extend(init.take(len));
         self.elems.resize(len, 0);
         self.sync();
+        self.def.modified = 0;
+    }
+
+    /// Whether the table was written since it was created or last refilled.
+    pub(crate) fn modified(&self) -> bool {
+        self.def.modified != 0
     }
 
     /// Number of elements.
@@ -72,6 +80,7 @@ impl TableData {
         self.elems.try_reserve(delta as usize).ok()?;
         self.elems.resize(new as usize, init);
         self.sync();
+        self.def.modified = 1;
         Some(old)
     }
 
@@ -80,8 +89,9 @@ impl TableData {
         &self.elems
     }
 
-    /// The elements, mutably.
+    /// The elements, mutably (which marks the table modified).
     pub(crate) fn elems_mut(&mut self) -> &mut [u64] {
+        self.def.modified = 1;
         &mut self.elems
     }
 

@@ -20,6 +20,19 @@ pub struct VmDefinition {
     pub length: u64,
 }
 
+/// A table definition: base pointer, current length in elements, and whether the table was
+/// written since the runtime last (re)initialised it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct VmTableDefinition {
+    /// Base address.
+    pub base: *mut u8,
+    /// Elements.
+    pub length: u64,
+    /// Nonzero once compiled code or a builtin wrote to the table.
+    pub modified: u64,
+}
+
 /// A function import record in a vmctx.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +75,12 @@ mod tests {
         );
         assert_eq!(offset_of!(VmDefinition, base) as u32, def::BASE);
         assert_eq!(offset_of!(VmDefinition, length) as u32, def::LENGTH);
+        assert_eq!(offset_of!(VmTableDefinition, base) as u32, def::BASE);
+        assert_eq!(offset_of!(VmTableDefinition, length) as u32, def::LENGTH);
+        assert_eq!(
+            offset_of!(VmTableDefinition, modified) as u32,
+            def::TABLE_MODIFIED
+        );
         assert_eq!(
             offset_of!(VmFunctionImport, wasm_call) as u32,
             func_import::WASM_CALL
