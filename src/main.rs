@@ -1,6 +1,8 @@
-//! The `fnvm` command line: `fnvm compile` turns a WebAssembly module into an fnvm artifact and
-//! `fnvm wast` runs WebAssembly specification scripts against the compiler and runtime.
-//! Argument parsing and reporting live here; the work is in `fnvm_compiler` and [`fnvm::wast`].
+//! The `fnvm` command line: `fnvm run` runs a WASI program (a `.wasm`, compiled through the
+//! on-disk cache, or an artifact) in a pooled instance; `fnvm compile` turns a WebAssembly
+//! module into an fnvm artifact; `fnvm wast` runs WebAssembly specification scripts against the
+//! compiler and runtime. Argument parsing and reporting live here; the work is in
+//! `fnvm_control`, `fnvm_compiler` and [`fnvm::wast`].
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -18,6 +20,44 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a WASI program: a WebAssembly module (`.wasm` or `.wat`, compiled once and cached by
+    /// content hash) or an fnvm artifact. Arguments after FILE go to the program. The exit
+    /// status is the program's (`proc_exit`, or 0 when `_start` returns); a trap prints its
+    /// kind and backtrace on stderr and exits with status 134; an error of fnvm itself (missing
+    /// file, invalid module, unknown import) exits with status 1.
+    #[command(override_usage = "fnvm run [OPTIONS] FILE [ARGS]...")]
+    Run {
+        /// Set an environment variable for the program: `NAME=VALUE`, or `NAME` to pass the
+        /// host's value (repeatable).
+        #[arg(long = "env", value_name = "NAME[=VALUE]")]
+        env: Vec<String>,
+        /// Give the program a host directory: `HOST::GUEST` makes HOST visible at guest path
+        /// GUEST, `HOST` alone at the same path (repeatable). Nothing outside it is reachable.
+        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+        dirs: Vec<String>,
+        /// Feed this file as standard input (default: fnvm's own standard input).
+        #[arg(long, value_name = "FILE")]
+        stdin: Option<PathBuf>,
+        /// Print the debug report (JSON: stdout, stderr, dmesg trace, trigger, responseBody,
+        /// currentPages, size) instead of the program's output. The exit status is still the
+        /// program's.
+        #[arg(long)]
+        debug: bool,
+        /// Maximum linear memory of the program, in bytes (the Function's maxMemory).
+        #[arg(long, value_name = "BYTES")]
+        max_memory: Option<u64>,
+        /// Stop the program after this many milliseconds (a trap, status 134).
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
+        /// The program, then its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "FILE [ARGS]"
+        )]
+        command: Vec<String>,
+    },
     /// Compile a WebAssembly module (binary or text format) into an fnvm artifact.
     Compile {
         /// The module: a `.wasm` binary or `.wat` text.
@@ -48,6 +88,23 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run {
+            env,
+            dirs,
+            stdin,
+            debug,
+            max_memory,
+            timeout_ms,
+            command,
+        } => run(RunArgs {
+            env,
+            dirs,
+            stdin,
+            debug,
+            max_memory,
+            timeout_ms,
+            command,
+        }),
         Command::Compile {
             input,
             output,
@@ -63,6 +120,110 @@ fn main() -> ExitCode {
         eprintln!("fnvm: error: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+struct RunArgs {
+    env: Vec<String>,
+    dirs: Vec<String>,
+    stdin: Option<PathBuf>,
+    debug: bool,
+    max_memory: Option<u64>,
+    timeout_ms: Option<u64>,
+    command: Vec<String>,
+}
+
+/// Exit status for a guest trap, as `wasmtime run` uses (128 + SIGABRT).
+const TRAP_EXIT_STATUS: i32 = 134;
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    use fnvm_control::{Invocation, Runner, RunnerConfig, Status};
+    use fnvm_hostcalls::{Output, Stdin};
+    let Some(file) = args.command.first() else {
+        anyhow::bail!("no program given");
+    };
+    let path = Path::new(file);
+    let bytes = std::fs::read(path).with_context(|| format!("reading {file}"))?;
+    let bytes = if bytes.starts_with(b"\0asm") || bytes.starts_with(b"\0fnvmart") {
+        bytes
+    } else {
+        to_wasm(path, &bytes)?
+    };
+    let tick = std::time::Duration::from_millis(10);
+    let runner = Runner::new(RunnerConfig {
+        pool: fnvm_runtime::PoolConfig {
+            slots: 1,
+            max_memory_pages: 65536,
+            background_reset: false,
+            ..fnvm_runtime::PoolConfig::default()
+        },
+        epoch_tick: tick,
+        ..RunnerConfig::default()
+    })?;
+    let function = runner
+        .load(&bytes)
+        .with_context(|| format!("loading {file}"))?;
+    let mut env = Vec::new();
+    for e in &args.env {
+        match e.split_once('=') {
+            Some((k, v)) => env.push((k.to_string(), v.to_string())),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    env.push((e.clone(), v));
+                }
+            }
+        }
+    }
+    let preopens = args
+        .dirs
+        .iter()
+        .map(|d| match d.split_once("::") {
+            Some((host, guest)) => (PathBuf::from(host), guest.to_string()),
+            None => (PathBuf::from(d), d.clone()),
+        })
+        .collect();
+    let stdin = match &args.stdin {
+        Some(p) => {
+            Stdin::Bytes(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => Stdin::Inherit,
+    };
+    let limits = fnvm_runtime::InstanceLimits {
+        max_memory_bytes: args.max_memory,
+        max_wasm_stack: None,
+        deadline_ticks: args
+            .timeout_ms
+            .map(|ms| ms.div_ceil(tick.as_millis() as u64).max(1)),
+    };
+    let outcome = runner.invoke(
+        &function,
+        Invocation {
+            args: args.command.clone(),
+            env,
+            preopens,
+            stdin,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+            debug: args.debug,
+            limits,
+            ..Invocation::default()
+        },
+    )?;
+    if let Some(report) = &outcome.report {
+        println!("{}", report.to_json());
+    }
+    let code = match &outcome.status {
+        Status::Exited(code) => *code,
+        Status::Trapped(trap) => {
+            if !args.debug {
+                eprintln!("fnvm: {file}: trap: {trap}");
+            }
+            TRAP_EXIT_STATUS
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    drop(runner);
+    std::process::exit(code)
 }
 
 fn compile(input: &Path, output: &Path, emit_clif: bool) -> Result<()> {

@@ -1,5 +1,32 @@
-//! fnvm's hostcall table: WASI preview1, `HOST_HALT` and the `host_*` functions, the fd and
-//! capability tables, and the dmesg tracer. Empty until the WASI work starts; this crate forbids
-//! unsafe code and reaches guest memory only through the runtime's checked accessor.
+//! fnvm's hostcall table: WASI `wasi_snapshot_preview1`, fnvm's own `host_halt`, the
+//! capability and fd tables behind them, and the dmesg tracer.
+//!
+//! The embedder builds a [`WasiCtx`] per invocation ([`WasiCtxBuilder`]: arguments,
+//! environment, preopened directories, stdio), hands it to the runtime as the instance's host
+//! state, and links imports with [`resolve`]. Each hostcall is a plain function pointer that
+//! reaches guest memory only through the checked [`GuestMemory`] accessor and reaches the host
+//! only through what the context grants; this crate has no `unsafe` code.
 
 #![forbid(unsafe_code)]
+
+mod ctx;
+mod errno;
+mod fdtable;
+mod fs;
+mod host;
+mod memory;
+mod poll;
+mod table;
+mod trace;
+pub mod types;
+mod wasi;
+
+pub use ctx::{BuildError, Output, Stdin, WasiCtx, WasiCtxBuilder, DEFAULT_OUTPUT_LIMIT};
+pub use errno::Errno;
+pub use fdtable::DEFAULT_MAX_FDS;
+pub use memory::{GuestMemory, Iovec, MAX_IOVECS};
+pub use table::{lookup, resolve, Hostcall, FNVM_MODULE, HOSTCALLS, WASI_MODULE};
+pub use trace::{Dmesg, DEFAULT_LIMIT as DEFAULT_TRACE_LIMIT};
+
+#[cfg(test)]
+mod tests;

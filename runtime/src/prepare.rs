@@ -25,6 +25,9 @@ pub(crate) struct HostCallCtx {
     func: HostFn,
     /// Value slots the trampoline passes: max(params, results, 1).
     nslots: usize,
+    /// Bit i set: parameter i is 32 bits wide. The trampoline stores only the value's own bytes,
+    /// so the dispatcher zero-extends these before the host function sees them.
+    narrow_params: u64,
 }
 
 /// The initial value of a defined global.
@@ -132,10 +135,18 @@ impl InstancePre {
                     ),
                 ));
             }
+            let narrow_params = want
+                .params
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(|(_, t)| matches!(t, ValType::I32 | ValType::F32))
+                .fold(0u64, |m, (i, _)| m | 1 << i);
             host_calls.push(HostCallCtx {
                 dispatch: host_call_dispatch,
                 func: def.func,
                 nslots: want.params.len().max(want.results.len()).max(1),
+                narrow_params,
             });
         }
 
@@ -259,8 +270,9 @@ extern "C" fn host_call_dispatch(
         heap = vec![0u64; ctx.nslots];
         &mut heap
     };
-    for (r, s) in raw.iter_mut().zip(slots.iter()) {
-        *r = s[0];
+    for (i, (r, s)) in raw.iter_mut().zip(slots.iter()).enumerate() {
+        let narrow = i < 64 && ctx.narrow_params & (1 << i) != 0;
+        *r = if narrow { s[0] as u32 as u64 } else { s[0] };
     }
     let host_data = inst.host_data;
     let memory: &mut [u8] = match memory_of(inst) {

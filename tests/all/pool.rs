@@ -61,6 +61,17 @@ fn fail(_: &mut Caller<'_>, _: &mut [u64]) -> Result<(), HostExit> {
     Err(HostExit::Trap("host says no".into()))
 }
 
+/// Fails unless both i32 arguments arrive zero-extended, whatever the slots held before.
+fn narrow(_: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+    if v[0] >> 32 != 0 || v[2] >> 32 != 0 {
+        return Err(HostExit::Trap(format!(
+            "not zero-extended: {:#x} {:#x}",
+            v[0], v[2]
+        )));
+    }
+    Ok(())
+}
+
 fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef> {
     let i32s = |n: usize| vec![ValType::I32; n];
     let (ty, func): (FuncType, fnvm_runtime::HostFn) = match imp.name.as_str() {
@@ -84,6 +95,13 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef> {
                 results: vec![],
             },
             exit,
+        ),
+        "narrow" => (
+            FuncType {
+                params: vec![ValType::I32, ValType::I64, ValType::I32],
+                results: vec![],
+            },
+            narrow,
         ),
         "fail" => (
             FuncType {
@@ -274,6 +292,34 @@ fn exits_and_host_traps_end_the_invocation() {
         other => panic!("expected a host trap, got {other:?}"),
     }
     assert!(matches!(inst.call("nope", &[]), Err(Halt::Trap(_))));
+}
+
+#[test]
+fn narrow_arguments_reach_host_functions_zero_extended() {
+    let engine = engine();
+    let pool = pool(&engine, 1, false);
+    let pre = prepare(
+        &engine,
+        r#"(module
+             (import "env" "narrow" (func $narrow (param i32 i64 i32)))
+             ;; Spills 48 live 64-bit values across a call: its frame, which the host-call
+             ;; trampoline's frame reuses next, is left full of values with high bits set.
+             (func $nop)
+             (func $fill (param i64) (result i64) (local i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)
+               (local.set 1 (i64.xor (local.get 0) (i64.const 0)))(local.set 2 (i64.xor (local.get 0) (i64.const 1)))(local.set 3 (i64.xor (local.get 0) (i64.const 2)))(local.set 4 (i64.xor (local.get 0) (i64.const 3)))(local.set 5 (i64.xor (local.get 0) (i64.const 4)))(local.set 6 (i64.xor (local.get 0) (i64.const 5)))(local.set 7 (i64.xor (local.get 0) (i64.const 6)))(local.set 8 (i64.xor (local.get 0) (i64.const 7)))(local.set 9 (i64.xor (local.get 0) (i64.const 8)))(local.set 10 (i64.xor (local.get 0) (i64.const 9)))(local.set 11 (i64.xor (local.get 0) (i64.const 10)))(local.set 12 (i64.xor (local.get 0) (i64.const 11)))(local.set 13 (i64.xor (local.get 0) (i64.const 12)))(local.set 14 (i64.xor (local.get 0) (i64.const 13)))(local.set 15 (i64.xor (local.get 0) (i64.const 14)))(local.set 16 (i64.xor (local.get 0) (i64.const 15)))(local.set 17 (i64.xor (local.get 0) (i64.const 16)))(local.set 18 (i64.xor (local.get 0) (i64.const 17)))(local.set 19 (i64.xor (local.get 0) (i64.const 18)))(local.set 20 (i64.xor (local.get 0) (i64.const 19)))(local.set 21 (i64.xor (local.get 0) (i64.const 20)))(local.set 22 (i64.xor (local.get 0) (i64.const 21)))(local.set 23 (i64.xor (local.get 0) (i64.const 22)))(local.set 24 (i64.xor (local.get 0) (i64.const 23)))(local.set 25 (i64.xor (local.get 0) (i64.const 24)))(local.set 26 (i64.xor (local.get 0) (i64.const 25)))(local.set 27 (i64.xor (local.get 0) (i64.const 26)))(local.set 28 (i64.xor (local.get 0) (i64.const 27)))(local.set 29 (i64.xor (local.get 0) (i64.const 28)))(local.set 30 (i64.xor (local.get 0) (i64.const 29)))(local.set 31 (i64.xor (local.get 0) (i64.const 30)))(local.set 32 (i64.xor (local.get 0) (i64.const 31)))(local.set 33 (i64.xor (local.get 0) (i64.const 32)))(local.set 34 (i64.xor (local.get 0) (i64.const 33)))(local.set 35 (i64.xor (local.get 0) (i64.const 34)))(local.set 36 (i64.xor (local.get 0) (i64.const 35)))(local.set 37 (i64.xor (local.get 0) (i64.const 36)))(local.set 38 (i64.xor (local.get 0) (i64.const 37)))(local.set 39 (i64.xor (local.get 0) (i64.const 38)))(local.set 40 (i64.xor (local.get 0) (i64.const 39)))(local.set 41 (i64.xor (local.get 0) (i64.const 40)))(local.set 42 (i64.xor (local.get 0) (i64.const 41)))(local.set 43 (i64.xor (local.get 0) (i64.const 42)))(local.set 44 (i64.xor (local.get 0) (i64.const 43)))(local.set 45 (i64.xor (local.get 0) (i64.const 44)))(local.set 46 (i64.xor (local.get 0) (i64.const 45)))(local.set 47 (i64.xor (local.get 0) (i64.const 46)))(local.set 48 (i64.xor (local.get 0) (i64.const 47)))
+               (call $nop)
+               (i64.const 0)(i64.add (local.get 1))(i64.add (local.get 2))(i64.add (local.get 3))(i64.add (local.get 4))(i64.add (local.get 5))(i64.add (local.get 6))(i64.add (local.get 7))(i64.add (local.get 8))(i64.add (local.get 9))(i64.add (local.get 10))(i64.add (local.get 11))(i64.add (local.get 12))(i64.add (local.get 13))(i64.add (local.get 14))(i64.add (local.get 15))(i64.add (local.get 16))(i64.add (local.get 17))(i64.add (local.get 18))(i64.add (local.get 19))(i64.add (local.get 20))(i64.add (local.get 21))(i64.add (local.get 22))(i64.add (local.get 23))(i64.add (local.get 24))(i64.add (local.get 25))(i64.add (local.get 26))(i64.add (local.get 27))(i64.add (local.get 28))(i64.add (local.get 29))(i64.add (local.get 30))(i64.add (local.get 31))(i64.add (local.get 32))(i64.add (local.get 33))(i64.add (local.get 34))(i64.add (local.get 35))(i64.add (local.get 36))(i64.add (local.get 37))(i64.add (local.get 38))(i64.add (local.get 39))(i64.add (local.get 40))(i64.add (local.get 41))(i64.add (local.get 42))(i64.add (local.get 43))(i64.add (local.get 44))(i64.add (local.get 45))(i64.add (local.get 46))(i64.add (local.get 47))(i64.add (local.get 48)))
+             (func (export "go") (param i64)
+               (drop (call $fill (local.get 0)))
+               (call $narrow (i32.wrap_i64 (local.get 0)) (local.get 0)
+                             (i32.wrap_i64 (i64.shr_u (local.get 0) (i64.const 1))))))"#,
+    );
+    let mut inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    for v in [-1i64, 0x7fff_ffff_ffff_ffff, 0x1234_5678_9abc_def0] {
+        inst.call("go", &[Val::I64(v)]).unwrap();
+    }
 }
 
 #[test]

@@ -1,0 +1,176 @@
+//! The on-disk compile cache: WebAssembly bytes are compiled once per content, compiler build
+//! and CPU, and the artifact is kept under a name derived from all three, so the second run of
+//! the same module loads native code instead of compiling it.
+//!
+//! Entries are written to a temporary file and renamed into place, so concurrent runs never see
+//! a partial artifact. An entry that fails to load (corrupted, truncated) is recompiled and
+//! replaced: the artifact's own checksum and compatibility checks decide.
+
+use fnvm_abi::artifact::{compat_hash, MAGIC as ARTIFACT_MAGIC};
+use fnvm_abi::CpuFeatures;
+use fnvm_compiler::{compile, CompileError, CompileOptions};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a module could not be turned into an artifact.
+#[derive(Debug, Error)]
+pub enum CacheError {
+    /// The module is invalid or uses an unsupported feature.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Reading or writing the cache directory failed.
+    #[error("compile cache {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Where an artifact came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// The input already was an artifact.
+    Artifact,
+    /// Found in the cache.
+    Hit,
+    /// Compiled now (and stored).
+    Compiled,
+}
+
+/// A directory of compiled artifacts keyed by content hash.
+#[derive(Clone, Debug)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    options: CompileOptions,
+}
+
+impl ArtifactCache {
+    /// A cache in `dir` (created on first store).
+    pub fn new(dir: impl Into<PathBuf>) -> ArtifactCache {
+        ArtifactCache {
+            dir: dir.into(),
+            options: CompileOptions::default(),
+        }
+    }
+
+    /// The default location: `$FNVM_CACHE_DIR`, else `$XDG_CACHE_HOME/fnvm`, else
+    /// `$HOME/.cache/fnvm`, else a directory under the system temporary directory.
+    pub fn default_dir() -> PathBuf {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("FNVM_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("fnvm")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache").join("fnvm")))
+            .unwrap_or_else(|| std::env::temp_dir().join("fnvm-cache"))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file an artifact of `wasm` is cached in.
+    pub fn path_for(&self, wasm: &[u8]) -> PathBuf {
+        let features = CpuFeatures::host();
+        let mut h = Sha256::new();
+        h.update(wasm);
+        h.update(compat_hash(features).to_le_bytes());
+        h.update([self.options.epoch_interruption as u8]);
+        let digest = h.finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}.fnvmart"))
+    }
+
+    /// The artifact for `bytes`: `bytes` itself if it is an artifact, else the cached
+    /// compilation of the module, compiling and storing it on a miss. `loads` tells whether a
+    /// cached artifact is usable (normally: it loads in the runtime); one that is not is
+    /// recompiled.
+    pub fn artifact(
+        &self,
+        bytes: &[u8],
+        loads: impl Fn(&[u8]) -> bool,
+    ) -> Result<(Vec<u8>, CacheOutcome), CacheError> {
+        if bytes.starts_with(&ARTIFACT_MAGIC) {
+            return Ok((bytes.to_vec(), CacheOutcome::Artifact));
+        }
+        let path = self.path_for(bytes);
+        if let Ok(cached) = std::fs::read(&path) {
+            if loads(&cached) {
+                return Ok((cached, CacheOutcome::Hit));
+            }
+        }
+        let artifact = compile(bytes, &self.options)?;
+        self.store(&path, &artifact)?;
+        Ok((artifact, CacheOutcome::Compiled))
+    }
+
+    fn store(&self, path: &Path, artifact: &[u8]) -> Result<(), CacheError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let tmp = self.dir.join(format!(
+            ".tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&tmp, artifact).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fnvm-cache-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn second_lookup_hits_and_damaged_entries_are_recompiled() {
+        let dir = temp_dir("hit");
+        let cache = ArtifactCache::new(&dir);
+        let wasm = wat::parse_str("(module (func (export \"f\")))").unwrap();
+        let (a, o) = cache.artifact(&wasm, |_| true).unwrap();
+        assert_eq!(o, CacheOutcome::Compiled);
+        let (b, o) = cache.artifact(&wasm, |_| true).unwrap();
+        assert_eq!(o, CacheOutcome::Hit);
+        assert_eq!(a, b);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // An entry the runtime refuses is replaced.
+        std::fs::write(cache.path_for(&wasm), b"garbage").unwrap();
+        let (c, o) = cache
+            .artifact(&wasm, |bytes| bytes.starts_with(&ARTIFACT_MAGIC))
+            .unwrap();
+        assert_eq!(o, CacheOutcome::Compiled);
+        assert_eq!(c, a);
+        // Artifacts pass through; other modules get other entries.
+        let (_, o) = cache.artifact(&a, |_| true).unwrap();
+        assert_eq!(o, CacheOutcome::Artifact);
+        let other = wat::parse_str("(module)").unwrap();
+        assert_ne!(cache.path_for(&other), cache.path_for(&wasm));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_modules_are_errors_not_entries() {
+        let dir = temp_dir("bad");
+        let cache = ArtifactCache::new(&dir);
+        assert!(matches!(
+            cache.artifact(b"\0asm\x01\0\0\0\x05", |_| true),
+            Err(CacheError::Compile(_))
+        ));
+        assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0);
+    }
+}

@@ -1,0 +1,350 @@
+//! Running functions: loading a module once (compile cache, link against the hostcalls, memory
+//! image) and invoking it any number of times, each invocation in a fresh instance from the
+//! pool with its own WASI context, optionally traced into a [`DebugReport`].
+//!
+//! This is what `fnvm run` does once, and what a worker does per request: the same code path,
+//! so the debug report of the CLI is the one the HTTP endpoint returns.
+
+use crate::cache::{ArtifactCache, CacheError, CacheOutcome};
+use crate::report::{DebugReport, Trigger};
+use fnvm_hostcalls::{Output, Stdin, WasiCtx};
+use fnvm_runtime::{
+    Engine, EngineConfig, FrameInfo, Halt, InstanceLimits, InstancePool, InstancePre,
+    InstantiationError, Module, PoolConfig, Trap,
+};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Why a function could not be loaded or invoked (as opposed to the guest failing, which is an
+/// [`Outcome`]).
+#[derive(Debug, Error)]
+pub enum InvokeError {
+    /// Compiling or caching the module failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The artifact could not be loaded.
+    #[error("loading the artifact: {0}")]
+    Load(#[from] fnvm_runtime::LoadError),
+    /// Linking or instantiating failed (unknown import, pool exhausted, ...).
+    #[error(transparent)]
+    Instantiate(#[from] InstantiationError),
+    /// The WASI context could not be built (a preopen is missing, ...).
+    #[error(transparent)]
+    Wasi(#[from] fnvm_hostcalls::BuildError),
+    /// The engine or the pool could not be created.
+    #[error("runtime set-up: {0}")]
+    Setup(String),
+    /// The module has no exported function to run.
+    #[error("the module exports no function `{0}`")]
+    NoEntry(String),
+}
+
+/// Settings of a [`Runner`].
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Where compiled artifacts are cached.
+    pub cache_dir: PathBuf,
+    /// The instance pool.
+    pub pool: PoolConfig,
+    /// How often the engine's epoch advances (the unit of invocation deadlines).
+    pub epoch_tick: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            cache_dir: ArtifactCache::default_dir(),
+            pool: PoolConfig::default(),
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A module ready to invoke: compiled, loaded, linked, with its memory image built.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pre: InstancePre,
+    /// Size of the WebAssembly binary (of the artifact, when given one).
+    size: u64,
+    /// Where the artifact came from.
+    pub origin: CacheOutcome,
+}
+
+impl Function {
+    /// The prepared module.
+    pub fn prepared(&self) -> &InstancePre {
+        &self.pre
+    }
+
+    /// Size in bytes of the module as uploaded.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// One invocation's inputs and capabilities.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// Arguments, `args[0]` being the program name.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories: (host path, guest path).
+    pub preopens: Vec<(PathBuf, String)>,
+    /// Standard input.
+    pub stdin: Stdin,
+    /// Standard output (captured in the outcome when [`Output::Buffer`]).
+    pub stdout: Output,
+    /// Standard error.
+    pub stderr: Output,
+    /// Trace hostcalls and build a debug report (stdout and stderr are then captured).
+    pub debug: bool,
+    /// What triggered the invocation.
+    pub trigger: Trigger,
+    /// Memory, stack and deadline limits.
+    pub limits: InstanceLimits,
+    /// The export to run.
+    pub entry: String,
+}
+
+impl Default for Invocation {
+    fn default() -> Self {
+        Invocation {
+            args: Vec::new(),
+            env: Vec::new(),
+            preopens: Vec::new(),
+            stdin: Stdin::Null,
+            stdout: Output::Buffer,
+            stderr: Output::Buffer,
+            debug: false,
+            trigger: Trigger::Std,
+            limits: InstanceLimits::default(),
+            entry: "_start".into(),
+        }
+    }
+}
+
+/// How the guest ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The entry returned (status 0) or the guest called `proc_exit`.
+    Exited(i32),
+    /// The guest trapped.
+    Trapped(Trap),
+}
+
+/// What an invocation produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// How the guest ended.
+    pub status: Status,
+    /// Captured standard output (empty unless captured).
+    pub stdout: Vec<u8>,
+    /// Captured standard error.
+    pub stderr: Vec<u8>,
+    /// The debug report, when asked for.
+    pub report: Option<DebugReport>,
+}
+
+/// Loads functions and invokes them. Share one per process: it owns the engine, the instance
+/// pool and the epoch ticker.
+#[derive(Debug)]
+pub struct Runner {
+    engine: Engine,
+    pool: InstancePool,
+    cache: ArtifactCache,
+    ticker: Option<Ticker>,
+}
+
+#[derive(Debug)]
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Runner {
+    /// Creates the engine and the pool.
+    pub fn new(config: RunnerConfig) -> Result<Runner, InvokeError> {
+        let engine = Engine::new(EngineConfig {
+            max_wasm_stack: config.pool.max_wasm_stack,
+            max_memory_pages: config.pool.max_memory_pages,
+            max_table_elements: config.pool.max_table_elements,
+        })
+        .map_err(|e| InvokeError::Setup(e.to_string()))?;
+        let pool = InstancePool::new(&engine, config.pool.clone())
+            .map_err(|e| InvokeError::Setup(e.to_string()))?;
+        Ok(Runner {
+            engine,
+            pool,
+            cache: ArtifactCache::new(config.cache_dir),
+            ticker: None,
+        }
+        .with_ticker(config.epoch_tick))
+    }
+
+    fn with_ticker(mut self, tick: Duration) -> Runner {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, stop2) = (self.engine.clone(), stop.clone());
+        // Deadlines are counted in ticks of this thread; without it they would never expire.
+        let thread = std::thread::Builder::new()
+            .name("fnvm-epoch".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        self.ticker = Some(Ticker { stop, thread });
+        self
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &InstancePool {
+        &self.pool
+    }
+
+    /// Loads a module from WebAssembly bytes (through the compile cache) or from an artifact,
+    /// and links it against the hostcalls.
+    pub fn load(&self, bytes: &[u8]) -> Result<Function, InvokeError> {
+        let engine = &self.engine;
+        let (artifact, origin) = self
+            .cache
+            .artifact(bytes, |a| Module::from_artifact(engine, a).is_ok())?;
+        let module = Module::from_artifact(engine, &artifact)?;
+        let pre = InstancePre::new(&module, &mut |imp| {
+            fnvm_hostcalls::resolve(&imp.module, &imp.name)
+        })?;
+        Ok(Function {
+            pre,
+            size: bytes.len() as u64,
+            origin,
+        })
+    }
+
+    /// Runs `function` once in a fresh instance.
+    pub fn invoke(&self, function: &Function, inv: Invocation) -> Result<Outcome, InvokeError> {
+        let t0 = Instant::now();
+        let (stdout, stderr) = if inv.debug {
+            (Output::Buffer, Output::Buffer)
+        } else {
+            (inv.stdout, inv.stderr)
+        };
+        let mut builder = WasiCtx::builder()
+            .args(inv.args.iter().cloned())
+            .envs(inv.env.iter().cloned())
+            .stdin(inv.stdin.clone())
+            .stdout(stdout)
+            .stderr(stderr)
+            .trace(inv.debug);
+        for (host, guest) in &inv.preopens {
+            builder = builder.preopen_dir(host.clone(), guest.clone());
+        }
+        let wasi = builder.build()?;
+        let info = function.pre.module().info();
+        if !info.exports.iter().any(|e| e.name == inv.entry) {
+            return Err(InvokeError::NoEntry(inv.entry));
+        }
+        let mut inst = self
+            .pool
+            .instantiate(&function.pre, &inv.limits, Box::new(wasi))?;
+        let vmctx = inst.vmctx();
+        let start_time = t0.elapsed();
+        if let Some(d) = wasi_of(&mut inst).and_then(|w| w.dmesg_mut()) {
+            d.start(start_time);
+        }
+        let t_run = Instant::now();
+        let result = inst.call(&inv.entry, &[]);
+        let run_time = t_run.elapsed();
+        let (status, frames) = match result {
+            Ok(_) => (Status::Exited(0), Vec::new()),
+            Err(Halt::Exit { code, backtrace }) => (Status::Exited(code), backtrace),
+            Err(Halt::Trap(t)) => {
+                let frames = t.backtrace.clone();
+                (Status::Trapped(t), frames)
+            }
+        };
+        let current_pages = if inv.debug {
+            inst.resident_memory_pages().unwrap_or(0)
+        } else {
+            0
+        };
+        let mut wasi = inst
+            .take_data()
+            .and_then(|d| d.downcast::<WasiCtx>().ok())
+            .ok_or_else(|| InvokeError::Setup("the instance lost its WASI context".into()))?;
+        drop(inst);
+        let (out, err) = (wasi.take_stdout(), wasi.take_stderr());
+        let report = match wasi.take_dmesg() {
+            Some(mut dmesg) if inv.debug => {
+                let reason = match &status {
+                    Status::Exited(code) => {
+                        dmesg.halt(vmctx, *code);
+                        "host_halt".to_string()
+                    }
+                    Status::Trapped(t) => format!("trap: {}", t.code.message()),
+                };
+                let symbols: Vec<(usize, String)> = if frames.is_empty() {
+                    // A normal return: the entry itself is where the guest halted.
+                    vec![(0, format!("{} (returned)", inv.entry))]
+                } else {
+                    frames.iter().map(symbol).collect()
+                };
+                let dmesg = dmesg.finish(&reason, &symbols, run_time, t0.elapsed());
+                Some(DebugReport {
+                    stdout: String::from_utf8_lossy(&out).into_owned(),
+                    stderr: String::from_utf8_lossy(&err).into_owned(),
+                    dmesg,
+                    trigger: inv.trigger,
+                    response_body: String::new(),
+                    current_pages,
+                    size: function.size,
+                })
+            }
+            _ => None,
+        };
+        Ok(Outcome {
+            status,
+            stdout: out,
+            stderr: err,
+            report,
+        })
+    }
+}
+
+fn wasi_of(inst: &mut fnvm_runtime::PooledInstance) -> Option<&mut WasiCtx> {
+    inst.data()?.downcast_mut::<WasiCtx>()
+}
+
+/// A frame as dmesg shows it: its offset in the wasm binary (the native pc when unknown) and
+/// `module!function` (or `<wasm function N>` without a name section).
+fn symbol(f: &FrameInfo) -> (usize, String) {
+    let at = f.wasm_offset.map_or(f.pc, |o| o as usize);
+    let name = match &f.func_name {
+        Some(n) => n.clone(),
+        None => format!("<wasm function {}>", f.func_index),
+    };
+    let name = match &f.module_name {
+        Some(m) => format!("{m}!{name}"),
+        None => name,
+    };
+    (at, name)
+}

@@ -1,0 +1,252 @@
+//! `poll_oneoff`: waiting for clocks and descriptor readiness.
+//!
+//! Clock subscriptions (relative or absolute, realtime or monotonic) become one monotonic
+//! deadline; the call really sleeps until it (`clock_nanosleep` on an absolute monotonic time,
+//! so signals cannot shorten or lengthen it). Files, in-memory stdin and captured output are
+//! always ready, as in wasmtime; only inherited host stdin is polled with `poll(2)`. The
+//! subscriptions are read from guest memory twice (to plan, then to report) rather than copied,
+//! so a guest cannot make the host allocate in proportion to `nsubscriptions`; events are
+//! written in subscription order, which is safe even when the event array aliases the
+//! subscription array (an event is smaller than a subscription).
+
+use crate::ctx::{Output, StdinState};
+use crate::errno::Errno;
+use crate::fdtable::Desc;
+use crate::memory::GuestMemory;
+use crate::trace::Ret;
+use crate::types::{clockid, eventrwflags, eventtype, size, subclockflags};
+use crate::wasi::env::now;
+use crate::wasi::{Args, Cx};
+use rustix::event::{PollFd, PollFlags};
+use rustix::time::Timespec;
+
+/// One decoded subscription.
+enum Sub {
+    Clock { id: u32, timeout: u64, flags: u16 },
+    FdRead(u32),
+    FdWrite(u32),
+}
+
+fn read_sub(mem: &GuestMemory<'_>, base: u32, i: u32) -> Result<(u64, Sub), Errno> {
+    let at = i
+        .checked_mul(size::SUBSCRIPTION)
+        .and_then(|o| base.checked_add(o))
+        .ok_or(Errno::Fault)?;
+    let field = |off: u32| at.checked_add(off).ok_or(Errno::Fault);
+    let userdata = mem.read_u64(at)?;
+    let sub = match mem.read_u8(field(8)?)? {
+        eventtype::CLOCK => Sub::Clock {
+            id: mem.read_u32(field(16)?)?,
+            timeout: mem.read_u64(field(24)?)?,
+            // precision (at 32) is a hint, ignored like wasmtime does.
+            flags: mem.read_u16(field(40)?)?,
+        },
+        eventtype::FD_READ => Sub::FdRead(mem.read_u32(field(16)?)?),
+        eventtype::FD_WRITE => Sub::FdWrite(mem.read_u32(field(16)?)?),
+        _ => return Err(Errno::Inval),
+    };
+    Ok((userdata, sub))
+}
+
+/// The instant the poll started, on both clocks.
+#[derive(Clone, Copy)]
+struct Start {
+    mono: u64,
+    real: u64,
+}
+
+/// A clock subscription's deadline in monotonic nanoseconds.
+fn deadline(start: Start, id: u32, timeout: u64, flags: u16) -> Result<u64, Errno> {
+    if flags & !subclockflags::ABSTIME != 0 {
+        return Err(Errno::Inval);
+    }
+    let absolute = flags & subclockflags::ABSTIME != 0;
+    match (id, absolute) {
+        (clockid::MONOTONIC, true) => Ok(timeout),
+        (clockid::REALTIME, true) => Ok(start
+            .mono
+            .saturating_add(timeout.saturating_sub(start.real))),
+        (clockid::MONOTONIC | clockid::REALTIME, false) => Ok(start.mono.saturating_add(timeout)),
+        // CPU-time clocks cannot be waited on; wasmtime refuses them the same way.
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// Whether a descriptor subscription is ready now, or depends on the host's stdin.
+enum Readiness {
+    Ready { nbytes: u64, flags: u16 },
+    HostStdin,
+}
+
+fn readiness(cx: &Cx<'_>, fd: u32, write: bool) -> Result<Readiness, Errno> {
+    let ready = |nbytes: u64, hangup: bool| Readiness::Ready {
+        nbytes,
+        flags: if hangup {
+            eventrwflags::FD_READWRITE_HANGUP
+        } else {
+            0
+        },
+    };
+    match (cx.ctx.fds.get(fd)?, write) {
+        (Desc::Stdin, false) => Ok(match &cx.ctx.stdin {
+            StdinState::Bytes { data, pos } => {
+                let left = data.len().saturating_sub(*pos) as u64;
+                ready(left, left == 0)
+            }
+            StdinState::Null => ready(0, true),
+            StdinState::Inherit => Readiness::HostStdin,
+        }),
+        (Desc::File(f), false) => {
+            // Bytes left before end of file; zero (hangup) at the end, as wasmtime flags it.
+            let size = rustix::fs::fstat(&f.fd).map(|s| s.st_size.max(0) as u64)?;
+            let pos = rustix::fs::tell(&f.fd).unwrap_or(0);
+            let left = size.saturating_sub(pos);
+            Ok(ready(left, left == 0))
+        }
+        (Desc::File(_), true) => Ok(ready(1, false)),
+        (Desc::Stdout, true) | (Desc::Stderr, true) => {
+            let out = if matches!(cx.ctx.fds.get(fd)?, Desc::Stdout) {
+                &cx.ctx.stdout
+            } else {
+                &cx.ctx.stderr
+            };
+            let room = match out.kind {
+                Output::Buffer => out.limit.saturating_sub(out.buf.len()) as u64,
+                Output::Inherit | Output::Null => 1,
+            };
+            Ok(ready(room, false))
+        }
+        // Directories, and stdio in the wrong direction, cannot be polled (wasmtime: EBADF).
+        _ => Err(Errno::Badf),
+    }
+}
+
+fn timespec(nanos: u64) -> Timespec {
+    Timespec {
+        tv_sec: (nanos / 1_000_000_000) as i64,
+        tv_nsec: (nanos % 1_000_000_000) as _,
+    }
+}
+
+/// Polls the host's stdin for input until `deadline` (monotonic ns; `None` = forever, `Some(0)`
+/// = just check). Returns whether it is readable (or at end of file).
+fn poll_stdin(deadline: Option<u64>) -> Result<bool, Errno> {
+    let stdin = std::io::stdin();
+    loop {
+        let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+        let timeout = match deadline {
+            None => None,
+            Some(d) => Some(timespec(d.saturating_sub(now(clockid::MONOTONIC)?))),
+        };
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(!fds[0].revents().is_empty()),
+            // A stray signal: wait out the rest of the time.
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sleeps until the monotonic clock reaches `deadline`.
+fn sleep_until(deadline: u64) -> Result<(), Errno> {
+    let t = timespec(deadline);
+    loop {
+        match rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &t) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub(crate) fn poll_oneoff(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
+    let (subs, events, n, out) = (a.u32(0), a.u32(1), a.u32(2), a.u32(3));
+    if n == 0 {
+        // Waiting for nothing would block forever; preview1 and wasmtime call it EINVAL.
+        return Err(Errno::Inval);
+    }
+    cx.mem.array_range(subs, n, size::SUBSCRIPTION)?;
+    cx.mem.array_range(events, n, size::EVENT)?;
+    cx.mem.check(out, 4)?;
+    let start = Start {
+        mono: now(clockid::MONOTONIC)?,
+        real: now(clockid::REALTIME)?,
+    };
+
+    // Plan: the earliest deadline, whether something is ready already, whether stdin matters.
+    let mut earliest: Option<u64> = None;
+    let mut ready_now = false;
+    let mut host_stdin = false;
+    for i in 0..n {
+        match read_sub(&cx.mem, subs, i)?.1 {
+            Sub::Clock { id, timeout, flags } => {
+                let d = deadline(start, id, timeout, flags)?;
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                ready_now |= d <= start.mono;
+            }
+            Sub::FdRead(fd) => match readiness(cx, fd, false)? {
+                Readiness::Ready { .. } => ready_now = true,
+                Readiness::HostStdin => host_stdin = true,
+            },
+            Sub::FdWrite(fd) => match readiness(cx, fd, true)? {
+                Readiness::Ready { .. } => ready_now = true,
+                Readiness::HostStdin => host_stdin = true,
+            },
+        }
+    }
+
+    // Wait.
+    let stdin_ready = if ready_now {
+        host_stdin && poll_stdin(Some(0))?
+    } else if host_stdin {
+        poll_stdin(earliest)?
+    } else {
+        if let Some(d) = earliest {
+            sleep_until(d)?;
+        }
+        false
+    };
+
+    // Report, in subscription order.
+    let at_end = now(clockid::MONOTONIC)?;
+    let mut count: u32 = 0;
+    for i in 0..n {
+        let (userdata, sub) = read_sub(&cx.mem, subs, i)?;
+        let (kind, nbytes, flags) = match sub {
+            Sub::Clock { id, timeout, flags } => {
+                if deadline(start, id, timeout, flags)? > at_end {
+                    continue;
+                }
+                (eventtype::CLOCK, 0, 0)
+            }
+            Sub::FdRead(fd) | Sub::FdWrite(fd) => {
+                let write = matches!(sub, Sub::FdWrite(_));
+                let kind = if write {
+                    eventtype::FD_WRITE
+                } else {
+                    eventtype::FD_READ
+                };
+                match readiness(cx, fd, write)? {
+                    Readiness::Ready { nbytes, flags } => (kind, nbytes, flags),
+                    Readiness::HostStdin if stdin_ready => (kind, 1, 0),
+                    Readiness::HostStdin => continue,
+                }
+            }
+        };
+        let mut ev = [0u8; size::EVENT as usize];
+        crate::fs::put_u64(&mut ev, 0, userdata);
+        // error (u16 at 8) stays 0: ready events carry no error.
+        ev[10] = kind;
+        crate::fs::put_u64(&mut ev, 16, nbytes);
+        crate::fs::put_u16(&mut ev, 24, flags);
+        let at = count
+            .checked_mul(size::EVENT)
+            .and_then(|o| events.checked_add(o))
+            .ok_or(Errno::Fault)?;
+        cx.mem.write_bytes(at, &ev)?;
+        count += 1;
+    }
+    cx.mem.write_u32(out, count)?;
+    Ok(Ret::One("nevents", count.into()))
+}
