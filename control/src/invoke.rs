@@ -303,8 +303,12 @@ impl Runner {
                     Status::Trapped(t) => format!("trap: {}", t.code.message()),
                 };
                 let symbols: Vec<(usize, String)> = if frames.is_empty() {
-                    // A normal return: the entry itself is where the guest halted.
-                    vec![(0, format!("{} (returned)", inv.entry))]
+                    // A normal return: the entry itself is where the guest halted, shown at
+                    // the start of its body.
+                    vec![(
+                        entry_offset(info, &inv.entry),
+                        format!("{} (returned)", inv.entry),
+                    )]
                 } else {
                     frames.iter().map(symbol).collect()
                 };
@@ -328,6 +332,24 @@ impl Runner {
             report,
         })
     }
+}
+
+/// Offset in the wasm binary of the body of the exported function `name` (0 if unknown).
+fn entry_offset(info: &fnvm_abi::ModuleInfo, name: &str) -> usize {
+    let offset = || {
+        let e = info.exports.iter().find(|e| e.name == name)?;
+        let defined = e.index.checked_sub(info.num_imported_funcs())?;
+        let range = info.code.get(defined as usize)?;
+        // The first instruction of the body with a known wasm offset (the prologue has none).
+        let i = info
+            .addr_map
+            .partition_point(|m| m.code_offset < range.offset);
+        let entry = info.addr_map.get(i)?;
+        range
+            .contains(entry.code_offset)
+            .then_some(entry.wasm_offset)
+    };
+    offset().map_or(0, |o| o as usize)
 }
 
 fn wasi_of(inst: &mut fnvm_runtime::PooledInstance) -> Option<&mut WasiCtx> {
