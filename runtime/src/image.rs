@@ -13,6 +13,8 @@ use std::os::unix::fs::FileExt;
 pub(crate) struct MemoryImage {
     file: File,
     len: usize,
+    /// The image mapped read-only (shared), to restore pages from without a system call.
+    view: crate::mmap::Mmap,
 }
 
 impl MemoryImage {
@@ -47,7 +49,15 @@ impl MemoryImage {
         if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(MemoryImage { file, len })
+        let view = crate::mmap::Mmap::map_readonly(file.as_fd(), len)?;
+        Ok(MemoryImage { file, len, view })
+    }
+
+    /// The image's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: the view maps `len` bytes of the sealed file read-only; seals forbid any
+        // change to them for the file's lifetime.
+        unsafe { std::slice::from_raw_parts(self.view.as_ptr(), self.len) }
     }
 
     /// Length in bytes.
@@ -79,5 +89,7 @@ mod tests {
             "sealed against writes"
         );
         assert!(img.file.set_len(4096).is_err(), "sealed against shrinking");
+        assert_eq!(&img.bytes()[10..13], b"abc");
+        assert_eq!(img.bytes().len(), 8192);
     }
 }

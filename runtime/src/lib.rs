@@ -15,6 +15,7 @@ mod instance;
 mod memory;
 mod mmap;
 mod module;
+mod pagemap;
 mod pool;
 mod prepare;
 mod store;

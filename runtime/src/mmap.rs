@@ -150,6 +150,31 @@ impl Mmap {
         Ok(())
     }
 
+    /// Maps the first `len` bytes of `fd` shared and read-only.
+    pub(crate) fn map_readonly(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> io::Result<Mmap> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh read-only mapping of a file at an address of the kernel's choosing
+        // touches no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mmap {
+            ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
+            len: len.max(1),
+            owned: true,
+        })
+    }
+
     /// Start of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()

@@ -71,6 +71,10 @@ pub struct PoolConfig {
     pub acquire_timeout: Duration,
     /// Reset slots on a background thread instead of in the dropping thread.
     pub background_reset: bool,
+    /// Modules whose initial memory is at most this many bytes have the pages an instance
+    /// wrote restored in place at reset and kept resident (no page faults for the next
+    /// instance); larger ones have touched pages discarded. Bounds what an idle slot holds.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for PoolConfig {
@@ -83,6 +87,7 @@ impl Default for PoolConfig {
             max_wasm_stack: 1 << 20,
             acquire_timeout: Duration::from_millis(100),
             background_reset: true,
+            keep_resident_bytes: 2 << 20,
         }
     }
 }
@@ -222,6 +227,8 @@ struct Slot {
     data: Option<Box<dyn Any + Send>>,
     /// Whether an instance ran since the last reset.
     dirty: bool,
+    /// Buffer for pagemap entries at reset.
+    scratch: Vec<crate::pagemap::PageEntry>,
 }
 
 impl Slot {
@@ -422,7 +429,7 @@ impl Slot {
     }
 
     /// Returns the slot to its module's initial memory; drops the host state.
-    fn reset(&mut self) {
+    fn reset(&mut self, keep_resident: usize) {
         if let Some(inst) = self.instance.as_deref_mut() {
             inst.host_data = None;
         }
@@ -430,7 +437,11 @@ impl Slot {
         if !self.dirty {
             return;
         }
-        if self.memory.reset_in_slot().is_err() {
+        let image = self.prepared.as_ref().and_then(|p| p.inner.image.as_ref());
+        let reset = self
+            .memory
+            .reset_in_slot(image, keep_resident, &mut self.scratch);
+        if reset.is_err() {
             // Could not reset in place: forget the module so the next instance rebuilds the
             // slot from scratch (remapping the whole memory).
             self.prepared = None;
@@ -601,6 +612,7 @@ impl InstancePool {
                 prepared: None,
                 data: None,
                 dirty: false,
+                scratch: Vec::new(),
             }));
         }
         let background = config.background_reset;
@@ -626,7 +638,7 @@ impl InstancePool {
                     for i in rx {
                         // SAFETY: a dropped instance sent us its slot index and gave up the
                         // slot; we own it until we push it back on the free list.
-                        unsafe { worker.slot(i) }.reset();
+                        unsafe { worker.slot(i) }.reset(worker.config.keep_resident_bytes);
                         worker.release(i);
                     }
                 })?;
@@ -918,9 +930,9 @@ impl PooledInstance {
         let slot = self.slot();
         let page = page_size() as u64;
         let header =
-            crate::memory::resident_pages(slot.header.as_ptr() as usize, slot.header.len())?;
+            crate::pagemap::resident_pages(slot.header.as_ptr() as usize, slot.header.len())?;
         let stack_base = slot.stack.top() - self.pool.config.stack_len();
-        let stack = crate::memory::resident_pages(stack_base, self.pool.config.stack_len())?;
+        let stack = crate::pagemap::resident_pages(stack_base, self.pool.config.stack_len())?;
         Ok((header + stack + self.resident_memory_pages()?) * page)
     }
 
@@ -956,7 +968,7 @@ impl Drop for PooledInstance {
             }
         }
         // SAFETY: we own the slot until we release it.
-        unsafe { self.pool.slot(i) }.reset();
+        unsafe { self.pool.slot(i) }.reset(self.pool.config.keep_resident_bytes);
         self.pool.release(i);
     }
 }

@@ -485,11 +485,45 @@ fn resident_pages_count_what_the_guest_touched() {
     assert_eq!(after - before, 100, "before {before}, after {after}");
     assert!(inst.resident_bytes().unwrap() >= 100 * 4096);
     drop(inst);
-    // After the reset the next instance starts with nothing resident.
+    // Its 4 MiB memory is above the keep-resident size: after the reset the next instance
+    // starts with nothing resident.
     let inst = pool
         .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
         .unwrap();
     assert_eq!(inst.resident_memory_pages().unwrap(), 0);
+    drop(inst);
+
+    // A small memory keeps the pages it wrote resident (restored to their initial contents),
+    // so the next instance takes no page fault for them.
+    let small = prepare(
+        &engine,
+        r#"(module (memory 2) (data (i32.const 8192) "image")
+             (func (export "touch") (param i32) (local i32)
+               (loop $l
+                 (i32.store (i32.mul (local.get 1) (i32.const 4096)) (i32.const 1))
+                 (local.set 1 (i32.add (local.get 1) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get 1) (local.get 0)))))
+             (func (export "sum") (result i32) (local i32 i32)
+               (loop $l
+                 (local.set 1 (i32.add (local.get 1) (i32.load8_u (local.get 0))))
+                 (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get 0) (i32.const 131072))))
+               (local.get 1)))"#,
+    );
+    let image_sum: i32 = b"image".iter().map(|b| *b as i32).sum();
+    let mut inst = pool
+        .instantiate(&small, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    inst.call("touch", &[Val::I32(5)]).unwrap();
+    // Page 2 starts with the image: the 4-byte store of 1 covers "imag", leaving "e".
+    let touched_sum = b'e' as i32 + 5;
+    assert_eq!(inst.call("sum", &[]).unwrap(), vec![Val::I32(touched_sum)]);
+    drop(inst);
+    let mut inst = pool
+        .instantiate(&small, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    assert!(inst.resident_memory_pages().unwrap() >= 5);
+    assert_eq!(inst.call("sum", &[]).unwrap(), vec![Val::I32(image_sum)]);
 }
 
 #[test]
