@@ -1,7 +1,10 @@
 //! fnvm's integration tests, in one test binary with a module per area: the `fnvm` command line
 //! (`cli`), scripts running concurrently (`concurrency`), the script runner's own behaviour
-//! (`runner`) and the WebAssembly specification scripts (`spec`); and the engine itself: traps
-//! and backtraces (`traps`), deadlines (`deadline`) and bad input of every kind (`bad_input`).
+//! (`runner`) and the WebAssembly specification scripts (`spec`); the engine itself: traps
+//! and backtraces (`traps`), deadlines (`deadline`) and bad input of every kind (`bad_input`);
+//! the instance pool (`pool`); invocations through the control crate (`invoke`); and WASI
+//! programs in Rust, C, AssemblyScript and Go compiled from source and run with `fnvm run`
+//! (`wasi`).
 //! Tests run in parallel on purpose: guest traps on one thread must not disturb another.
 
 mod bad_input;
@@ -9,7 +12,9 @@ mod cli;
 mod concurrency;
 mod deadline;
 mod engine;
+mod invoke;
 mod pool;
 mod runner;
 mod spec;
 mod traps;
+mod wasi;

@@ -1,0 +1,2 @@
+// Hello world: one fd_write to stdout, then _start returns (exit status 0).
+process.stdout.write("Hello AssemblyScript!\n");
