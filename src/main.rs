@@ -142,12 +142,18 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         anyhow::bail!("no program given");
     };
     let path = Path::new(file);
-    let bytes = std::fs::read(path).with_context(|| format!("reading {file}"))?;
-    let bytes = if bytes.starts_with(b"\0asm") || bytes.starts_with(b"\0fnvmart") {
-        bytes
-    } else {
-        to_wasm(path, &bytes)?
-    };
+    // Mapped, not read: a large module is hashed (and, on a cache miss, compiled) in place.
+    let mapped = std::fs::File::open(path)
+        .and_then(|f| fnvm_runtime::MappedFile::new(&f))
+        .with_context(|| format!("reading {file}"))?;
+    let text;
+    let bytes: &[u8] =
+        if mapped.bytes().starts_with(b"\0asm") || mapped.bytes().starts_with(b"\0fnvmart") {
+            mapped.bytes()
+        } else {
+            text = to_wasm(path, mapped.bytes())?;
+            &text
+        };
     let tick = std::time::Duration::from_millis(10);
     let runner = Runner::new(RunnerConfig {
         pool: fnvm_runtime::PoolConfig {
@@ -160,7 +166,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         ..RunnerConfig::default()
     })?;
     let function = runner
-        .load(&bytes)
+        .load(bytes)
         .with_context(|| format!("loading {file}"))?;
     let mut env = Vec::new();
     for e in &args.env {

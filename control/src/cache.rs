@@ -19,6 +19,12 @@ pub enum CacheError {
     /// The module is invalid or uses an unsupported feature.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// The artifact could not be loaded.
+    #[error("loading the artifact: {0}")]
+    Load(String),
+    /// A freshly compiled artifact was refused by the check given.
+    #[error("the compiled artifact is unusable")]
+    Unusable,
     /// Reading or writing the cache directory failed.
     #[error("compile cache {path}: {source}")]
     Io {
@@ -87,27 +93,57 @@ impl ArtifactCache {
         self.dir.join(format!("{hex}.fnvmart"))
     }
 
-    /// The artifact for `bytes`: `bytes` itself if it is an artifact, else the cached
-    /// compilation of the module, compiling and storing it on a miss. `loads` tells whether a
-    /// cached artifact is usable (normally: it loads in the runtime); one that is not is
-    /// recompiled.
+    /// Loads the artifact for `bytes` with `load`: `bytes` itself if it is an artifact, else
+    /// the cached compilation of the module, compiling and storing it on a miss or when the
+    /// cached entry does not load (damaged, or from another build).
+    pub fn load<T, E>(
+        &self,
+        bytes: &[u8],
+        load: impl Fn(&[u8]) -> Result<T, E>,
+    ) -> Result<(T, CacheOutcome), CacheError>
+    where
+        CacheError: From<E>,
+    {
+        if bytes.starts_with(&ARTIFACT_MAGIC) {
+            return Ok((load(bytes)?, CacheOutcome::Artifact));
+        }
+        let path = self.path_for(bytes);
+        if let Ok(cached) = std::fs::read(&path) {
+            if let Ok(loaded) = load(&cached) {
+                return Ok((loaded, CacheOutcome::Hit));
+            }
+        }
+        let artifact = self.compile_and_store(bytes)?;
+        Ok((load(&artifact)?, CacheOutcome::Compiled))
+    }
+
+    /// The cached artifact file for the module `wasm`, if there is one (it may still fail to
+    /// load: damaged, or from another build).
+    pub fn lookup(&self, wasm: &[u8]) -> Option<std::fs::File> {
+        std::fs::File::open(self.path_for(wasm)).ok()
+    }
+
+    /// Compiles `wasm` and stores the artifact (replacing any entry atomically).
+    pub fn compile_and_store(&self, wasm: &[u8]) -> Result<Vec<u8>, CacheError> {
+        let artifact = compile(wasm, &self.options)?;
+        self.store(&self.path_for(wasm), &artifact)?;
+        Ok(artifact)
+    }
+
+    /// The artifact bytes for `bytes` (see [`ArtifactCache::load`]); `loads` tells whether a
+    /// cached artifact is usable.
     pub fn artifact(
         &self,
         bytes: &[u8],
         loads: impl Fn(&[u8]) -> bool,
     ) -> Result<(Vec<u8>, CacheOutcome), CacheError> {
-        if bytes.starts_with(&ARTIFACT_MAGIC) {
-            return Ok((bytes.to_vec(), CacheOutcome::Artifact));
-        }
-        let path = self.path_for(bytes);
-        if let Ok(cached) = std::fs::read(&path) {
-            if loads(&cached) {
-                return Ok((cached, CacheOutcome::Hit));
+        self.load(bytes, |a| {
+            if loads(a) {
+                Ok(a.to_vec())
+            } else {
+                Err(CacheError::Unusable)
             }
-        }
-        let artifact = compile(bytes, &self.options)?;
-        self.store(&path, &artifact)?;
-        Ok((artifact, CacheOutcome::Compiled))
+        })
     }
 
     fn store(&self, path: &Path, artifact: &[u8]) -> Result<(), CacheError> {

@@ -226,10 +226,29 @@ impl Runner {
     /// and links it against the hostcalls.
     pub fn load(&self, bytes: &[u8]) -> Result<Function, InvokeError> {
         let engine = &self.engine;
-        let (artifact, origin) = self
-            .cache
-            .artifact(bytes, |a| Module::from_artifact(engine, a).is_ok())?;
-        let module = Module::from_artifact(engine, &artifact)?;
+        let (module, origin) = if bytes.starts_with(&fnvm_abi::artifact::MAGIC) {
+            (
+                Module::from_artifact(engine, bytes)?,
+                CacheOutcome::Artifact,
+            )
+        } else {
+            // A cache hit maps the artifact file (code straight from the page cache); an entry
+            // that does not load is recompiled and replaced.
+            match self
+                .cache
+                .lookup(bytes)
+                .and_then(|f| Module::from_file(engine, &f).ok())
+            {
+                Some(m) => (m, CacheOutcome::Hit),
+                None => {
+                    let artifact = self.cache.compile_and_store(bytes)?;
+                    (
+                        Module::from_artifact(engine, &artifact)?,
+                        CacheOutcome::Compiled,
+                    )
+                }
+            }
+        };
         let pre = InstancePre::new(&module, &mut |imp| {
             fnvm_hostcalls::resolve(&imp.module, &imp.name)
         })?;

@@ -24,7 +24,7 @@ mod traphandlers;
 pub mod vm;
 
 pub use host::{Caller, Halt, HostExit, HostFn, HostFuncDef};
-pub use module::Module;
+pub use module::{MappedFile, Module};
 pub use pool::{InstanceLimits, InstancePool, PoolConfig, PoolError, PoolStats, PooledInstance};
 pub use prepare::InstancePre;
 pub use store::{Extern, Func, Global, Instance, Memory, Store, Table};

@@ -152,17 +152,46 @@ impl Mmap {
 
     /// Maps the first `len` bytes of `fd` shared and read-only.
     pub(crate) fn map_readonly(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> io::Result<Mmap> {
+        Self::map_file_with(fd, 0, len, libc::PROT_READ, libc::MAP_SHARED)
+    }
+
+    /// Maps `len` bytes of `fd` from `offset` (page aligned) privately with protection `prot`
+    /// (never writable: the file is only read).
+    pub(crate) fn map_file(
+        fd: std::os::fd::BorrowedFd<'_>,
+        offset: usize,
+        len: usize,
+        prot: i32,
+    ) -> io::Result<Mmap> {
+        if prot & libc::PROT_WRITE != 0 {
+            return Err(io::Error::other("file mappings are read-only"));
+        }
+        Self::map_file_with(fd, offset, len, prot, libc::MAP_PRIVATE)
+    }
+
+    fn map_file_with(
+        fd: std::os::fd::BorrowedFd<'_>,
+        offset: usize,
+        len: usize,
+        prot: i32,
+        flags: i32,
+    ) -> io::Result<Mmap> {
         use std::os::fd::AsRawFd;
-        // SAFETY: a fresh read-only mapping of a file at an address of the kernel's choosing
-        // touches no existing memory.
+        if !offset.is_multiple_of(page_size()) {
+            return Err(io::Error::other("file mapping offset is not page aligned"));
+        }
+        let off =
+            libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+        // SAFETY: a fresh mapping of a file at an address of the kernel's choosing touches no
+        // existing memory.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len.max(1),
-                libc::PROT_READ,
-                libc::MAP_SHARED,
+                prot,
+                flags,
                 fd.as_raw_fd(),
-                0,
+                off,
             )
         };
         if ptr == libc::MAP_FAILED {

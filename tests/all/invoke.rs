@@ -162,10 +162,25 @@ fn the_debug_report_is_built_in_process() {
     assert!(d.contains("\tGRACEFULLY EXIT\n"), "{d}");
     assert!(d.contains("\nHalt reason: host_halt\n"), "{d}");
     assert!(d.contains("\nRun time: ") && d.ends_with('\n') && d.contains("\nTotal time: "));
-    // Second load of the same bytes comes from the cache.
+    // Second load of the same bytes comes from the cache (the artifact file, mapped).
     assert_eq!(
         runner.load(&wasm).unwrap().origin,
         fnvm_control::CacheOutcome::Hit
     );
+    // A damaged entry (truncated, or one flipped byte) is recompiled, never run.
+    let cache = fnvm_control::ArtifactCache::new(dir.join("cache"));
+    let entry = cache.path_for(&wasm);
+    let good = std::fs::read(&entry).unwrap();
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    for damaged in [good[..good.len() / 2].to_vec(), flipped, Vec::new()] {
+        std::fs::write(&entry, &damaged).unwrap();
+        let f = runner.load(&wasm).unwrap();
+        assert_eq!(f.origin, fnvm_control::CacheOutcome::Compiled);
+        assert_eq!(std::fs::read(&entry).unwrap(), good);
+        let out = runner.invoke(&f, Invocation::default()).unwrap();
+        assert_eq!(out.stdout, b"Hello World\n");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
