@@ -4,10 +4,16 @@
 //! trampolines between host and guest, comes from the artifact. The pieces:
 //! - [`Engine`]: process-wide state: the signature registry and the epoch counter for deadlines.
 //! - [`Module`]: an artifact mapped read+execute with its checked metadata.
-//! - [`Store`]: owns instances, memories, tables, globals and host functions; handles such as
-//!   [`Func`] index into it. All instances of a store live as long as the store, because tables
-//!   and imports hold raw pointers into each other's vmctx.
-//! - Traps are caught by signal handlers ([`traphandlers`]) and returned as [`Trap`] values.
+//! - [`InstancePre`] and [`InstancePool`]: how functions run. A module linked once against its
+//!   host functions, with its memory image and instance templates; a pool of pre-reserved
+//!   instance slots handing out fresh, isolated [`PooledInstance`]s in well under a
+//!   microsecond and resetting them off the request's path.
+//! - [`Caller`], [`HostFn`], [`HostExit`]: the interface host functions (the hostcalls crate)
+//!   implement: raw argument slots, the guest memory as a checked slice, the host state.
+//! - [`Store`]: the general, linkable form: owns instances, memories, tables, globals and host
+//!   functions that may import each other (the spec test scripts need it); handles such as
+//!   [`Func`] index into it.
+//! - Traps are caught by signal handlers (`traphandlers`) and returned as [`Trap`] values.
 
 mod host;
 mod image;
