@@ -5,7 +5,7 @@
 //! `fnvm_control`, `fnvm_compiler` and [`fnvm::wast`].
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,38 +26,7 @@ enum Command {
     /// kind and backtrace on stderr and exits with status 134; an error of fnvm itself (missing
     /// file, invalid module, unknown import) exits with status 1.
     #[command(override_usage = "fnvm run [OPTIONS] FILE [ARGS]...")]
-    Run {
-        /// Set an environment variable for the program: `NAME=VALUE`, or `NAME` to pass the
-        /// host's value (repeatable).
-        #[arg(long = "env", value_name = "NAME[=VALUE]")]
-        env: Vec<String>,
-        /// Give the program a host directory: `HOST::GUEST` makes HOST visible at guest path
-        /// GUEST, `HOST` alone at the same path (repeatable). Nothing outside it is reachable.
-        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
-        dirs: Vec<String>,
-        /// Feed this file as standard input (default: fnvm's own standard input).
-        #[arg(long, value_name = "FILE")]
-        stdin: Option<PathBuf>,
-        /// Print the debug report (JSON: stdout, stderr, dmesg trace, trigger, responseBody,
-        /// currentPages, size) instead of the program's output. The exit status is still the
-        /// program's.
-        #[arg(long)]
-        debug: bool,
-        /// Maximum linear memory of the program, in bytes (the Function's maxMemory).
-        #[arg(long, value_name = "BYTES")]
-        max_memory: Option<u64>,
-        /// Stop the program after this many milliseconds (a trap, status 134).
-        #[arg(long, value_name = "MS")]
-        timeout_ms: Option<u64>,
-        /// The program, then its arguments.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "FILE [ARGS]"
-        )]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// Compile a WebAssembly module (binary or text format) into an fnvm artifact.
     Compile {
         /// The module: a `.wasm` binary or `.wat` text.
@@ -88,23 +57,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run {
-            env,
-            dirs,
-            stdin,
-            debug,
-            max_memory,
-            timeout_ms,
-            command,
-        } => run(RunArgs {
-            env,
-            dirs,
-            stdin,
-            debug,
-            max_memory,
-            timeout_ms,
-            command,
-        }),
+        Command::Run(args) => run(args),
         Command::Compile {
             input,
             output,
@@ -122,13 +75,38 @@ fn main() -> ExitCode {
     })
 }
 
+/// The options and operands of `fnvm run`.
+#[derive(Debug, Args)]
 struct RunArgs {
+    /// Set an environment variable for the program: `NAME=VALUE`, or `NAME` to pass the
+    /// host's value (repeatable).
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Give the program a host directory: `HOST::GUEST` makes HOST visible at guest path
+    /// GUEST, `HOST` alone at the same path (repeatable). Nothing outside it is reachable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
+    /// Feed this file as standard input (default: fnvm's own standard input).
+    #[arg(long, value_name = "FILE")]
     stdin: Option<PathBuf>,
+    /// Print the debug report (JSON: stdout, stderr, dmesg trace, trigger, responseBody,
+    /// currentPages, size) instead of the program's output. The exit status is still the
+    /// program's.
+    #[arg(long)]
     debug: bool,
+    /// Maximum linear memory of the program, in bytes (the Function's maxMemory).
+    #[arg(long, value_name = "BYTES")]
     max_memory: Option<u64>,
+    /// Stop the program after this many milliseconds (a trap, status 134).
+    #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// The program, then its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FILE [ARGS]"
+    )]
     command: Vec<String>,
 }
 

@@ -1,5 +1,6 @@
-//! The `fnvm` binary as a user runs it: `fnvm compile` on good and bad input and the output
-//! format and exit status of `fnvm wast`.
+//! The `fnvm` binary as a user runs it: `fnvm compile` on good and bad input, the output
+//! format and exit status of `fnvm wast`, and the limits of `fnvm run` (WASI programs are
+//! tested in `wasi`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -186,4 +187,49 @@ fn wast_exits_zero_when_everything_passes() {
     ]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     assert_eq!(stdout(&out).lines().last(), Some("2 passed, 0 failed"));
+}
+
+/// `fnvm run` enforces `--timeout-ms` (a trap, status 134) and `--max-memory` (memory.grow
+/// fails beyond it); the guest reports what it got through its exit status.
+#[test]
+fn run_enforces_timeout_and_memory_limits() {
+    let spin = scratch("spin.wat");
+    std::fs::write(
+        &spin,
+        r#"(module (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .unwrap();
+    let cache = scratch("cache-limits");
+    let run = |args: &[&str], file: &PathBuf| {
+        Command::new(FNVM)
+            .arg("run")
+            .args(args)
+            .arg(file)
+            .env("FNVM_CACHE_DIR", &cache)
+            .output()
+            .expect("running fnvm")
+    };
+    let out = run(&["--timeout-ms", "50"], &spin);
+    assert_eq!(out.status.code(), Some(134), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deadline exceeded"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Exits with the page count memory.grow returned (or 255 for -1).
+    let grow = scratch("grow.wat");
+    std::fs::write(
+        &grow,
+        r#"(module
+             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+             (memory 1)
+             (func (export "_start")
+               (call $exit (i32.and (memory.grow (i32.const 3)) (i32.const 255)))))"#,
+    )
+    .unwrap();
+    let out = run(&[], &grow);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run(&["--max-memory", "196608"], &grow);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
 }

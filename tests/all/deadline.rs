@@ -4,7 +4,6 @@
 use crate::engine::*;
 use fnvm_abi::TrapCode;
 use fnvm_runtime::Val;
-use std::time::Duration;
 
 const RUNAWAY: &str = r#"(module
   (func (export "spin") (loop $l (br $l)))
@@ -25,15 +24,7 @@ fn runaway_loop_times_out() {
     on_big_stack(|| {
         let engine = engine();
         let (mut store, inst) = instantiate(&engine, RUNAWAY);
-        let ticker = engine.clone();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let t = std::thread::spawn(move || {
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(5));
-                ticker.increment_epoch();
-            }
-        });
+        let ticker = EpochTicker::start(&engine);
         for (name, args) in [("spin", vec![]), ("fib", vec![Val::I32(60)])] {
             store.set_epoch_deadline(2);
             let f = func(&mut store, inst, name);
@@ -47,8 +38,7 @@ fn runaway_loop_times_out() {
             store.call(f, &[Val::I32(100_000)]).unwrap(),
             vec![Val::I32(100_000)]
         );
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        t.join().unwrap();
+        drop(ticker);
     });
 }
 

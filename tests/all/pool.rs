@@ -398,23 +398,14 @@ fn per_instance_limits_hold() {
     }
 
     // Deadline: a runaway loop is interrupted.
-    let ticker = engine.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let t = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(5));
-            ticker.increment_epoch();
-        }
-    });
+    let ticker = EpochTicker::start(&engine);
     let deadline = InstanceLimits {
         deadline_ticks: Some(2),
         ..InstanceLimits::default()
     };
     let mut inst = pool.instantiate(&pre, &deadline, Box::new(())).unwrap();
     let r = inst.call("spin", &[]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    t.join().unwrap();
+    drop(ticker);
     assert!(matches!(r, Err(Halt::Trap(t)) if t.code == TrapCode::Interrupt));
 }
 
