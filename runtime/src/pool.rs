@@ -50,6 +50,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// The message that stops the reset thread (never a slot index: slots are at most 65536).
+const SHUTDOWN: u32 = u32::MAX;
+
 /// Where the vmctx starts in a slot's header (after the VmLimits, 16-byte aligned).
 const VMCTX_START: usize = 64;
 
@@ -462,7 +465,9 @@ struct PoolInner {
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
-    reset_tx: Mutex<Option<mpsc::Sender<u32>>>,
+    /// Where dropped instances send their slot when there is a reset thread. Sending takes no
+    /// lock (the channel is a lock-free list).
+    reset_tx: Option<mpsc::Sender<u32>>,
     in_use: AtomicUsize,
 }
 
@@ -565,13 +570,9 @@ struct ResetThread {
 
 impl Drop for ResetThread {
     fn drop(&mut self) {
-        let tx = self
-            .inner
-            .reset_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        drop(tx);
+        if let Some(tx) = &self.inner.reset_tx {
+            let _ = tx.send(SHUTDOWN);
+        }
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -624,7 +625,12 @@ impl InstancePool {
                 scratch: Vec::new(),
             }));
         }
-        let background = config.background_reset;
+        let (reset_tx, reset_rx) = if config.background_reset {
+            let (tx, rx) = mpsc::channel::<u32>();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let inner = Arc::new(PoolInner {
             engine: engine.clone(),
             free: FreeList::new(config.slots),
@@ -634,17 +640,17 @@ impl InstancePool {
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
-            reset_tx: Mutex::new(None),
+            reset_tx,
             in_use: AtomicUsize::new(0),
         });
-        let reset_thread = if background {
-            let (tx, rx) = mpsc::channel::<u32>();
-            *inner.reset_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let reset_thread = if let Some(rx) = reset_rx {
             let worker = inner.clone();
             let handle = std::thread::Builder::new()
                 .name("fnvm-slot-reset".into())
                 .spawn(move || {
-                    for i in rx {
+                    // Ends at SHUTDOWN, dropping the receiver: instances dropped later reset
+                    // their slot themselves.
+                    for i in rx.iter().take_while(|i| *i != SHUTDOWN) {
                         // SAFETY: a dropped instance sent us its slot index and gave up the
                         // slot; we own it until we push it back on the free list.
                         unsafe { worker.slot(i) }.reset(worker.config.keep_resident_bytes);
@@ -965,13 +971,7 @@ fn host_trap(message: String) -> Trap {
 impl Drop for PooledInstance {
     fn drop(&mut self) {
         let i = self.index;
-        let tx = self
-            .pool
-            .reset_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(tx) = tx {
+        if let Some(tx) = &self.pool.reset_tx {
             if tx.send(i).is_ok() {
                 return;
             }

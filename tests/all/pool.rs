@@ -552,3 +552,18 @@ fn instances_run_on_many_threads_at_once() {
     }
     assert_eq!(pool.stats().in_use, 0);
 }
+
+#[test]
+fn instances_outlive_their_pool_handle() {
+    let engine = engine();
+    let pool = pool(&engine, 2, true);
+    let pre = prepare(&engine, STATEFUL);
+    let mut inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    // The last pool handle goes (its reset thread stops) while the instance still runs.
+    drop(pool);
+    assert_eq!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
+    inst.call("scribble", &[]).unwrap();
+    drop(inst);
+}
