@@ -173,10 +173,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let limits = fnvm_runtime::InstanceLimits {
         max_memory_bytes: args.max_memory,
-        max_wasm_stack: None,
         deadline_ticks: args
             .timeout_ms
             .map(|ms| ms.div_ceil(tick.as_millis() as u64).max(1)),
+        ..fnvm_runtime::InstanceLimits::default()
     };
     let outcome = runner.invoke(
         &function,

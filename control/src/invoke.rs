@@ -282,9 +282,13 @@ impl Runner {
         if !info.exports.iter().any(|e| e.name == inv.entry) {
             return Err(InvokeError::NoEntry(inv.entry));
         }
+        let limits = fnvm_runtime::InstanceLimits {
+            exact_page_accounting: inv.debug || inv.limits.exact_page_accounting,
+            ..inv.limits.clone()
+        };
         let mut inst = self
             .pool
-            .instantiate(&function.pre, &inv.limits, Box::new(wasi))?;
+            .instantiate(&function.pre, &limits, Box::new(wasi))?;
         let vmctx = inst.vmctx();
         let start_time = t0.elapsed();
         if let Some(d) = wasi_of(&mut inst).and_then(|w| w.dmesg_mut()) {

@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
-use std::os::unix::fs::FileExt;
 
 /// A sealed, read-only-by-contract file holding a memory's initial bytes, page aligned.
 #[derive(Debug)]
@@ -39,8 +38,22 @@ impl MemoryImage {
         // SAFETY: `fd` is a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(len as u64)?;
-        for (off, bytes) in segments {
-            file.write_all_at(bytes, off as u64)?;
+        // Filled through a temporary shared mapping: modules can have tens of thousands of
+        // segments (Go's linker emits one per symbol), one write each would be a system call
+        // each. Applied in order, so a later overlapping segment wins, as at instantiation.
+        {
+            let fill = crate::mmap::Mmap::map_shared_rw(file.as_fd(), len)?;
+            for (off, bytes) in segments {
+                let end = off
+                    .checked_add(bytes.len())
+                    .filter(|e| *e <= len)
+                    .ok_or_else(|| io::Error::other("data segment outside the image"))?;
+                // SAFETY: `[off, end)` lies inside the `len`-byte writable mapping (checked
+                // above), which nothing else references.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), fill.as_ptr().add(off), end - off)
+                };
+            }
         }
         // Seal it: slots map it privately, and nothing may change or resize it afterwards.
         let seals =
@@ -74,6 +87,7 @@ impl MemoryImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn image_holds_segments_and_is_sealed() {

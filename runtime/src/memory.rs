@@ -116,26 +116,30 @@ impl MemoryData {
 
     /// Resets a slot's memory to its module's initial state and makes pages added by
     /// `memory.grow` inaccessible again. Costs in proportion to the pages the instance touched.
+    /// Returns how many pages stay resident for the next instance.
     ///
-    /// When the initial memory is at most `keep_resident` bytes, the pages the instance wrote
-    /// (found in `/proc/self/pagemap`: private copies) are restored in place, by copying the
-    /// image page or zeroing, and stay resident: the next instance finds them mapped and takes
-    /// no page fault for them (faults are the dominant cost of a short invocation, a few
-    /// microseconds each under virtualisation). Otherwise, or for grown memory, touched pages
-    /// are discarded with `MADV_DONTNEED` (image pages read as the image again, others as zero).
+    /// When the pages the instance wrote (found in `/proc/self/pagemap`: private copies) come
+    /// to at most `keep_resident` bytes, they are restored in place, by copying the image page
+    /// or zeroing, and stay resident, grown ones included (inaccessible until a later
+    /// `memory.grow`): the next instance finds them mapped and takes no page fault for them
+    /// (faults are the dominant cost of a short invocation, a few microseconds each under
+    /// virtualisation). Otherwise every touched page is discarded with `MADV_DONTNEED` (image
+    /// pages read as the image again, others as zero).
     pub(crate) fn reset_in_slot(
         &mut self,
         image: Option<&crate::image::MemoryImage>,
         keep_resident: usize,
         scratch: &mut Vec<crate::pagemap::PageEntry>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<usize> {
         let page = page_size();
         let guard = page;
         let initial = self.ty.limits.min as usize * WASM_PAGE_SIZE as usize;
         let length = self.def.length as usize;
-        let restored = initial <= keep_resident
-            && crate::pagemap::read(self.def.base as usize, initial, scratch).is_ok();
-        if restored {
+        let written = match crate::pagemap::read(self.def.base as usize, length, scratch) {
+            Ok(()) => scratch.iter().filter(|e| e.maybe_written()).count(),
+            Err(_) => usize::MAX,
+        };
+        let kept = if written.saturating_mul(page) <= keep_resident {
             let image = image.map_or(&[][..], |i| i.bytes());
             let data = self.data_mut();
             for (i, e) in scratch.iter().enumerate() {
@@ -145,20 +149,27 @@ impl MemoryData {
                 let at = i * page;
                 let dst = &mut data[at..at + page];
                 match image.get(at..at + page) {
-                    Some(src) => dst.copy_from_slice(src),
-                    None => dst.fill(0),
+                    Some(src) if at < initial => dst.copy_from_slice(src),
+                    _ => dst.fill(0),
                 }
             }
+            written
         } else {
-            self.map.discard(guard, initial)?;
-        }
+            self.map.discard(guard, length)?;
+            0
+        };
         if length > initial {
-            self.map.discard(guard + initial, length - initial)?;
             self.map
                 .protect(guard + initial, length - initial, libc::PROT_NONE)?;
         }
         self.def.length = initial as u64;
-        Ok(())
+        Ok(kept)
+    }
+
+    /// Drops every page of the slot's memory reservation that is still resident, so that
+    /// the resident pages counted after the next instance are exactly the ones it touched.
+    pub(crate) fn discard_kept(&mut self, kept_extent: usize) -> std::io::Result<()> {
+        self.map.discard(page_size(), kept_extent)
     }
 
     /// Number of 4 KiB pages of the accessible memory that are present in this process (touched

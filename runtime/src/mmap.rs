@@ -169,6 +169,17 @@ impl Mmap {
         Self::map_file_with(fd, offset, len, prot, libc::MAP_PRIVATE)
     }
 
+    /// Maps the first `len` bytes of `fd` shared and read-write (to fill a file we own).
+    pub(crate) fn map_shared_rw(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> io::Result<Mmap> {
+        Self::map_file_with(
+            fd,
+            0,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+        )
+    }
+
     fn map_file_with(
         fd: std::os::fd::BorrowedFd<'_>,
         offset: usize,

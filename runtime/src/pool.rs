@@ -74,9 +74,9 @@ pub struct PoolConfig {
     pub acquire_timeout: Duration,
     /// Reset slots on a background thread instead of in the dropping thread.
     pub background_reset: bool,
-    /// Modules whose initial memory is at most this many bytes have the pages an instance
-    /// wrote restored in place at reset and kept resident (no page faults for the next
-    /// instance); larger ones have touched pages discarded. Bounds what an idle slot holds.
+    /// When the pages an instance wrote come to at most this many bytes, they are restored in
+    /// place at reset and kept resident (no page faults for the next instance); beyond it,
+    /// touched pages are discarded. Bounds the memory an idle slot holds.
     pub keep_resident_bytes: usize,
 }
 
@@ -90,7 +90,7 @@ impl Default for PoolConfig {
             max_wasm_stack: 1 << 20,
             acquire_timeout: Duration::from_millis(100),
             background_reset: true,
-            keep_resident_bytes: 2 << 20,
+            keep_resident_bytes: 4 << 20,
         }
     }
 }
@@ -155,6 +155,11 @@ pub struct InstanceLimits {
     pub max_wasm_stack: Option<usize>,
     /// Epoch ticks the instance may run before it traps with `Interrupt`; `None`: no deadline.
     pub deadline_ticks: Option<u64>,
+    /// Start from a memory with nothing resident, so that
+    /// [`PooledInstance::resident_memory_pages`] counts exactly the pages this instance touched
+    /// (debug reports). Costs the page faults that pages kept from the previous instance
+    /// would have saved.
+    pub exact_page_accounting: bool,
 }
 
 /// A lock-free stack of slot indices. The head packs a 32-bit tag (bumped by every change, so a
@@ -232,6 +237,9 @@ struct Slot {
     dirty: bool,
     /// Buffer for pagemap entries at reset.
     scratch: Vec<crate::pagemap::PageEntry>,
+    /// Pages of linear memory kept resident by the last reset, and the extent they lie in.
+    kept_pages: usize,
+    kept_extent: usize,
 }
 
 impl Slot {
@@ -272,6 +280,8 @@ impl Slot {
         self.memory
             .setup_in_slot(mem_ty, p.image.as_ref())
             .map_err(res)?;
+        self.kept_pages = 0;
+        self.kept_extent = 0;
         self.tables.clear();
         for (ty, _) in p.tables.iter() {
             let t = TableData::new(*ty, 0, config.max_table_elements)
@@ -441,9 +451,14 @@ impl Slot {
             return;
         }
         let image = self.prepared.as_ref().and_then(|p| p.inner.image.as_ref());
+        let extent = self.memory.def.length as usize;
         let reset = self
             .memory
             .reset_in_slot(image, keep_resident, &mut self.scratch);
+        if let Ok(kept) = reset {
+            self.kept_pages = kept;
+            self.kept_extent = if kept > 0 { extent } else { 0 };
+        }
         if reset.is_err() {
             // Could not reset in place: forget the module so the next instance rebuilds the
             // slot from scratch (remapping the whole memory).
@@ -623,6 +638,8 @@ impl InstancePool {
                 data: None,
                 dirty: false,
                 scratch: Vec::new(),
+                kept_pages: 0,
+                kept_extent: 0,
             }));
         }
         let (reset_tx, reset_rx) = if config.background_reset {
@@ -719,6 +736,12 @@ impl InstancePool {
             .is_some_and(|p| Arc::ptr_eq(&p.inner, &pre.inner));
         if !same {
             slot.switch_to(&self.inner.engine, pre, &self.inner.config)?;
+        } else if limits.exact_page_accounting && slot.kept_pages > 0 {
+            slot.memory
+                .discard_kept(slot.kept_extent)
+                .map_err(|e| InstantiationError::Resource(format!("resetting slot memory: {e}")))?;
+            slot.kept_pages = 0;
+            slot.kept_extent = 0;
         }
         slot.init_instance(&self.inner.engine, &self.inner.config, limits, data);
         if let Some(start) = pre.inner.module.info().start {

@@ -133,6 +133,7 @@ const STATEFUL: &str = r#"(module
   (type $r (func (result i32)))
   ;; What a fresh instance must see: data at 16, zero at 4096 and 70000, global 7, memory of 1
   ;; page, table[1] = $one and table[2] null. Returns a bitmask of the checks that failed.
+  ;; Grows the memory by a page (which scribble's own growth then exceeds).
   (func (export "check") (result i32) (local $bad i32)
     (if (i64.ne (i64.load (i32.const 16)) (i64.const 0x656e697473697270))
       (then (local.set $bad (i32.or (local.get $bad) (i32.const 1)))))
@@ -146,6 +147,10 @@ const STATEFUL: &str = r#"(module
       (then (local.set $bad (i32.or (local.get $bad) (i32.const 16)))))
     (if (i32.eqz (ref.is_null (table.get (i32.const 2))))
       (then (local.set $bad (i32.or (local.get $bad) (i32.const 32)))))
+    ;; Pages the previous instance grew into and wrote read as zero once grown again.
+    (drop (memory.grow (i32.const 1)))
+    (if (i32.ne (i32.load (i32.const 70000)) (i32.const 0))
+      (then (local.set $bad (i32.or (local.get $bad) (i32.const 64)))))
     (local.get $bad))
   ;; Dirties everything.
   (func (export "scribble")
@@ -186,7 +191,7 @@ fn a_reused_slot_shows_nothing_of_the_previous_instance() {
             let c = inst.data().unwrap().downcast_mut::<Counter>().unwrap();
             assert_eq!(c.calls, 1, "round {round}: host state leaked");
             inst.call("scribble", &[]).unwrap();
-            assert_eq!(inst.memory_pages(), 4);
+            assert_eq!(inst.memory_pages(), 5, "1 + check's 1 + scribble's 3");
             assert_ne!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
             assert_eq!(
                 *first_slot.get_or_insert(inst.slot_index()),
@@ -457,7 +462,16 @@ fn an_exhausted_pool_waits_then_fails_clearly() {
 #[test]
 fn resident_pages_count_what_the_guest_touched() {
     let engine = engine();
-    let pool = pool(&engine, 1, false);
+    let pool = InstancePool::new(
+        &engine,
+        PoolConfig {
+            slots: 1,
+            background_reset: false,
+            keep_resident_bytes: 1 << 20,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
     let pre = prepare(
         &engine,
         r#"(module (memory 64)
@@ -476,8 +490,29 @@ fn resident_pages_count_what_the_guest_touched() {
     assert_eq!(after - before, 100, "before {before}, after {after}");
     assert!(inst.resident_bytes().unwrap() >= 100 * 4096);
     drop(inst);
-    // Its 4 MiB memory is above the keep-resident size: after the reset the next instance
-    // starts with nothing resident.
+    // The 100 written pages are within the keep-resident size: the next instance finds them
+    // resident (zeroed again); asking for exact accounting (debug reports) starts it with
+    // nothing resident instead.
+    let inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    assert_eq!(inst.resident_memory_pages().unwrap(), 100);
+    drop(inst);
+    let exact = InstanceLimits {
+        exact_page_accounting: true,
+        ..InstanceLimits::default()
+    };
+    let mut inst = pool.instantiate(&pre, &exact, Box::new(())).unwrap();
+    assert_eq!(inst.resident_memory_pages().unwrap(), 0);
+    inst.call("touch", &[Val::I32(3)]).unwrap();
+    assert_eq!(inst.resident_memory_pages().unwrap(), 3);
+    drop(inst);
+    // Beyond the keep-resident size (1 MiB here) everything touched is discarded.
+    let mut inst = pool
+        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap();
+    inst.call("touch", &[Val::I32(1024)]).unwrap();
+    drop(inst);
     let inst = pool
         .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
         .unwrap();
