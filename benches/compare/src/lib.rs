@@ -1,5 +1,6 @@
 //! Shared setup for the fnvm-vs-wasmtime-vs-native benchmarks: locating the guest modules,
-//! the kernel table, and ready-to-call kernel instances for each engine.
+//! the kernel table, and ready-to-call kernel instances for each engine. The instantiation,
+//! invocation and hostcall benchmarks live in [`invoke`], fnvm's WASI glue in [`fnvm_wasi`].
 //!
 //! The guests are built by `benches/build-guests.sh` into `guests/out/`. Every case that fails
 //! on one engine (compile error, trap, wrong checksum) is reported by the caller and skipped, so
@@ -10,6 +11,9 @@ use std::path::PathBuf;
 /// The kernels' source, compiled natively: the same file the wasm guest is built from.
 #[path = "../guests/kernels/src/kernels.rs"]
 pub mod kernels;
+
+pub mod fnvm_wasi;
+pub mod invoke;
 
 /// Stack size for threads that run guest code: the runtimes run wasm on the calling thread's
 /// stack, and criterion's own frames sit below it.

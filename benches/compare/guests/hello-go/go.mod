@@ -1,0 +1,3 @@
+module fnvm.bench/hello
+
+go 1.21
