@@ -50,6 +50,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// Free slots `instantiate` looks at for one already set up for its module.
+const AFFINITY_PROBES: usize = 4;
+
 /// The message that stops the reset thread (never a slot index: slots are at most 65536).
 const SHUTDOWN: u32 = u32::MAX;
 
@@ -484,6 +487,11 @@ struct PoolInner {
     /// lock (the channel is a lock-free list).
     reset_tx: Option<mpsc::Sender<u32>>,
     in_use: AtomicUsize,
+    /// Per slot: id of the prepared module it is set up for (0: none), read without owning
+    /// the slot to prefer warm slots.
+    last_module: Box<[AtomicU64]>,
+    /// Module switches so far.
+    switches: AtomicU64,
 }
 
 // SAFETY: a slot is only touched by whoever holds its index: the free list hands each index to
@@ -514,10 +522,38 @@ impl PoolInner {
         }
     }
 
-    fn acquire(&self) -> Result<u32, InstantiationError> {
-        if let Some(i) = self.free.pop() {
+    /// Takes a free slot, preferring one set up for the prepared module `want`: it looks at
+    /// up to `AFFINITY_PROBES` free slots and gives the others back, so a worker serving several
+    /// functions mostly reuses slots that need no module switch.
+    fn acquire(&self, want: u64) -> Result<u32, InstantiationError> {
+        let mut probed = [0u32; AFFINITY_PROBES];
+        let mut n = 0;
+        while n < AFFINITY_PROBES {
+            let Some(i) = self.free.pop() else { break };
+            if self.last_module[i as usize].load(Ordering::Relaxed) == want {
+                for &j in &probed[..n] {
+                    self.free.push(j);
+                }
+                self.in_use.fetch_add(1, Ordering::Relaxed);
+                return Ok(i);
+            }
+            probed[n] = i;
+            n += 1;
+        }
+        if n > 0 {
+            // No warm slot among them: take a slot set up for no module if there is one, else
+            // the one deepest in the stack (the least recently used), leaving the slots other
+            // modules just ran for them.
+            let pick = (0..n)
+                .find(|&k| self.last_module[probed[k] as usize].load(Ordering::Relaxed) == 0)
+                .unwrap_or(n - 1);
+            for (k, &j) in probed[..n].iter().enumerate().rev() {
+                if k != pick {
+                    self.free.push(j);
+                }
+            }
             self.in_use.fetch_add(1, Ordering::Relaxed);
-            return Ok(i);
+            return Ok(probed[pick]);
         }
         // A slot is usually a reset away (a few microseconds on the reset thread): yield a
         // little before paying for a sleep and a wake-up.
@@ -601,6 +637,9 @@ pub struct PoolStats {
     pub slots: u32,
     /// Slots holding a live instance or waiting for reset.
     pub in_use: usize,
+    /// Times a slot was set up for another module than the one it last ran (a few system
+    /// calls and page faults each); slots set up for the module asked for are preferred.
+    pub module_switches: u64,
 }
 
 impl InstancePool {
@@ -648,6 +687,7 @@ impl InstancePool {
         } else {
             (None, None)
         };
+        let config_slots = config.slots;
         let inner = Arc::new(PoolInner {
             engine: engine.clone(),
             free: FreeList::new(config.slots),
@@ -659,6 +699,8 @@ impl InstancePool {
             wait_cv: Condvar::new(),
             reset_tx,
             in_use: AtomicUsize::new(0),
+            last_module: (0..config_slots).map(|_| AtomicU64::new(0)).collect(),
+            switches: AtomicU64::new(0),
         });
         let reset_thread = if let Some(rx) = reset_rx {
             let worker = inner.clone();
@@ -697,6 +739,7 @@ impl InstancePool {
         PoolStats {
             slots: self.inner.config.slots,
             in_use: self.inner.in_use.load(Ordering::Relaxed),
+            module_switches: self.inner.switches.load(Ordering::Relaxed),
         }
     }
 
@@ -718,7 +761,7 @@ impl InstancePool {
                 "module belongs to another engine".into(),
             ));
         }
-        let index = self.inner.acquire()?;
+        let index = self.inner.acquire(pre.inner.id)?;
         let max_stack = limits
             .max_wasm_stack
             .unwrap_or(usize::MAX)
@@ -735,7 +778,10 @@ impl InstancePool {
             .as_ref()
             .is_some_and(|p| Arc::ptr_eq(&p.inner, &pre.inner));
         if !same {
+            self.inner.last_module[index as usize].store(0, Ordering::Relaxed);
+            self.inner.switches.fetch_add(1, Ordering::Relaxed);
             slot.switch_to(&self.inner.engine, pre, &self.inner.config)?;
+            self.inner.last_module[index as usize].store(pre.inner.id, Ordering::Relaxed);
         } else if limits.exact_page_accounting && slot.kept_pages > 0 {
             slot.memory
                 .discard_kept(slot.kept_extent)

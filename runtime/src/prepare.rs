@@ -45,6 +45,8 @@ pub(crate) type TableTemplate = Box<[u32]>;
 
 #[derive(Debug)]
 pub(crate) struct PreInner {
+    /// Process-unique id, which pool slots remember to find one set up for this module.
+    pub(crate) id: u64,
     pub(crate) module: Module,
     /// One per imported function, in import order; boxed slice so addresses are stable.
     pub(crate) host_calls: Box<[HostCallCtx]>,
@@ -213,8 +215,10 @@ impl InstancePre {
             }
         }
 
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(InstancePre {
             inner: Arc::new(PreInner {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 module: module.clone(),
                 host_calls: host_calls.into_boxed_slice(),
                 memory,

@@ -602,3 +602,29 @@ fn instances_outlive_their_pool_handle() {
     inst.call("scribble", &[]).unwrap();
     drop(inst);
 }
+
+#[test]
+fn instances_prefer_slots_set_up_for_their_module() {
+    let engine = engine();
+    let pool = pool(&engine, 4, false);
+    let a = prepare(&engine, STATEFUL);
+    let b = prepare(&engine, "(module (memory 1) (func (export \"_start\")))");
+    for _ in 0..50 {
+        for pre in [&a, &b] {
+            let mut inst = pool
+                .instantiate(pre, &InstanceLimits::default(), Box::new(()))
+                .unwrap();
+            inst.call(
+                if pre.module().info().exports.len() > 2 {
+                    "check"
+                } else {
+                    "_start"
+                },
+                &[],
+            )
+            .unwrap();
+        }
+    }
+    // One switch per module to set a slot up, none afterwards although the two alternate.
+    assert_eq!(pool.stats().module_switches, 2);
+}
