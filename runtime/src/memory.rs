@@ -129,23 +129,27 @@ impl MemoryData {
         &mut self,
         image: Option<&crate::image::MemoryImage>,
         keep_resident: usize,
-        scratch: &mut Vec<crate::pagemap::PageEntry>,
+        scratch: &mut crate::pagemap::Scratch,
     ) -> std::io::Result<usize> {
         let page = page_size();
         let guard = page;
         let initial = self.ty.limits.min as usize * WASM_PAGE_SIZE as usize;
         let length = self.def.length as usize;
-        let written = match crate::pagemap::read(self.def.base as usize, length, scratch) {
-            Ok(()) => scratch.iter().filter(|e| e.maybe_written()).count(),
+        let found = crate::pagemap::written_pages(
+            self.def.base as usize,
+            length,
+            &mut scratch.written,
+            &mut scratch.entries,
+        );
+        let written = match found {
+            Ok(()) => scratch.written.len(),
             Err(_) => usize::MAX,
         };
         let kept = if written.saturating_mul(page) <= keep_resident {
             let image = image.map_or(&[][..], |i| i.bytes());
+            let written_pages = std::mem::take(&mut scratch.written);
             let data = self.data_mut();
-            for (i, e) in scratch.iter().enumerate() {
-                if !e.maybe_written() {
-                    continue;
-                }
+            for &i in &written_pages {
                 let at = i * page;
                 let dst = &mut data[at..at + page];
                 match image.get(at..at + page) {
@@ -153,6 +157,7 @@ impl MemoryData {
                     _ => dst.fill(0),
                 }
             }
+            scratch.written = written_pages;
             written
         } else {
             self.map.discard(guard, length)?;

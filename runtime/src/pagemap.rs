@@ -18,6 +18,13 @@ const FILE_OR_SHARED: u64 = 1 << 61;
 /// Entry bit: the page is mapped exclusively by this process (a private copy).
 const EXCLUSIVE: u64 = 1 << 56;
 
+/// Buffers reused across resets of one slot.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub(crate) written: Vec<usize>,
+    pub(crate) entries: Vec<PageEntry>,
+}
+
 /// One pagemap entry.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PageEntry(u64);
@@ -67,6 +74,135 @@ pub(crate) fn read(addr: usize, len: usize, out: &mut Vec<PageEntry>) -> io::Res
     Ok(())
 }
 
+/// Fills `out` with the indexes (from `addr`, in pages) of the pages of `[addr, addr + len)`
+/// that may have been written ([`PageEntry::maybe_written`]). Uses the `PAGEMAP_SCAN` ioctl
+/// (Linux 6.7+), which walks the page tables in the kernel and returns only matching ranges,
+/// and falls back to reading every entry where it is missing.
+pub(crate) fn written_pages(
+    addr: usize,
+    len: usize,
+    out: &mut Vec<usize>,
+    scratch: &mut Vec<PageEntry>,
+) -> io::Result<()> {
+    out.clear();
+    if scan::supported() {
+        match scan::written(addr, len, out) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOTTY)
+                    || e.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                scan::unsupported();
+                out.clear();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    read(addr, len, scratch)?;
+    out.extend(
+        scratch
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.maybe_written())
+            .map(|(i, _)| i),
+    );
+    Ok(())
+}
+
+/// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap` (linux/fs.h).
+mod scan {
+    use super::pagemap;
+    use crate::mmap::page_size;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const PAGE_IS_FILE: u64 = 1 << 2;
+    const PAGE_IS_PRESENT: u64 = 1 << 3;
+    const PAGE_IS_SWAPPED: u64 = 1 << 4;
+    const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct PageRegion {
+        start: u64,
+        end: u64,
+        categories: u64,
+    }
+
+    #[repr(C)]
+    struct PmScanArg {
+        size: u64,
+        flags: u64,
+        start: u64,
+        end: u64,
+        walk_end: u64,
+        vec: u64,
+        vec_len: u64,
+        max_pages: u64,
+        category_inverted: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+    }
+
+    /// `_IOWR('f', 16, struct pm_scan_arg)`.
+    const PAGEMAP_SCAN: u64 =
+        (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn supported() -> bool {
+        !UNSUPPORTED.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn unsupported() {
+        UNSUPPORTED.store(true, Ordering::Relaxed);
+    }
+
+    /// Pages present or swapped that are neither file pages nor the zero page: private copies.
+    pub(super) fn written(addr: usize, len: usize, out: &mut Vec<usize>) -> io::Result<()> {
+        let f = pagemap()?;
+        let page = page_size() as u64;
+        let end = (addr + len) as u64;
+        let mut regions = [PageRegion::default(); 64];
+        let mut start = addr as u64;
+        while start < end {
+            let mut arg = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                flags: 0,
+                start,
+                end,
+                walk_end: 0,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
+                max_pages: 0,
+                category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                category_mask: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            };
+            // SAFETY: the ioctl reads `arg` and writes at most `vec_len` regions into
+            // `regions`, both alive for the call; it only inspects our own page tables.
+            let n = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for r in &regions[..n as usize] {
+                let (a, b) = (r.start.max(addr as u64), r.end.min(end));
+                out.extend(
+                    ((a - addr as u64) / page..(b.max(a) - addr as u64) / page).map(|p| p as usize),
+                );
+            }
+            if arg.walk_end <= start {
+                return Err(io::Error::other("PAGEMAP_SCAN made no progress"));
+            }
+            start = arg.walk_end;
+        }
+        Ok(())
+    }
+}
+
 /// Number of pages of `[addr, addr + len)` the process has touched.
 pub(crate) fn resident_pages(addr: usize, len: usize) -> io::Result<u64> {
     let mut entries = Vec::new();
@@ -97,5 +233,53 @@ mod tests {
         assert!(!e[2].maybe_written(), "a read maps the shared zero page");
         assert!(!e[3].resident());
         assert_eq!(resident_pages(m.as_ptr() as usize, 4 * page).unwrap(), 2);
+    }
+
+    /// The kernel-side scan and the entry-by-entry reading agree, on anonymous memory and on a
+    /// private file mapping (an image) with pages written, only read, and untouched.
+    #[test]
+    fn scan_and_read_agree() {
+        let page = page_size();
+        let n = 300;
+        let img =
+            crate::image::MemoryImage::new(64 * page, [(0, &[7u8; 100][..])].into_iter()).unwrap();
+        let m = Mmap::reserve(n * page).unwrap();
+        m.map_file_private(0, 64 * page, img.fd()).unwrap();
+        m.protect(
+            64 * page,
+            (n - 64) * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+        .unwrap();
+        for i in 0..n {
+            // SAFETY: inside the mapping, read-write.
+            unsafe {
+                match i % 5 {
+                    0 | 3 => m.as_ptr().add(i * page + 8).write(1),
+                    1 => {
+                        let _ = m.as_ptr().add(i * page).read_volatile();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (mut scanned, mut scratch) = (Vec::new(), Vec::new());
+        written_pages(m.as_ptr() as usize, n * page, &mut scanned, &mut scratch).unwrap();
+        read(m.as_ptr() as usize, n * page, &mut scratch).unwrap();
+        let by_read: Vec<usize> = (0..n).filter(|&i| scratch[i].maybe_written()).collect();
+        let expected: Vec<usize> = (0..n).filter(|i| i % 5 == 0 || i % 5 == 3).collect();
+        assert_eq!(by_read, expected);
+        assert_eq!(scanned, expected, "scan supported: {}", scan::supported());
+        // On kernels that have PAGEMAP_SCAN (6.7+) the scan must have been the one used.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|x| x.parse::<u32>());
+        let (major, minor) = (v.next(), v.next());
+        if let (Some(Ok(major)), Some(Ok(minor))) = (major, minor) {
+            if (major, minor) >= (6, 7) {
+                assert!(scan::supported(), "PAGEMAP_SCAN refused on {release}");
+            }
+        }
     }
 }

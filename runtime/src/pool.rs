@@ -239,7 +239,7 @@ struct Slot {
     /// Whether an instance ran since the last reset.
     dirty: bool,
     /// Buffer for pagemap entries at reset.
-    scratch: Vec<crate::pagemap::PageEntry>,
+    scratch: crate::pagemap::Scratch,
     /// Pages of linear memory kept resident by the last reset, and the extent they lie in.
     kept_pages: usize,
     kept_extent: usize,
@@ -676,7 +676,7 @@ impl InstancePool {
                 prepared: None,
                 data: None,
                 dirty: false,
-                scratch: Vec::new(),
+                scratch: crate::pagemap::Scratch::default(),
                 kept_pages: 0,
                 kept_extent: 0,
             }));
