@@ -115,6 +115,12 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef> {
     Some(HostFuncDef { ty, func })
 }
 
+/// A fresh instance of `pre` with default limits and no host state.
+fn instance(pool: &InstancePool, pre: &InstancePre) -> fnvm_runtime::PooledInstance {
+    pool.instantiate(pre, &InstanceLimits::default(), Box::new(()))
+        .unwrap()
+}
+
 fn prepare(engine: &Engine, wat: &str) -> InstancePre {
     InstancePre::new(&module(engine, wat), &mut |i| resolve(i)).unwrap()
 }
@@ -213,15 +219,11 @@ fn a_slot_switching_modules_starts_clean() {
              (func (export "poke") (i32.store8 (i32.const 70000) (i32.const 9))))"#,
     );
     for _ in 0..3 {
-        let mut i = pool
-            .instantiate(&a, &InstanceLimits::default(), Box::new(()))
-            .unwrap();
+        let mut i = instance(&pool, &a);
         assert_eq!(i.call("check", &[]).unwrap(), vec![Val::I32(0)]);
         i.call("scribble", &[]).unwrap();
         drop(i);
-        let mut i = pool
-            .instantiate(&b, &InstanceLimits::default(), Box::new(()))
-            .unwrap();
+        let mut i = instance(&pool, &b);
         // Where module A wrote (data at 16, 4096, 70000) module B sees its own initial bytes.
         for (addr, want) in [(0, b'B' as i32), (16, 0), (4096, 0), (70000, 0)] {
             assert_eq!(
@@ -281,9 +283,7 @@ fn exits_and_host_traps_end_the_invocation() {
              (func (export "_start") (call $inner (i32.const 42)))
              (func (export "fail") (call $fail)))"#,
     );
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &pre);
     match inst.call("_start", &[]) {
         Err(Halt::Exit { code, backtrace }) => {
             assert_eq!(code, 42);
@@ -319,9 +319,7 @@ fn narrow_arguments_reach_host_functions_zero_extended() {
                (call $narrow (i32.wrap_i64 (local.get 0)) (local.get 0)
                              (i32.wrap_i64 (i64.shr_u (local.get 0) (i64.const 1))))))"#,
     );
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &pre);
     for v in [-1i64, 0x7fff_ffff_ffff_ffff, 0x1234_5678_9abc_def0] {
         inst.call("go", &[Val::I64(v)]).unwrap();
     }
@@ -380,9 +378,7 @@ fn per_instance_limits_hold() {
     );
     drop(inst);
     // Another instance of the same module gets its own cap.
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &pre);
     assert_eq!(
         inst.call("grow", &[Val::I32(10)]).unwrap(),
         vec![Val::I32(1)]
@@ -427,12 +423,8 @@ fn an_exhausted_pool_waits_then_fails_clearly() {
     )
     .unwrap();
     let pre = prepare(&engine, "(module (memory 1))");
-    let a = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
-    let b = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let a = instance(&pool, &pre);
+    let b = instance(&pool, &pre);
     assert_ne!(a.slot_index(), b.slot_index());
     let err = pool
         .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
@@ -481,9 +473,7 @@ fn resident_pages_count_what_the_guest_touched() {
                  (local.set 1 (i32.add (local.get 1) (i32.const 1)))
                  (br_if $l (i32.lt_u (local.get 1) (local.get 0))))))"#,
     );
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &pre);
     let before = inst.resident_memory_pages().unwrap();
     inst.call("touch", &[Val::I32(100)]).unwrap();
     let after = inst.resident_memory_pages().unwrap();
@@ -493,9 +483,7 @@ fn resident_pages_count_what_the_guest_touched() {
     // The 100 written pages are within the keep-resident size: the next instance finds them
     // resident (zeroed again); asking for exact accounting (debug reports) starts it with
     // nothing resident instead.
-    let inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let inst = instance(&pool, &pre);
     assert_eq!(inst.resident_memory_pages().unwrap(), 100);
     drop(inst);
     let exact = InstanceLimits {
@@ -508,14 +496,10 @@ fn resident_pages_count_what_the_guest_touched() {
     assert_eq!(inst.resident_memory_pages().unwrap(), 3);
     drop(inst);
     // Beyond the keep-resident size (1 MiB here) everything touched is discarded.
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &pre);
     inst.call("touch", &[Val::I32(1024)]).unwrap();
     drop(inst);
-    let inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let inst = instance(&pool, &pre);
     assert_eq!(inst.resident_memory_pages().unwrap(), 0);
     drop(inst);
 
@@ -537,17 +521,13 @@ fn resident_pages_count_what_the_guest_touched() {
                (local.get 1)))"#,
     );
     let image_sum: i32 = b"image".iter().map(|b| *b as i32).sum();
-    let mut inst = pool
-        .instantiate(&small, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &small);
     inst.call("touch", &[Val::I32(5)]).unwrap();
     // Page 2 starts with the image: the 4-byte store of 1 covers "imag", leaving "e".
     let touched_sum = b'e' as i32 + 5;
     assert_eq!(inst.call("sum", &[]).unwrap(), vec![Val::I32(touched_sum)]);
     drop(inst);
-    let mut inst = pool
-        .instantiate(&small, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &small);
     assert!(inst.resident_memory_pages().unwrap() >= 5);
     assert_eq!(inst.call("sum", &[]).unwrap(), vec![Val::I32(image_sum)]);
 }
@@ -593,9 +573,7 @@ fn instances_outlive_their_pool_handle() {
     let engine = engine();
     let pool = pool(&engine, 2, true);
     let pre = prepare(&engine, STATEFUL);
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
-        .unwrap();
+    let mut inst = instance(&pool, &pre);
     // The last pool handle goes (its reset thread stops) while the instance still runs.
     drop(pool);
     assert_eq!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
@@ -611,9 +589,7 @@ fn instances_prefer_slots_set_up_for_their_module() {
     let b = prepare(&engine, "(module (memory 1) (func (export \"_start\")))");
     for _ in 0..50 {
         for pre in [&a, &b] {
-            let mut inst = pool
-                .instantiate(pre, &InstanceLimits::default(), Box::new(()))
-                .unwrap();
+            let mut inst = instance(&pool, pre);
             inst.call(
                 if pre.module().info().exports.len() > 2 {
                     "check"
