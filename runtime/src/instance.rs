@@ -5,8 +5,10 @@
 use crate::memory::MemoryData;
 use crate::table::TableData;
 use crate::traphandlers::{self, CodeRegistry};
-use crate::{FrameInfo, Module, Trap};
+use crate::vm::{VmDefinition, VmFuncRef, VmLimits};
+use crate::{Engine, FrameInfo, Module, Trap};
 use fnvm_abi::module::*;
+use fnvm_abi::vmoffsets::{func_import, funcref};
 use fnvm_abi::{TrapCode, VmOffsets};
 use std::any::Any;
 
@@ -57,6 +59,65 @@ impl VmCtx {
         debug_assert!(off as usize + 8 <= self.len);
         // SAFETY: as in `set`.
         unsafe { (self.ptr.add(off as usize) as *const u64).read() }
+    }
+
+    /// The header fields every vmctx of `module` has: the limits it checks, the engine's epoch
+    /// counter, the builtins and the engine-wide signature ids.
+    pub(crate) fn set_header(&self, limits: *const VmLimits, engine: &Engine, module: &Module) {
+        self.set(VmOffsets::LIMITS, limits as u64);
+        self.set(VmOffsets::EPOCH_PTR, engine.epoch_ptr() as u64);
+        self.set(VmOffsets::BUILTINS, BUILTINS.0.as_ptr() as u64);
+        self.set(VmOffsets::TYPE_IDS, module.inner.type_ids.as_ptr() as u64);
+    }
+
+    /// Points the vmctx at its linear memory's definition (whose base never moves).
+    ///
+    /// # Safety
+    /// `def` must point to a live definition that outlives the instance.
+    pub(crate) unsafe fn set_memory(&self, def: *const VmDefinition) {
+        // SAFETY: per the contract.
+        self.set(VmOffsets::MEMORY_BASE, unsafe { (*def).base } as u64);
+        self.set(VmOffsets::MEMORY_DEF, def as u64);
+    }
+
+    /// The import record and the funcref record of imported function `index`.
+    pub(crate) fn set_func_import(&self, offsets: &VmOffsets, index: u32, fr: &VmFuncRef) {
+        let rec = offsets.imported_func(index);
+        self.set(rec + func_import::WASM_CALL, fr.wasm_call as u64);
+        self.set(rec + func_import::VMCTX, fr.vmctx as u64);
+        self.set_funcref(offsets.funcref(index), fr);
+    }
+
+    /// The funcref records of `module`'s defined functions, whose vmctx is this one.
+    pub(crate) fn set_defined_funcrefs(&self, module: &Module) {
+        let info = module.info();
+        let code_base = module.code_base();
+        let nif = info.num_imported_funcs();
+        for (i, range) in info.code.iter().enumerate() {
+            let f = nif + i as u32;
+            let t = info.funcs[f as usize] as usize;
+            // SAFETY: code and trampoline ranges were checked against the code length at load.
+            let (wasm_call, array_call) = unsafe {
+                (
+                    code_base.add(range.offset as usize),
+                    code_base.add(info.trampolines[t].array_call.offset as usize),
+                )
+            };
+            let fr = VmFuncRef {
+                wasm_call,
+                array_call,
+                type_id: module.inner.type_ids[t] as u64,
+                vmctx: self.ptr,
+            };
+            self.set_funcref(module.inner.offsets.funcref(f), &fr);
+        }
+    }
+
+    fn set_funcref(&self, at: u32, fr: &VmFuncRef) {
+        self.set(at + funcref::WASM_CALL, fr.wasm_call as u64);
+        self.set(at + funcref::ARRAY_CALL, fr.array_call as u64);
+        self.set(at + funcref::TYPE_ID, fr.type_id);
+        self.set(at + funcref::VMCTX, fr.vmctx as u64);
     }
 }
 

@@ -32,7 +32,7 @@
 //! for at most [`PoolConfig::acquire_timeout`].
 
 use crate::host::Halt;
-use crate::instance::{symbolize, InstanceData, VmCtx, BUILTINS};
+use crate::instance::{symbolize, InstanceData, VmCtx};
 use crate::memory::MemoryData;
 use crate::mmap::{page_size, Mmap};
 use crate::prepare::{GlobalInit, InstancePre, PreInner};
@@ -41,7 +41,6 @@ use crate::traphandlers::{catch_traps, CodeRegistry, GuestStack};
 use crate::vm::{VmFuncRef, VmLimits};
 use crate::{Engine, FrameInfo, InstantiationError, Trap, Val};
 use fnvm_abi::module::{ExternKind, ValType};
-use fnvm_abi::vmoffsets::{func_import, funcref};
 use fnvm_abi::{TrapCode, VmOffsets, MEMORY_GUARD_SIZE, MEMORY_RESERVATION, WASM_PAGE_SIZE};
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -304,53 +303,28 @@ impl Slot {
         };
         let info = module.info();
         let code_base = module.code_base();
-        vmctx.set(VmOffsets::LIMITS, self.limits() as u64);
-        vmctx.set(VmOffsets::EPOCH_PTR, engine.epoch_ptr() as u64);
-        vmctx.set(VmOffsets::BUILTINS, BUILTINS.0.as_ptr() as u64);
-        vmctx.set(VmOffsets::TYPE_IDS, module.inner.type_ids.as_ptr() as u64);
-        vmctx.set(VmOffsets::MEMORY_BASE, self.memory.def.base as u64);
-        vmctx.set(VmOffsets::MEMORY_DEF, &self.memory.def as *const _ as u64);
-        let vmctx_ptr = vmctx.ptr();
+        vmctx.set_header(self.limits(), engine, module);
+        // SAFETY: the slot's memory definition lives as long as the slot.
+        unsafe { vmctx.set_memory(&self.memory.def) };
         let mut fi = 0u32;
         for imp in &info.imports {
             let fnvm_abi::ImportType::Func(t) = imp.ty else {
                 continue;
             };
-            let ctx: *const _ = &p.host_calls[fi as usize];
             // SAFETY: trampoline offsets were checked against the code length at load.
             let tramp =
                 unsafe { code_base.add(info.trampolines[t as usize].host_call.offset as usize) };
-            let rec = offsets.imported_func(fi);
-            vmctx.set(rec + func_import::WASM_CALL, tramp as u64);
-            vmctx.set(rec + func_import::VMCTX, ctx as u64);
-            let frf = offsets.funcref(fi);
-            vmctx.set(frf + funcref::WASM_CALL, tramp as u64);
-            vmctx.set(frf + funcref::ARRAY_CALL, 0);
-            vmctx.set(
-                frf + funcref::TYPE_ID,
-                module.inner.type_ids[t as usize] as u64,
-            );
-            vmctx.set(frf + funcref::VMCTX, ctx as u64);
+            let ctx: *const _ = &p.host_calls[fi as usize];
+            let fr = VmFuncRef {
+                wasm_call: tramp,
+                array_call: std::ptr::null(),
+                type_id: module.inner.type_ids[t as usize] as u64,
+                vmctx: ctx as *mut u8,
+            };
+            vmctx.set_func_import(offsets, fi, &fr);
             fi += 1;
         }
-        for (i, range) in info.code.iter().enumerate() {
-            let f = fi + i as u32;
-            let t = info.funcs[f as usize] as usize;
-            let frf = offsets.funcref(f);
-            // SAFETY: code ranges were checked against the code length at load.
-            unsafe {
-                vmctx.set(
-                    frf + funcref::WASM_CALL,
-                    code_base.add(range.offset as usize) as u64,
-                );
-                vmctx.set(
-                    frf + funcref::ARRAY_CALL,
-                    code_base.add(info.trampolines[t].array_call.offset as usize) as u64,
-                );
-            }
-            vmctx.set(frf + funcref::TYPE_ID, module.inner.type_ids[t] as u64);
-            vmctx.set(frf + funcref::VMCTX, vmctx_ptr as u64);
-        }
+        vmctx.set_defined_funcrefs(module);
         for (i, t) in self.tables.iter_mut().enumerate() {
             vmctx.set(offsets.table_ptr(i as u32), &mut t.def as *mut _ as u64);
         }

@@ -1,16 +1,13 @@
 //! The store: owner of instances, memories, tables, globals and host functions; instantiation,
 //! calls from the host into the guest, and the builtins compiled code calls back into.
 
-use crate::instance::{
-    const_eval, memory_of, symbolize, table_of, trap, InstanceData, VmCtx, BUILTINS,
-};
+use crate::instance::{const_eval, memory_of, symbolize, table_of, trap, InstanceData, VmCtx};
 use crate::memory::MemoryData;
 use crate::table::TableData;
 use crate::traphandlers::{self, catch_traps, CodeRegistry, GuestStack};
-use crate::vm::{VmDefinition, VmFuncRef, VmLimits};
+use crate::vm::{VmFuncRef, VmLimits};
 use crate::{Engine, HostError, InstantiationError, Module, RuntimeError, Trap, Val};
 use fnvm_abi::module::*;
-use fnvm_abi::vmoffsets::{func_import, funcref};
 use fnvm_abi::{TrapCode, VmOffsets};
 
 /// A function (wasm or host) in a store.
@@ -381,11 +378,7 @@ impl Store {
         let config = self.inner.engine.config().clone();
         let inner = &mut *self.inner;
 
-        // Header.
-        vmctx.set(VmOffsets::LIMITS, &*inner.limits as *const VmLimits as u64);
-        vmctx.set(VmOffsets::EPOCH_PTR, inner.engine.epoch_ptr() as u64);
-        vmctx.set(VmOffsets::BUILTINS, BUILTINS.0.as_ptr() as u64);
-        vmctx.set(VmOffsets::TYPE_IDS, module.inner.type_ids.as_ptr() as u64);
+        vmctx.set_header(&*inner.limits, &inner.engine, module);
 
         let mut data = Box::new(InstanceData {
             module: module.clone(),
@@ -418,17 +411,7 @@ impl Store {
                         // SAFETY: the trampoline lies inside this module's code.
                         fr.wasm_call = unsafe { code_base.add(tr.offset as usize) };
                     }
-                    let rec = offsets.imported_func(fi);
-                    data.vmctx
-                        .set(rec + func_import::WASM_CALL, fr.wasm_call as u64);
-                    data.vmctx.set(rec + func_import::VMCTX, fr.vmctx as u64);
-                    let frf = offsets.funcref(fi);
-                    data.vmctx
-                        .set(frf + funcref::WASM_CALL, fr.wasm_call as u64);
-                    data.vmctx
-                        .set(frf + funcref::ARRAY_CALL, fr.array_call as u64);
-                    data.vmctx.set(frf + funcref::TYPE_ID, fr.type_id);
-                    data.vmctx.set(frf + funcref::VMCTX, fr.vmctx as u64);
+                    data.vmctx.set_func_import(&offsets, fi, &fr);
                     fi += 1;
                 }
                 (ImportType::Table(want), Extern::Table(t)) => {
@@ -488,12 +471,8 @@ impl Store {
             }
         }
         if let Some((_, p)) = data.memory {
-            // SAFETY: the memory is owned by the store.
-            let def: *mut VmDefinition = unsafe { &mut (*p).def };
-            // SAFETY: as above.
-            data.vmctx
-                .set(VmOffsets::MEMORY_BASE, unsafe { (*def).base } as u64);
-            data.vmctx.set(VmOffsets::MEMORY_DEF, def as u64);
+            // SAFETY: the memory is owned by the store, which outlives its instances.
+            unsafe { data.vmctx.set_memory(&(*p).def) };
         }
         for ty in &info.tables[data.tables.len()..] {
             let t = TableData::new(*ty, 0, config.max_table_elements)
@@ -509,28 +488,8 @@ impl Store {
             data.vmctx.set(offsets.table_ptr(i as u32), def as u64);
         }
 
-        // Defined functions' funcrefs.
+        data.vmctx.set_defined_funcrefs(module);
         let vmctx_ptr = data.vmctx.ptr();
-        let nif = info.num_imported_funcs();
-        for (i, range) in info.code.iter().enumerate() {
-            let f = nif + i as u32;
-            let t = info.funcs[f as usize] as usize;
-            let frf = offsets.funcref(f);
-            // SAFETY: code ranges were checked against the code length at load.
-            unsafe {
-                data.vmctx.set(
-                    frf + funcref::WASM_CALL,
-                    code_base.add(range.offset as usize) as u64,
-                );
-                data.vmctx.set(
-                    frf + funcref::ARRAY_CALL,
-                    code_base.add(info.trampolines[t].array_call.offset as usize) as u64,
-                );
-            }
-            data.vmctx
-                .set(frf + funcref::TYPE_ID, module.inner.type_ids[t] as u64);
-            data.vmctx.set(frf + funcref::VMCTX, vmctx_ptr as u64);
-        }
 
         // The instance is now addressable; register it before running any guest-visible
         // initialisation, since shared tables may keep pointers into it even if that traps.
