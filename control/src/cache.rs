@@ -9,7 +9,9 @@
 use fnvm_abi::artifact::{compat_hash, MAGIC as ARTIFACT_MAGIC};
 use fnvm_abi::CpuFeatures;
 use fnvm_compiler::{compile, CompileError, CompileOptions};
+use fnvm_runtime::LoadError;
 use sha2::{Digest, Sha256};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -19,12 +21,9 @@ pub enum CacheError {
     /// The module is invalid or uses an unsupported feature.
     #[error(transparent)]
     Compile(#[from] CompileError),
-    /// The artifact could not be loaded.
+    /// The artifact could not be loaded (given as such, or freshly compiled).
     #[error("loading the artifact: {0}")]
-    Load(String),
-    /// A freshly compiled artifact was refused by the check given.
-    #[error("the compiled artifact is unusable")]
-    Unusable,
+    Load(#[from] fnvm_runtime::LoadError),
     /// Reading or writing the cache directory failed.
     #[error("compile cache {path}: {source}")]
     Io {
@@ -93,57 +92,26 @@ impl ArtifactCache {
         self.dir.join(format!("{hex}.fnvmart"))
     }
 
-    /// Loads the artifact for `bytes` with `load`: `bytes` itself if it is an artifact, else
-    /// the cached compilation of the module, compiling and storing it on a miss or when the
-    /// cached entry does not load (damaged, or from another build).
-    pub fn load<T, E>(
+    /// Loads the artifact for `bytes`: `bytes` itself if it is an artifact (with
+    /// `from_bytes`), else the cached compilation of the module, mapped from its file
+    /// (`from_file`), compiling and storing it on a miss or when the cached entry does not load
+    /// (damaged, or from another build).
+    pub fn load<T>(
         &self,
         bytes: &[u8],
-        load: impl Fn(&[u8]) -> Result<T, E>,
-    ) -> Result<(T, CacheOutcome), CacheError>
-    where
-        CacheError: From<E>,
-    {
+        from_bytes: impl Fn(&[u8]) -> Result<T, LoadError>,
+        from_file: impl Fn(&File) -> Result<T, LoadError>,
+    ) -> Result<(T, CacheOutcome), CacheError> {
         if bytes.starts_with(&ARTIFACT_MAGIC) {
-            return Ok((load(bytes)?, CacheOutcome::Artifact));
+            return Ok((from_bytes(bytes)?, CacheOutcome::Artifact));
         }
         let path = self.path_for(bytes);
-        if let Ok(cached) = std::fs::read(&path) {
-            if let Ok(loaded) = load(&cached) {
-                return Ok((loaded, CacheOutcome::Hit));
-            }
+        if let Some(loaded) = File::open(&path).ok().and_then(|f| from_file(&f).ok()) {
+            return Ok((loaded, CacheOutcome::Hit));
         }
-        let artifact = self.compile_and_store(bytes)?;
-        Ok((load(&artifact)?, CacheOutcome::Compiled))
-    }
-
-    /// The cached artifact file for the module `wasm`, if there is one (it may still fail to
-    /// load: damaged, or from another build).
-    pub fn lookup(&self, wasm: &[u8]) -> Option<std::fs::File> {
-        std::fs::File::open(self.path_for(wasm)).ok()
-    }
-
-    /// Compiles `wasm` and stores the artifact (replacing any entry atomically).
-    pub fn compile_and_store(&self, wasm: &[u8]) -> Result<Vec<u8>, CacheError> {
-        let artifact = compile(wasm, &self.options)?;
-        self.store(&self.path_for(wasm), &artifact)?;
-        Ok(artifact)
-    }
-
-    /// The artifact bytes for `bytes` (see [`ArtifactCache::load`]); `loads` tells whether a
-    /// cached artifact is usable.
-    pub fn artifact(
-        &self,
-        bytes: &[u8],
-        loads: impl Fn(&[u8]) -> bool,
-    ) -> Result<(Vec<u8>, CacheOutcome), CacheError> {
-        self.load(bytes, |a| {
-            if loads(a) {
-                Ok(a.to_vec())
-            } else {
-                Err(CacheError::Unusable)
-            }
-        })
+        let artifact = compile(bytes, &self.options)?;
+        self.store(&path, &artifact)?;
+        Ok((from_bytes(&artifact)?, CacheOutcome::Compiled))
     }
 
     fn store(&self, path: &Path, artifact: &[u8]) -> Result<(), CacheError> {
@@ -173,27 +141,34 @@ mod tests {
         d
     }
 
+    /// Loads through the runtime, as the runner does, returning the artifact's code base to
+    /// tell loads apart.
+    fn load(cache: &ArtifactCache, bytes: &[u8]) -> Result<CacheOutcome, CacheError> {
+        let engine = fnvm_runtime::Engine::new(Default::default()).unwrap();
+        cache
+            .load(
+                bytes,
+                |b| fnvm_runtime::Module::from_artifact(&engine, b),
+                |f| fnvm_runtime::Module::from_file(&engine, f),
+            )
+            .map(|(_, o)| o)
+    }
+
     #[test]
     fn second_lookup_hits_and_damaged_entries_are_recompiled() {
         let dir = temp_dir("hit");
         let cache = ArtifactCache::new(&dir);
         let wasm = wat::parse_str("(module (func (export \"f\")))").unwrap();
-        let (a, o) = cache.artifact(&wasm, |_| true).unwrap();
-        assert_eq!(o, CacheOutcome::Compiled);
-        let (b, o) = cache.artifact(&wasm, |_| true).unwrap();
-        assert_eq!(o, CacheOutcome::Hit);
-        assert_eq!(a, b);
+        assert_eq!(load(&cache, &wasm).unwrap(), CacheOutcome::Compiled);
+        let a = std::fs::read(cache.path_for(&wasm)).unwrap();
+        assert_eq!(load(&cache, &wasm).unwrap(), CacheOutcome::Hit);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         // An entry the runtime refuses is replaced.
         std::fs::write(cache.path_for(&wasm), b"garbage").unwrap();
-        let (c, o) = cache
-            .artifact(&wasm, |bytes| bytes.starts_with(&ARTIFACT_MAGIC))
-            .unwrap();
-        assert_eq!(o, CacheOutcome::Compiled);
-        assert_eq!(c, a);
+        assert_eq!(load(&cache, &wasm).unwrap(), CacheOutcome::Compiled);
+        assert_eq!(std::fs::read(cache.path_for(&wasm)).unwrap(), a);
         // Artifacts pass through; other modules get other entries.
-        let (_, o) = cache.artifact(&a, |_| true).unwrap();
-        assert_eq!(o, CacheOutcome::Artifact);
+        assert_eq!(load(&cache, &a).unwrap(), CacheOutcome::Artifact);
         let other = wat::parse_str("(module)").unwrap();
         assert_ne!(cache.path_for(&other), cache.path_for(&wasm));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -204,7 +179,7 @@ mod tests {
         let dir = temp_dir("bad");
         let cache = ArtifactCache::new(&dir);
         assert!(matches!(
-            cache.artifact(b"\0asm\x01\0\0\0\x05", |_| true),
+            load(&cache, b"\0asm\x01\0\0\0\x05"),
             Err(CacheError::Compile(_))
         ));
         assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0);

@@ -25,9 +25,6 @@ pub enum InvokeError {
     /// Compiling or caching the module failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
-    /// The artifact could not be loaded.
-    #[error("loading the artifact: {0}")]
-    Load(#[from] fnvm_runtime::LoadError),
     /// Linking or instantiating failed (unknown import, pool exhausted, ...).
     #[error(transparent)]
     Instantiate(#[from] InstantiationError),
@@ -226,29 +223,12 @@ impl Runner {
     /// and links it against the hostcalls.
     pub fn load(&self, bytes: &[u8]) -> Result<Function, InvokeError> {
         let engine = &self.engine;
-        let (module, origin) = if bytes.starts_with(&fnvm_abi::artifact::MAGIC) {
-            (
-                Module::from_artifact(engine, bytes)?,
-                CacheOutcome::Artifact,
-            )
-        } else {
-            // A cache hit maps the artifact file (code straight from the page cache); an entry
-            // that does not load is recompiled and replaced.
-            match self
-                .cache
-                .lookup(bytes)
-                .and_then(|f| Module::from_file(engine, &f).ok())
-            {
-                Some(m) => (m, CacheOutcome::Hit),
-                None => {
-                    let artifact = self.cache.compile_and_store(bytes)?;
-                    (
-                        Module::from_artifact(engine, &artifact)?,
-                        CacheOutcome::Compiled,
-                    )
-                }
-            }
-        };
+        // A cache hit maps the artifact file (code straight from the page cache).
+        let (module, origin) = self.cache.load(
+            bytes,
+            |a| Module::from_artifact(engine, a),
+            |f| Module::from_file(engine, f),
+        )?;
         let pre = InstancePre::new(&module, &mut |imp| {
             fnvm_hostcalls::resolve(&imp.module, &imp.name)
         })?;
