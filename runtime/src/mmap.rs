@@ -56,10 +56,7 @@ impl Mmap {
     /// The view must not outlive this mapping, and its users must not race with other users of
     /// the same range.
     pub(crate) unsafe fn view(&self, start: usize, len: usize) -> io::Result<Mmap> {
-        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::other("view outside the mapping"));
-        }
+        self.check_range(start, len, "view")?;
         // SAFETY: in bounds (checked above).
         let p = unsafe { self.ptr.as_ptr().add(start) };
         Ok(Mmap {
@@ -72,10 +69,7 @@ impl Mmap {
     /// Gives `[start, start + len)` back to the kernel: private anonymous pages read as zero
     /// again, private file pages as the file's contents. Protections are unchanged.
     pub(crate) fn discard(&self, start: usize, len: usize) -> io::Result<()> {
-        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::other("discard range outside the mapping"));
-        }
+        self.check_range(start, len, "discard range")?;
         if len == 0 {
             return Ok(());
         }
@@ -118,10 +112,7 @@ impl Mmap {
         fd: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::other("remap range outside the mapping"));
-        }
+        self.check_range(start, len, "remap range")?;
         if len == 0 {
             return Ok(());
         }
@@ -215,6 +206,15 @@ impl Mmap {
         })
     }
 
+    /// Checks that `[start, start + len)` is a page-aligned range inside the mapping.
+    fn check_range(&self, start: usize, len: usize, what: &str) -> io::Result<()> {
+        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
+        {
+            return Err(io::Error::other(format!("{what} outside the mapping")));
+        }
+        Ok(())
+    }
+
     /// Start of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -227,10 +227,7 @@ impl Mmap {
 
     /// Changes the protection of `[start, start + len)` (offsets into the mapping, page aligned).
     pub(crate) fn protect(&self, start: usize, len: usize, prot: i32) -> io::Result<()> {
-        if !start.is_multiple_of(page_size()) || start.checked_add(len).is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::other("protect range outside the mapping"));
-        }
+        self.check_range(start, len, "protect range")?;
         if len == 0 {
             return Ok(());
         }
