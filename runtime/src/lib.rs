@@ -59,6 +59,50 @@ pub enum Val {
     ExternRef(Option<u32>),
 }
 
+impl Val {
+    /// The value's type.
+    pub fn ty(&self) -> fnvm_abi::ValType {
+        use fnvm_abi::ValType as T;
+        match self {
+            Val::I32(_) => T::I32,
+            Val::I64(_) => T::I64,
+            Val::F32(_) => T::F32,
+            Val::F64(_) => T::F64,
+            Val::FuncRef(_) => T::FuncRef,
+            Val::ExternRef(_) => T::ExternRef,
+        }
+    }
+
+    /// The value as an argument/result slot holds it, for every value that needs no store to
+    /// encode: `None` for a non-null funcref (a handle into a store).
+    pub(crate) fn to_raw(self) -> Option<u64> {
+        Some(match self {
+            Val::I32(x) => x as u32 as u64,
+            Val::I64(x) => x as u64,
+            Val::F32(x) => x as u64,
+            Val::F64(x) => x,
+            Val::FuncRef(None) | Val::ExternRef(None) => 0,
+            Val::FuncRef(Some(_)) => return None,
+            Val::ExternRef(Some(x)) => x as u64 + 1,
+        })
+    }
+
+    /// Decodes a slot of type `ty`; `None` for a non-null funcref (it needs a store).
+    pub(crate) fn from_raw(ty: fnvm_abi::ValType, raw: u64) -> Option<Val> {
+        use fnvm_abi::ValType as T;
+        Some(match ty {
+            T::I32 => Val::I32(raw as u32 as i32),
+            T::I64 => Val::I64(raw as i64),
+            T::F32 => Val::F32(raw as u32),
+            T::F64 => Val::F64(raw),
+            T::FuncRef if raw == 0 => Val::FuncRef(None),
+            T::FuncRef => return None,
+            T::ExternRef if raw == 0 => Val::ExternRef(None),
+            T::ExternRef => Val::ExternRef(Some((raw - 1) as u32)),
+        })
+    }
+}
+
 /// An error returned by a host function; the guest traps with it.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("{0}")]

@@ -40,7 +40,7 @@ use crate::table::TableData;
 use crate::traphandlers::{catch_traps, CodeRegistry, GuestStack};
 use crate::vm::{VmFuncRef, VmLimits};
 use crate::{Engine, FrameInfo, InstantiationError, Trap, Val};
-use fnvm_abi::module::{ExternKind, ValType};
+use fnvm_abi::module::ExternKind;
 use fnvm_abi::{TrapCode, VmOffsets, MEMORY_GUARD_SIZE, MEMORY_RESERVATION, WASM_PAGE_SIZE};
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -880,19 +880,11 @@ impl PooledInstance {
             &mut big
         };
         for ((slot_v, a), t) in values.iter_mut().zip(args).zip(&ty.params) {
-            slot_v[0] = match (*a, *t) {
-                (Val::I32(x), ValType::I32) => x as u32 as u64,
-                (Val::I64(x), ValType::I64) => x as u64,
-                (Val::F32(x), ValType::F32) => x as u64,
-                (Val::F64(x), ValType::F64) => x,
-                (Val::FuncRef(None), ValType::FuncRef) | (Val::ExternRef(None), ValType::ExternRef) => 0,
-                (Val::ExternRef(Some(x)), ValType::ExternRef) => x as u64 + 1,
-                _ => {
-                    return Err(Halt::Trap(host_trap(format!(
-                        "arguments do not match {ty} (function references cannot be passed to pooled instances)"
-                    ))))
-                }
-            };
+            slot_v[0] = a.to_raw().filter(|_| a.ty() == *t).ok_or_else(|| {
+                Halt::Trap(host_trap(format!(
+                    "arguments do not match {ty} (function references cannot be passed to pooled instances)"
+                )))
+            })?;
         }
         let limits = slot.limits();
         let stack_top = slot.stack.top();
@@ -913,20 +905,18 @@ impl PooledInstance {
             unsafe { entry(fr.vmctx, fr.vmctx, fr.wasm_call, values_ptr) }
         });
         match result {
-            Ok(()) => Ok(ty
+            Ok(()) => ty
                 .results
                 .iter()
                 .zip(values.iter())
-                .map(|(t, s)| match t {
-                    ValType::I32 => Val::I32(s[0] as u32 as i32),
-                    ValType::I64 => Val::I64(s[0] as i64),
-                    ValType::F32 => Val::F32(s[0] as u32),
-                    ValType::F64 => Val::F64(s[0]),
-                    ValType::FuncRef => Val::FuncRef(None),
-                    ValType::ExternRef if s[0] == 0 => Val::ExternRef(None),
-                    ValType::ExternRef => Val::ExternRef(Some((s[0] - 1) as u32)),
+                .map(|(t, s)| {
+                    Val::from_raw(*t, s[0]).ok_or_else(|| {
+                        Halt::Trap(host_trap(
+                            "function references cannot be returned from pooled instances".into(),
+                        ))
+                    })
                 })
-                .collect()),
+                .collect(),
             Err(act) => {
                 let backtrace = symbolize(&slot.code, &act.frames[..act.nframes]);
                 Err(match act.exit {

@@ -88,45 +88,22 @@ impl std::fmt::Debug for Store {
 
 // ---- value slots ------------------------------------------------------------------------------
 
-fn val_type_of(v: &Val) -> ValType {
-    match v {
-        Val::I32(_) => ValType::I32,
-        Val::I64(_) => ValType::I64,
-        Val::F32(_) => ValType::F32,
-        Val::F64(_) => ValType::F64,
-        Val::FuncRef(_) => ValType::FuncRef,
-        Val::ExternRef(_) => ValType::ExternRef,
-    }
-}
-
 impl StoreInner {
     fn val_to_raw(&self, v: &Val) -> Result<u64, RuntimeError> {
-        Ok(match *v {
-            Val::I32(x) => x as u32 as u64,
-            Val::I64(x) => x as u64,
-            Val::F32(x) => x as u64,
-            Val::F64(x) => x,
-            Val::FuncRef(None) | Val::ExternRef(None) => 0,
-            Val::FuncRef(Some(f)) => *self
+        match *v {
+            Val::FuncRef(Some(f)) => self
                 .funcs
                 .get(f.0 as usize)
-                .ok_or_else(|| RuntimeError::Type("function from another store".into()))?
-                as u64,
-            Val::ExternRef(Some(x)) => x as u64 + 1,
-        })
+                .map(|p| *p as u64)
+                .ok_or_else(|| RuntimeError::Type("function from another store".into())),
+            // Every other value encodes without the store.
+            other => Ok(other.to_raw().unwrap_or(0)),
+        }
     }
 
     fn val_from_raw(&mut self, ty: ValType, raw: u64) -> Val {
-        match ty {
-            ValType::I32 => Val::I32(raw as u32 as i32),
-            ValType::I64 => Val::I64(raw as i64),
-            ValType::F32 => Val::F32(raw as u32),
-            ValType::F64 => Val::F64(raw),
-            ValType::FuncRef if raw == 0 => Val::FuncRef(None),
-            ValType::FuncRef => Val::FuncRef(Some(self.func_handle(raw as *const VmFuncRef))),
-            ValType::ExternRef if raw == 0 => Val::ExternRef(None),
-            ValType::ExternRef => Val::ExternRef(Some((raw - 1) as u32)),
-        }
+        Val::from_raw(ty, raw)
+            .unwrap_or_else(|| Val::FuncRef(Some(self.func_handle(raw as *const VmFuncRef))))
     }
 
     fn func_handle(&mut self, p: *const VmFuncRef) -> Func {
@@ -170,7 +147,7 @@ extern "C" fn host_dispatch(ctx: *mut HostFuncCtx, _caller: *mut u8, values: *mu
         || results
             .iter()
             .zip(&ctx.ty.results)
-            .any(|(v, t)| val_type_of(v) != *t)
+            .any(|(v, t)| v.ty() != *t)
     {
         traphandlers::record_host_trap(HostError("host function returned wrong types".into()));
         return 1;
@@ -249,10 +226,10 @@ impl Store {
 
     /// Creates a global.
     pub fn new_global(&mut self, ty: GlobalType, val: Val) -> Result<Global, RuntimeError> {
-        if val_type_of(&val) != ty.ty {
+        if val.ty() != ty.ty {
             return Err(RuntimeError::Type(format!(
                 "{} value for a {} global",
-                val_type_of(&val),
+                val.ty(),
                 ty.ty
             )));
         }
@@ -568,12 +545,7 @@ impl Store {
             .engine
             .type_of(fr.type_id as u32)
             .ok_or_else(|| host_err("unknown signature".into()))?;
-        if args.len() != ty.params.len()
-            || args
-                .iter()
-                .zip(&ty.params)
-                .any(|(a, t)| val_type_of(a) != *t)
-        {
+        if args.len() != ty.params.len() || args.iter().zip(&ty.params).any(|(a, t)| a.ty() != *t) {
             return Err(host_err(format!("arguments do not match {ty}")));
         }
         if fr.array_call.is_null() {

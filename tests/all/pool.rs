@@ -604,3 +604,32 @@ fn instances_prefer_slots_set_up_for_their_module() {
     // One switch per module to set a slot up, none afterwards although the two alternate.
     assert_eq!(pool.stats().module_switches, 2);
 }
+
+#[test]
+fn only_plain_values_cross_the_pooled_instance_boundary() {
+    let engine = engine();
+    let pool = pool(&engine, 1, false);
+    let pre = prepare(
+        &engine,
+        r#"(module
+             (func $f)
+             (elem declare func $f)
+             (func (export "id") (param i64 externref) (result i64 externref)
+               (local.get 0) (local.get 1))
+             (func (export "fref") (result funcref) (ref.func $f)))"#,
+    );
+    let mut inst = instance(&pool, &pre);
+    assert_eq!(
+        inst.call("id", &[Val::I64(-5), Val::ExternRef(Some(7))])
+            .unwrap(),
+        vec![Val::I64(-5), Val::ExternRef(Some(7))]
+    );
+    assert!(matches!(
+        inst.call("id", &[Val::I32(1), Val::ExternRef(None)]),
+        Err(Halt::Trap(_))
+    ));
+    match inst.call("fref", &[]) {
+        Err(Halt::Trap(t)) => assert!(t.to_string().contains("function references"), "{t}"),
+        other => panic!("a non-null funcref must not come back as {other:?}"),
+    }
+}
