@@ -156,18 +156,11 @@ pub(crate) fn utimes_at(
 
 /// WASI `filetype` of a host `st_mode`. FIFOs have no preview1 code (wasmtime says unknown).
 pub(crate) fn filetype_of_mode(mode: u32) -> u8 {
-    match FileType::from_raw_mode(mode as _) {
-        FileType::RegularFile => filetype::REGULAR_FILE,
-        FileType::Directory => filetype::DIRECTORY,
-        FileType::Symlink => filetype::SYMBOLIC_LINK,
-        FileType::CharacterDevice => filetype::CHARACTER_DEVICE,
-        FileType::BlockDevice => filetype::BLOCK_DEVICE,
-        FileType::Socket => filetype::SOCKET_STREAM,
-        _ => filetype::UNKNOWN,
-    }
+    filetype_of(FileType::from_raw_mode(mode as _))
 }
 
-fn filetype_of_dirent(t: FileType) -> u8 {
+/// WASI `filetype` of a host file type.
+fn filetype_of(t: FileType) -> u8 {
     match t {
         FileType::RegularFile => filetype::REGULAR_FILE,
         FileType::Directory => filetype::DIRECTORY,
@@ -311,7 +304,7 @@ pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<Listed>, Errno> {
         let (ino, ft) = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => (st.st_ino as u64, filetype_of_mode(st.st_mode as u32)),
             // Removed meanwhile: report what the directory said.
-            Err(_) => (entry.ino(), filetype_of_dirent(entry.file_type())),
+            Err(_) => (entry.ino(), filetype_of(entry.file_type())),
         };
         out.push(Listed {
             name: bytes.to_vec(),
