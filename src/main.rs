@@ -140,7 +140,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             background_reset: false,
             ..fnvm_runtime::PoolConfig::default()
         },
-        epoch_tick: tick,
+        // The ticker thread only runs when there is a deadline to count.
+        epoch_tick: args.timeout_ms.map(|_| tick),
         ..RunnerConfig::default()
     })?;
     let function = runner

@@ -46,8 +46,9 @@ pub struct RunnerConfig {
     pub cache_dir: PathBuf,
     /// The instance pool.
     pub pool: PoolConfig,
-    /// How often the engine's epoch advances (the unit of invocation deadlines).
-    pub epoch_tick: Duration,
+    /// How often the engine's epoch advances (the unit of invocation deadlines); `None` starts
+    /// no ticker thread, and deadlines then never expire.
+    pub epoch_tick: Option<Duration>,
 }
 
 impl Default for RunnerConfig {
@@ -55,7 +56,7 @@ impl Default for RunnerConfig {
         RunnerConfig {
             cache_dir: ArtifactCache::default_dir(),
             pool: PoolConfig::default(),
-            epoch_tick: Duration::from_millis(10),
+            epoch_tick: Some(Duration::from_millis(10)),
         }
     }
 }
@@ -153,13 +154,35 @@ pub struct Runner {
     engine: Engine,
     pool: InstancePool,
     cache: ArtifactCache,
-    ticker: Option<Ticker>,
+    /// Held for its Drop, which stops the thread.
+    _ticker: Option<Ticker>,
 }
 
 #[derive(Debug)]
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Advances `engine`'s epoch every `tick`: deadlines are counted in these ticks.
+    fn start(engine: &Engine, tick: Duration) -> Result<Ticker, InvokeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, stop2) = (engine.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("fnvm-epoch".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| InvokeError::Setup(format!("starting the epoch ticker: {e}")))?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
+    }
 }
 
 impl Drop for Ticker {
@@ -183,30 +206,16 @@ impl Runner {
         .map_err(|e| InvokeError::Setup(e.to_string()))?;
         let pool = InstancePool::new(&engine, config.pool.clone())
             .map_err(|e| InvokeError::Setup(e.to_string()))?;
+        let ticker = match config.epoch_tick {
+            Some(tick) => Some(Ticker::start(&engine, tick)?),
+            None => None,
+        };
         Ok(Runner {
             engine,
             pool,
             cache: ArtifactCache::new(config.cache_dir),
-            ticker: None,
-        }
-        .with_ticker(config.epoch_tick))
-    }
-
-    fn with_ticker(mut self, tick: Duration) -> Runner {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (engine, stop2) = (self.engine.clone(), stop.clone());
-        // Deadlines are counted in ticks of this thread; without it they would never expire.
-        let thread = std::thread::Builder::new()
-            .name("fnvm-epoch".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(tick);
-                    engine.increment_epoch();
-                }
-            })
-            .ok();
-        self.ticker = Some(Ticker { stop, thread });
-        self
+            _ticker: ticker,
+        })
     }
 
     /// The engine.

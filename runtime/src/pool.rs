@@ -239,8 +239,8 @@ struct Slot {
     dirty: bool,
     /// Buffer for pagemap entries at reset.
     scratch: crate::pagemap::Scratch,
-    /// Pages of linear memory kept resident by the last reset, and the extent they lie in.
-    kept_pages: usize,
+    /// Bytes of linear memory, from its base, holding pages the last reset kept resident
+    /// (0: none).
     kept_extent: usize,
 }
 
@@ -282,7 +282,6 @@ impl Slot {
         self.memory
             .setup_in_slot(mem_ty, p.image.as_ref())
             .map_err(res)?;
-        self.kept_pages = 0;
         self.kept_extent = 0;
         self.tables.clear();
         for (ty, _) in p.tables.iter() {
@@ -433,7 +432,6 @@ impl Slot {
             .memory
             .reset_in_slot(image, keep_resident, &mut self.scratch);
         if let Ok(kept) = reset {
-            self.kept_pages = kept;
             self.kept_extent = if kept > 0 { extent } else { 0 };
         }
         if reset.is_err() {
@@ -651,7 +649,6 @@ impl InstancePool {
                 data: None,
                 dirty: false,
                 scratch: crate::pagemap::Scratch::default(),
-                kept_pages: 0,
                 kept_extent: 0,
             }));
         }
@@ -756,11 +753,10 @@ impl InstancePool {
             self.inner.switches.fetch_add(1, Ordering::Relaxed);
             slot.switch_to(&self.inner.engine, pre, &self.inner.config)?;
             self.inner.last_module[index as usize].store(pre.inner.id, Ordering::Relaxed);
-        } else if limits.exact_page_accounting && slot.kept_pages > 0 {
+        } else if limits.exact_page_accounting && slot.kept_extent > 0 {
             slot.memory
                 .discard_kept(slot.kept_extent)
                 .map_err(|e| InstantiationError::Resource(format!("resetting slot memory: {e}")))?;
-            slot.kept_pages = 0;
             slot.kept_extent = 0;
         }
         slot.init_instance(&self.inner.engine, &self.inner.config, limits, data);
