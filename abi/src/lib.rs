@@ -25,9 +25,12 @@ pub use vmoffsets::VmOffsets;
 pub const COMPILER_VERSION: &str =
     concat!("fnvm-", env!("CARGO_PKG_VERSION"), "/cranelift-0.135.8");
 
-/// Version of the VM ABI (vmctx layout, builtins, what compiled code must do for the runtime).
-/// Part of every artifact's compatibility hash: bump it on any change, so artifacts cached by an
-/// older build are recompiled rather than run against a runtime expecting something else.
+/// Version of the VM ABI: the contract between compiled code and the runtime (the vmctx layout
+/// and `VmOffsets`, builtin ids and signatures, `MEMORY_GUARD_SIZE`, and whatever else compiled
+/// code must do for the runtime). Bump it on any change to those. It does not cover the artifact
+/// file layout or the metadata encoding: that is [`artifact::FORMAT_VERSION`]. Both numbers go
+/// into every artifact's compatibility hash ([`artifact::compat_hash`]), so artifacts cached by
+/// an older build are recompiled rather than run against a runtime expecting something else.
 pub const VM_ABI_VERSION: u32 = 2;
 
 /// Wasm page size in bytes.

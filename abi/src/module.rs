@@ -4,7 +4,7 @@
 //! stores it encoded with [`crate::codec`]; the runtime decodes it and calls
 //! [`ModuleInfo::check`] before trusting any index or offset in it.
 
-use crate::codec::{CodecError, Decode, Encode, Reader, Writer};
+use crate::codec::{codec_enum, CodecError, Decode, Encode, Reader, Writer, LEN_SIZE, OPT_SIZE};
 use crate::TrapCode;
 use std::fmt;
 
@@ -514,28 +514,17 @@ impl ModuleInfo {
 }
 
 // ---- encoding -------------------------------------------------------------------------------
+//
+// Tags and field order are part of the artifact format (see `metadata_bytes_are_pinned`).
 
-impl Encode for ValType {
-    fn encode(&self, w: &mut Writer) {
-        w.u8(*self as u8);
-    }
-}
-
-impl Decode for ValType {
-    const MIN_SIZE: usize = 1;
-    const WHAT: &'static str = "value type";
-    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        Ok(match r.u8(Self::WHAT)? {
-            0 => ValType::I32,
-            1 => ValType::I64,
-            2 => ValType::F32,
-            3 => ValType::F64,
-            4 => ValType::FuncRef,
-            5 => ValType::ExternRef,
-            _ => return Err(r.invalid(Self::WHAT)),
-        })
-    }
-}
+codec_enum!(ValType, "value type" {
+    0 => I32,
+    1 => I64,
+    2 => F32,
+    3 => F64,
+    4 => FuncRef,
+    5 => ExternRef,
+});
 
 impl Encode for FuncType {
     fn encode(&self, w: &mut Writer) {
@@ -545,7 +534,7 @@ impl Encode for FuncType {
 }
 
 impl Decode for FuncType {
-    const MIN_SIZE: usize = 8;
+    const MIN_SIZE: usize = 2 * LEN_SIZE;
     const WHAT: &'static str = "function type";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(FuncType {
@@ -563,7 +552,7 @@ impl Encode for Limits {
 }
 
 impl Decode for Limits {
-    const MIN_SIZE: usize = 5;
+    const MIN_SIZE: usize = u32::MIN_SIZE + OPT_SIZE;
     const WHAT: &'static str = "limits";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(Limits {
@@ -581,7 +570,7 @@ impl Encode for TableType {
 }
 
 impl Decode for TableType {
-    const MIN_SIZE: usize = 6;
+    const MIN_SIZE: usize = ValType::MIN_SIZE + Limits::MIN_SIZE;
     const WHAT: &'static str = "table type";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(TableType {
@@ -598,7 +587,7 @@ impl Encode for MemoryType {
 }
 
 impl Decode for MemoryType {
-    const MIN_SIZE: usize = 5;
+    const MIN_SIZE: usize = Limits::MIN_SIZE;
     const WHAT: &'static str = "memory type";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(MemoryType {
@@ -610,133 +599,62 @@ impl Decode for MemoryType {
 impl Encode for GlobalType {
     fn encode(&self, w: &mut Writer) {
         self.ty.encode(w);
-        w.u8(self.mutable as u8);
+        self.mutable.encode(w);
     }
 }
 
 impl Decode for GlobalType {
-    const MIN_SIZE: usize = 2;
+    const MIN_SIZE: usize = ValType::MIN_SIZE + bool::MIN_SIZE;
     const WHAT: &'static str = "global type";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let ty = ValType::decode(r)?;
-        let mutable = match r.u8(Self::WHAT)? {
-            0 => false,
-            1 => true,
-            _ => return Err(r.invalid(Self::WHAT)),
-        };
-        Ok(GlobalType { ty, mutable })
-    }
-}
-
-impl Encode for ConstExpr {
-    fn encode(&self, w: &mut Writer) {
-        match *self {
-            ConstExpr::I32(v) => {
-                w.u8(0);
-                w.u32(v as u32)
-            }
-            ConstExpr::I64(v) => {
-                w.u8(1);
-                w.u64(v as u64)
-            }
-            ConstExpr::F32(v) => {
-                w.u8(2);
-                w.u32(v)
-            }
-            ConstExpr::F64(v) => {
-                w.u8(3);
-                w.u64(v)
-            }
-            ConstExpr::RefNull => w.u8(4),
-            ConstExpr::RefFunc(f) => {
-                w.u8(5);
-                w.u32(f)
-            }
-            ConstExpr::GlobalGet(g) => {
-                w.u8(6);
-                w.u32(g)
-            }
-        }
-    }
-}
-
-impl Decode for ConstExpr {
-    const MIN_SIZE: usize = 1;
-    const WHAT: &'static str = "constant expression";
-    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let w = Self::WHAT;
-        Ok(match r.u8(w)? {
-            0 => ConstExpr::I32(r.u32(w)? as i32),
-            1 => ConstExpr::I64(r.u64(w)? as i64),
-            2 => ConstExpr::F32(r.u32(w)?),
-            3 => ConstExpr::F64(r.u64(w)?),
-            4 => ConstExpr::RefNull,
-            5 => ConstExpr::RefFunc(r.u32(w)?),
-            6 => ConstExpr::GlobalGet(r.u32(w)?),
-            _ => return Err(r.invalid(w)),
+        Ok(GlobalType {
+            ty: ValType::decode(r)?,
+            mutable: bool::decode(r)?,
         })
     }
 }
 
-impl Encode for ExternKind {
-    fn encode(&self, w: &mut Writer) {
-        w.u8(*self as u8);
-    }
-}
+codec_enum!(ConstExpr, "constant expression" {
+    0 => I32(i32),
+    1 => I64(i64),
+    2 => F32(u32),
+    3 => F64(u64),
+    4 => RefNull,
+    5 => RefFunc(u32),
+    6 => GlobalGet(u32),
+});
 
-impl Decode for ExternKind {
-    const MIN_SIZE: usize = 1;
-    const WHAT: &'static str = "extern kind";
-    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        Ok(match r.u8(Self::WHAT)? {
-            0 => ExternKind::Func,
-            1 => ExternKind::Table,
-            2 => ExternKind::Memory,
-            3 => ExternKind::Global,
-            _ => return Err(r.invalid(Self::WHAT)),
-        })
-    }
-}
+codec_enum!(ExternKind, "extern kind" {
+    0 => Func,
+    1 => Table,
+    2 => Memory,
+    3 => Global,
+});
+
+codec_enum!(ImportType, "import type" {
+    0 => Func(u32),
+    1 => Table(TableType),
+    2 => Memory(MemoryType),
+    3 => Global(GlobalType),
+});
 
 impl Encode for Import {
     fn encode(&self, w: &mut Writer) {
         w.str(&self.module);
         w.str(&self.name);
-        match &self.ty {
-            ImportType::Func(t) => {
-                w.u8(0);
-                w.u32(*t)
-            }
-            ImportType::Table(t) => {
-                w.u8(1);
-                t.encode(w)
-            }
-            ImportType::Memory(m) => {
-                w.u8(2);
-                m.encode(w)
-            }
-            ImportType::Global(g) => {
-                w.u8(3);
-                g.encode(w)
-            }
-        }
+        self.ty.encode(w);
     }
 }
 
 impl Decode for Import {
-    const MIN_SIZE: usize = 10;
+    const MIN_SIZE: usize = 2 * String::MIN_SIZE + ImportType::MIN_SIZE;
     const WHAT: &'static str = "import";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let module = r.str(Self::WHAT)?;
-        let name = r.str(Self::WHAT)?;
-        let ty = match r.u8(Self::WHAT)? {
-            0 => ImportType::Func(r.u32(Self::WHAT)?),
-            1 => ImportType::Table(TableType::decode(r)?),
-            2 => ImportType::Memory(MemoryType::decode(r)?),
-            3 => ImportType::Global(GlobalType::decode(r)?),
-            _ => return Err(r.invalid(Self::WHAT)),
-        };
-        Ok(Import { module, name, ty })
+        Ok(Import {
+            module: r.str(Self::WHAT)?,
+            name: r.str(Self::WHAT)?,
+            ty: ImportType::decode(r)?,
+        })
     }
 }
 
@@ -749,7 +667,7 @@ impl Encode for Export {
 }
 
 impl Decode for Export {
-    const MIN_SIZE: usize = 9;
+    const MIN_SIZE: usize = String::MIN_SIZE + ExternKind::MIN_SIZE + u32::MIN_SIZE;
     const WHAT: &'static str = "export";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(Export {
@@ -760,37 +678,26 @@ impl Decode for Export {
     }
 }
 
+codec_enum!(ElemMode, "element segment mode" {
+    0 => Active { table: u32, offset: ConstExpr },
+    1 => Passive,
+    2 => Declared,
+});
+
 impl Encode for ElemSegment {
     fn encode(&self, w: &mut Writer) {
-        match self.mode {
-            ElemMode::Active { table, offset } => {
-                w.u8(0);
-                w.u32(table);
-                offset.encode(w);
-            }
-            ElemMode::Passive => w.u8(1),
-            ElemMode::Declared => w.u8(2),
-        }
+        self.mode.encode(w);
         self.elem.encode(w);
         w.seq(&self.items);
     }
 }
 
 impl Decode for ElemSegment {
-    const MIN_SIZE: usize = 6;
+    const MIN_SIZE: usize = ElemMode::MIN_SIZE + ValType::MIN_SIZE + LEN_SIZE;
     const WHAT: &'static str = "element segment";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let mode = match r.u8(Self::WHAT)? {
-            0 => ElemMode::Active {
-                table: r.u32(Self::WHAT)?,
-                offset: ConstExpr::decode(r)?,
-            },
-            1 => ElemMode::Passive,
-            2 => ElemMode::Declared,
-            _ => return Err(r.invalid(Self::WHAT)),
-        };
         Ok(ElemSegment {
-            mode,
+            mode: ElemMode::decode(r)?,
             elem: ValType::decode(r)?,
             items: r.seq()?,
         })
@@ -805,7 +712,7 @@ impl Encode for DataSegment {
 }
 
 impl Decode for DataSegment {
-    const MIN_SIZE: usize = 5;
+    const MIN_SIZE: usize = OPT_SIZE + LEN_SIZE;
     const WHAT: &'static str = "data segment";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(DataSegment {
@@ -823,7 +730,7 @@ impl Encode for CodeRange {
 }
 
 impl Decode for CodeRange {
-    const MIN_SIZE: usize = 8;
+    const MIN_SIZE: usize = 2 * u32::MIN_SIZE;
     const WHAT: &'static str = "code range";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(CodeRange {
@@ -841,7 +748,7 @@ impl Encode for TypeTrampolines {
 }
 
 impl Decode for TypeTrampolines {
-    const MIN_SIZE: usize = 16;
+    const MIN_SIZE: usize = 2 * CodeRange::MIN_SIZE;
     const WHAT: &'static str = "trampolines";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(TypeTrampolines {
@@ -859,11 +766,12 @@ impl Encode for TrapSite {
 }
 
 impl Decode for TrapSite {
-    const MIN_SIZE: usize = 5;
+    const MIN_SIZE: usize = u32::MIN_SIZE + 1; // offset, then the code as one byte
     const WHAT: &'static str = "trap site";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let offset = r.u32(Self::WHAT)?;
-        let code = TrapCode::from_u8(r.u8(Self::WHAT)?).ok_or(r.invalid(Self::WHAT))?;
+        let at = r.offset();
+        let code = TrapCode::from_u8(r.u8(Self::WHAT)?).ok_or(r.invalid_at(at, Self::WHAT))?;
         Ok(TrapSite { offset, code })
     }
 }
@@ -876,7 +784,7 @@ impl Encode for AddrMapEntry {
 }
 
 impl Decode for AddrMapEntry {
-    const MIN_SIZE: usize = 8;
+    const MIN_SIZE: usize = 2 * u32::MIN_SIZE;
     const WHAT: &'static str = "address map entry";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(AddrMapEntry {
@@ -894,7 +802,7 @@ impl Encode for (u32, String) {
 }
 
 impl Decode for (u32, String) {
-    const MIN_SIZE: usize = 8;
+    const MIN_SIZE: usize = u32::MIN_SIZE + String::MIN_SIZE;
     const WHAT: &'static str = "name";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok((r.u32(Self::WHAT)?, r.str(Self::WHAT)?))
@@ -924,7 +832,7 @@ impl Encode for ModuleInfo {
 }
 
 impl Decode for ModuleInfo {
-    const MIN_SIZE: usize = 1;
+    const MIN_SIZE: usize = 2 * OPT_SIZE + 15 * LEN_SIZE;
     const WHAT: &'static str = "module";
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(ModuleInfo {
@@ -946,5 +854,380 @@ impl Decode for ModuleInfo {
             traps: r.seq()?,
             addr_map: r.seq()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ModuleInfo {
+        let table = TableType {
+            elem: ValType::FuncRef,
+            limits: Limits {
+                min: 1,
+                max: Some(2),
+            },
+        };
+        let memory = MemoryType {
+            limits: Limits { min: 1, max: None },
+        };
+        let global = GlobalType {
+            ty: ValType::I64,
+            mutable: true,
+        };
+        ModuleInfo {
+            name: Some("m".into()),
+            types: vec![FuncType {
+                params: vec![ValType::I32, ValType::I64, ValType::F32],
+                results: vec![ValType::F64, ValType::FuncRef, ValType::ExternRef],
+            }],
+            imports: vec![
+                Import {
+                    module: "a".into(),
+                    name: "f".into(),
+                    ty: ImportType::Func(0),
+                },
+                Import {
+                    module: "a".into(),
+                    name: "t".into(),
+                    ty: ImportType::Table(table),
+                },
+                Import {
+                    module: "a".into(),
+                    name: "m".into(),
+                    ty: ImportType::Memory(memory),
+                },
+                Import {
+                    module: "a".into(),
+                    name: "g".into(),
+                    ty: ImportType::Global(global),
+                },
+            ],
+            funcs: vec![0, 0],
+            tables: vec![table],
+            memories: vec![memory],
+            globals: vec![
+                global,
+                GlobalType {
+                    ty: ValType::F32,
+                    mutable: false,
+                },
+            ],
+            global_inits: vec![ConstExpr::F32(0x3f80_0000)],
+            exports: vec![
+                Export {
+                    name: "f".into(),
+                    kind: ExternKind::Func,
+                    index: 1,
+                },
+                Export {
+                    name: "t".into(),
+                    kind: ExternKind::Table,
+                    index: 0,
+                },
+                Export {
+                    name: "m".into(),
+                    kind: ExternKind::Memory,
+                    index: 0,
+                },
+                Export {
+                    name: "g".into(),
+                    kind: ExternKind::Global,
+                    index: 1,
+                },
+            ],
+            start: Some(1),
+            elems: vec![
+                ElemSegment {
+                    mode: ElemMode::Active {
+                        table: 0,
+                        offset: ConstExpr::I32(-2),
+                    },
+                    elem: ValType::FuncRef,
+                    items: vec![ConstExpr::RefFunc(1), ConstExpr::RefNull],
+                },
+                ElemSegment {
+                    mode: ElemMode::Passive,
+                    elem: ValType::ExternRef,
+                    items: vec![],
+                },
+                ElemSegment {
+                    mode: ElemMode::Declared,
+                    elem: ValType::FuncRef,
+                    items: vec![ConstExpr::RefFunc(0)],
+                },
+            ],
+            datas: vec![
+                DataSegment {
+                    offset: Some(ConstExpr::GlobalGet(0)),
+                    data: vec![1, 2, 3],
+                },
+                DataSegment {
+                    offset: None,
+                    data: vec![],
+                },
+            ],
+            func_names: vec![(1, "main".into())],
+            code: vec![CodeRange { offset: 0, len: 16 }],
+            trampolines: vec![TypeTrampolines {
+                array_call: CodeRange { offset: 16, len: 8 },
+                host_call: CodeRange { offset: 32, len: 8 },
+            }],
+            traps: vec![
+                TrapSite {
+                    offset: 3,
+                    code: TrapCode::MemoryOutOfBounds,
+                },
+                TrapSite {
+                    offset: 9,
+                    code: TrapCode::HostTrap,
+                },
+            ],
+            addr_map: vec![
+                AddrMapEntry {
+                    code_offset: 0,
+                    wasm_offset: 40,
+                },
+                AddrMapEntry {
+                    code_offset: 4,
+                    wasm_offset: u32::MAX,
+                },
+            ],
+        }
+    }
+
+    fn const_exprs() -> Vec<ConstExpr> {
+        vec![
+            ConstExpr::I32(-1),
+            ConstExpr::I64(-2),
+            ConstExpr::F32(0x3f80_0000),
+            ConstExpr::F64(0x3ff0_0000_0000_0000),
+            ConstExpr::RefNull,
+            ConstExpr::RefFunc(7),
+            ConstExpr::GlobalGet(0x0102_0304),
+        ]
+    }
+
+    fn encode<T: Encode + ?Sized>(v: &T) -> Vec<u8> {
+        let mut w = Writer::new();
+        v.encode(&mut w);
+        w.finish()
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let info = sample();
+        let bytes = encode(&info);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(ModuleInfo::decode(&mut r).unwrap(), info);
+        assert_eq!(r.remaining(), 0);
+        for cut in 0..bytes.len() {
+            assert!(
+                ModuleInfo::decode(&mut Reader::new(&bytes[..cut])).is_err(),
+                "cut at {cut} decoded"
+            );
+        }
+    }
+
+    /// The bytes as the hand-written encoder produced them before `codec_enum!` replaced it:
+    /// artifacts already on disk hold exactly these, so any change here is a format change.
+    #[test]
+    fn metadata_bytes_are_pinned() {
+        let want = concat!(
+            "01010000006d01000000030000000001020300000003040504000000010000006101000000660000",
+            "0000000100000061010000007401040100000001020000000100000061010000006d020100000000",
+            "01000000610100000067030101020000000000000000000000010000000401000000010200000001",
+            "0000000100000000020000000101020001000000020000803f040000000100000066000100000001",
+            "000000740100000000010000006d0200000000010000006703010000000101000000030000000000",
+            "00000000feffffff0402000000050100000004010500000000020401000000050000000002000000",
+            "0106000000000300000001020300000000000100000001000000040000006d61696e010000000000",
+            "0000100000000100000010000000080000002000000008000000020000000300000002090000000c",
+            "02000000000000002800000004000000ffffffff",
+        );
+        assert_eq!(hex(&encode(&sample())), want);
+    }
+
+    #[test]
+    fn const_expr_bytes_are_pinned() {
+        let mut w = Writer::new();
+        w.seq(&const_exprs());
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            7, 0, 0, 0,                                 // count
+            0, 0xff, 0xff, 0xff, 0xff,                  // I32(-1)
+            1, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // I64(-2)
+            2, 0x00, 0x00, 0x80, 0x3f,                  // F32(1.0)
+            3, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f,            // F64(1.0)
+            4,                                          // RefNull
+            5, 7, 0, 0, 0,                              // RefFunc(7)
+            6, 4, 3, 2, 1,                              // GlobalGet(0x01020304)
+        ];
+        assert_eq!(w.finish(), want);
+    }
+
+    #[test]
+    fn every_enum_tag_round_trips_and_the_next_is_invalid() {
+        fn check<T: Encode + Decode + PartialEq + std::fmt::Debug>(all: &[T]) {
+            for (i, v) in all.iter().enumerate() {
+                let bytes = encode(v);
+                // Tags are dense from 0 in declaration order.
+                assert_eq!(bytes[0] as usize, i, "{v:?}");
+                assert!(bytes.len() >= T::MIN_SIZE, "{v:?} shorter than MIN_SIZE");
+                assert_eq!(&T::decode(&mut Reader::new(&bytes)).unwrap(), v);
+            }
+            // Two bytes of padding before the tag: the error must name the tag's offset.
+            let bad = [
+                0xaa,
+                0xbb,
+                all.len() as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            let mut r = Reader::new(&bad);
+            r.u8("pad").unwrap();
+            r.u8("pad").unwrap();
+            assert_eq!(
+                T::decode(&mut r).unwrap_err(),
+                CodecError::Invalid {
+                    offset: 2,
+                    what: T::WHAT
+                }
+            );
+        }
+        use ValType::*;
+        check(&[I32, I64, F32, F64, FuncRef, ExternRef]);
+        check(&const_exprs());
+        check(&[
+            ExternKind::Func,
+            ExternKind::Table,
+            ExternKind::Memory,
+            ExternKind::Global,
+        ]);
+        let limits = Limits {
+            min: 1,
+            max: Some(3),
+        };
+        check(&[
+            ImportType::Func(3),
+            ImportType::Table(TableType {
+                elem: ExternRef,
+                limits,
+            }),
+            ImportType::Memory(MemoryType { limits }),
+            ImportType::Global(GlobalType {
+                ty: F64,
+                mutable: false,
+            }),
+        ]);
+        check(&[
+            ElemMode::Active {
+                table: 2,
+                offset: ConstExpr::GlobalGet(1),
+            },
+            ElemMode::Passive,
+            ElemMode::Declared,
+        ]);
+        check(&[false, true]);
+    }
+
+    #[test]
+    fn invalid_tags_inside_records_name_their_offset() {
+        // An import whose type tag (after two one-byte strings, at offset 10) is unknown.
+        let mut bytes = encode(&Import {
+            module: "a".into(),
+            name: "b".into(),
+            ty: ImportType::Func(0),
+        });
+        bytes[10] = 9;
+        assert_eq!(
+            Import::decode(&mut Reader::new(&bytes)).unwrap_err(),
+            CodecError::Invalid {
+                offset: 10,
+                what: "import type"
+            }
+        );
+        // A global whose mutability byte (offset 1) is neither 0 nor 1.
+        let err = GlobalType::decode(&mut Reader::new(&[0, 2])).unwrap_err();
+        assert_eq!(
+            err,
+            CodecError::Invalid {
+                offset: 1,
+                what: "boolean"
+            }
+        );
+    }
+
+    #[test]
+    fn min_size_is_the_smallest_encoding() {
+        fn smallest<T: Encode + Decode>(v: T) {
+            assert_eq!(encode(&v).len(), T::MIN_SIZE, "{}", T::WHAT);
+        }
+        let limits = Limits { min: 0, max: None };
+        let global = GlobalType {
+            ty: ValType::I32,
+            mutable: false,
+        };
+        smallest(ValType::I32);
+        smallest(FuncType::default());
+        smallest(limits);
+        smallest(TableType {
+            elem: ValType::FuncRef,
+            limits,
+        });
+        smallest(MemoryType { limits });
+        smallest(global);
+        smallest(ConstExpr::RefNull);
+        smallest(ExternKind::Func);
+        smallest(ImportType::Global(global));
+        smallest(Import {
+            module: String::new(),
+            name: String::new(),
+            ty: ImportType::Global(global),
+        });
+        smallest(Export {
+            name: String::new(),
+            kind: ExternKind::Func,
+            index: 0,
+        });
+        smallest(ElemMode::Passive);
+        smallest(ElemSegment {
+            mode: ElemMode::Passive,
+            elem: ValType::FuncRef,
+            items: vec![],
+        });
+        smallest(DataSegment {
+            offset: None,
+            data: vec![],
+        });
+        smallest(CodeRange { offset: 0, len: 0 });
+        smallest(TypeTrampolines {
+            array_call: CodeRange { offset: 0, len: 0 },
+            host_call: CodeRange { offset: 0, len: 0 },
+        });
+        smallest(TrapSite {
+            offset: 0,
+            code: TrapCode::HostTrap,
+        });
+        smallest(AddrMapEntry {
+            code_offset: 0,
+            wasm_offset: 0,
+        });
+        smallest((0u32, String::new()));
+        smallest(ModuleInfo::default());
     }
 }

@@ -135,8 +135,9 @@ fn global_type(g: &wasmparser::GlobalType, offset: u64) -> Result<GlobalType, Co
 /// Decodes a (validated) constant expression.
 pub(crate) fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, CompileError> {
     let mut r = e.get_operators_reader();
-    let offset = r.original_position();
-    let op = r.read().map_err(|e| CompileError::invalid(&e))?;
+    let (op, offset) = r
+        .read_with_offset()
+        .map_err(|e| CompileError::invalid(&e))?;
     let value = match op {
         Operator::I32Const { value } => ConstExpr::I32(value),
         Operator::I64Const { value } => ConstExpr::I64(value),
@@ -152,13 +153,29 @@ pub(crate) fn const_expr(e: &wasmparser::ConstExpr<'_>) -> Result<ConstExpr, Com
             })
         }
     };
-    match r.read().map_err(|e| CompileError::invalid(&e))? {
-        Operator::End => Ok(value),
-        _ => Err(CompileError::Unsupported {
+    // A second instruction before `end` is an extended constant expression: name it.
+    match r
+        .read_with_offset()
+        .map_err(|e| CompileError::invalid(&e))?
+    {
+        (Operator::End, _) => Ok(value),
+        (_, offset) => Err(CompileError::Unsupported {
             feature: "extended-const".into(),
             offset,
         }),
     }
+}
+
+/// Adds a memory (imported or defined at `offset`), refusing a second one there.
+fn push_memory(info: &mut ModuleInfo, m: MemoryType, offset: u64) -> Result<(), CompileError> {
+    if !info.memories.is_empty() {
+        return Err(CompileError::Unsupported {
+            feature: "multi-memory".into(),
+            offset,
+        });
+    }
+    info.memories.push(m);
+    Ok(())
 }
 
 /// Parses and validates everything but the function bodies.
@@ -180,18 +197,32 @@ pub(crate) fn translate_module(wasm: &[u8]) -> Result<ModuleTranslation<'_>, Com
                 continue;
             }
             ValidPayload::Parser(_) => {
+                // Only a nested module or component section starts a parser, and only with the
+                // component model enabled (it is not); the section's start is where it begins.
                 return Err(CompileError::Unsupported {
                     feature: "component-model".into(),
-                    offset: 0,
-                })
+                    offset: payload.as_section().map_or(0, |(_, range)| range.start),
+                });
             }
             ValidPayload::Ok | ValidPayload::End(_) => {}
         }
         match payload {
             Payload::TypeSection(r) => {
-                let offset = r.range().start;
-                for ty in r.into_iter_err_on_gc_types() {
-                    let ty = ty.map_err(v)?;
+                for group in r.into_iter_with_offsets() {
+                    let (offset, group) = group.map_err(v)?;
+                    // Without the gc proposal validation admits only rec groups of one final
+                    // function type; anything else would be gc.
+                    let gc = || CompileError::Unsupported {
+                        feature: "gc".into(),
+                        offset,
+                    };
+                    let mut types = group.into_types();
+                    let (Some(ty), None) = (types.next(), types.next()) else {
+                        return Err(gc());
+                    };
+                    let wasmparser::CompositeInnerType::Func(ty) = ty.composite_type.inner else {
+                        return Err(gc());
+                    };
                     let conv = |ts: &[wasmparser::ValType]| {
                         ts.iter()
                             .map(|t| val_type(*t, offset))
@@ -219,7 +250,7 @@ pub(crate) fn translate_module(wasm: &[u8]) -> Result<ModuleTranslation<'_>, Com
                         }
                         TypeRef::Memory(m) => {
                             let m = memory_type(&m)?;
-                            info.memories.push(m);
+                            push_memory(&mut info, m, offset)?;
                             ImportType::Memory(m)
                         }
                         TypeRef::Global(g) => {
@@ -247,33 +278,33 @@ pub(crate) fn translate_module(wasm: &[u8]) -> Result<ModuleTranslation<'_>, Com
                 }
             }
             Payload::TableSection(r) => {
-                for t in r {
-                    let t = t.map_err(v)?;
+                for t in r.into_iter_with_offsets() {
+                    let (offset, t) = t.map_err(v)?;
                     if !matches!(t.init, wasmparser::TableInit::RefNull) {
                         return Err(CompileError::Unsupported {
                             feature: "function-references".into(),
-                            offset: 0,
+                            offset,
                         });
                     }
                     info.tables.push(table_type(&t.ty)?);
                 }
             }
             Payload::MemorySection(r) => {
-                for m in r {
-                    info.memories.push(memory_type(&m.map_err(v)?)?);
+                for m in r.into_iter_with_offsets() {
+                    let (offset, m) = m.map_err(v)?;
+                    push_memory(&mut info, memory_type(&m)?, offset)?;
                 }
             }
             Payload::GlobalSection(r) => {
-                let offset = r.range().start;
-                for g in r {
-                    let g = g.map_err(v)?;
+                for g in r.into_iter_with_offsets() {
+                    let (offset, g) = g.map_err(v)?;
                     info.globals.push(global_type(&g.ty, offset)?);
                     info.global_inits.push(const_expr(&g.init_expr)?);
                 }
             }
             Payload::ExportSection(r) => {
-                for e in r {
-                    let e = e.map_err(v)?;
+                for e in r.into_iter_with_offsets() {
+                    let (offset, e) = e.map_err(v)?;
                     let kind = match e.kind {
                         ExternalKind::Func | ExternalKind::FuncExact => ExternKind::Func,
                         ExternalKind::Table => ExternKind::Table,
@@ -282,7 +313,7 @@ pub(crate) fn translate_module(wasm: &[u8]) -> Result<ModuleTranslation<'_>, Com
                         ExternalKind::Tag => {
                             return Err(CompileError::Unsupported {
                                 feature: "exception-handling".into(),
-                                offset: 0,
+                                offset,
                             })
                         }
                     };
@@ -350,12 +381,6 @@ pub(crate) fn translate_module(wasm: &[u8]) -> Result<ModuleTranslation<'_>, Com
             _ => {}
         }
     }
-    if info.memories.len() > 1 {
-        return Err(CompileError::Unsupported {
-            feature: "multi-memory".into(),
-            offset: 0,
-        });
-    }
     if let Some(names) = names {
         read_names(names, &mut info);
     }
@@ -389,4 +414,54 @@ fn read_names(names: wasmparser::NameSectionReader<'_>, info: &mut ModuleInfo) {
     func_names.dedup_by_key(|(i, _)| *i);
     info.name = module_name;
     info.func_names = func_names;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expr(bytes: &[u8], at: u64) -> Result<ConstExpr, CompileError> {
+        const_expr(&wasmparser::ConstExpr::new(wasmparser::BinaryReader::new(
+            bytes, at,
+        )))
+    }
+
+    #[test]
+    fn constant_expressions_decode_and_extended_ones_name_their_offset() {
+        // i32.const -1; end
+        assert_eq!(expr(&[0x41, 0x7f, 0x0b], 100), Ok(ConstExpr::I32(-1)));
+        // i32.const 1; i32.const 2; i32.add; end: the second instruction makes it extended.
+        assert_eq!(
+            expr(&[0x41, 0x01, 0x41, 0x02, 0x6a, 0x0b], 100),
+            Err(CompileError::Unsupported {
+                feature: "extended-const".into(),
+                offset: 102,
+            })
+        );
+        // i32.add first (not a plain constant): the offset is the expression's first byte.
+        assert_eq!(
+            expr(&[0x6a, 0x0b], 100),
+            Err(CompileError::Unsupported {
+                feature: "extended-const".into(),
+                offset: 100,
+            })
+        );
+    }
+
+    #[test]
+    fn a_second_memory_is_unsupported_where_it_is_declared() {
+        let mut info = ModuleInfo::default();
+        let m = MemoryType {
+            limits: Limits { min: 1, max: None },
+        };
+        push_memory(&mut info, m, 20).unwrap();
+        assert_eq!(
+            push_memory(&mut info, m, 30),
+            Err(CompileError::Unsupported {
+                feature: "multi-memory".into(),
+                offset: 30,
+            })
+        );
+        assert_eq!(info.memories.len(), 1);
+    }
 }

@@ -28,7 +28,7 @@ use wasmparser::{BlockType, FunctionBody, MemArg, Operator};
 
 /// Bytes of inaccessible address space above every 32-bit linear memory's 4 GiB. Accesses whose
 /// static offset plus size fit in it need no bounds check. Shared with the runtime through the
-/// generated code only, so it is part of the artifact format version.
+/// generated code only, so it is part of the VM ABI (`fnvm_abi::VM_ABI_VERSION`).
 pub(crate) const MEMORY_GUARD_SIZE: u64 = fnvm_abi::MEMORY_GUARD_SIZE;
 
 /// Our trap code as a Cranelift trap code.
@@ -178,6 +178,8 @@ pub(crate) fn translate(
     let builder = FunctionBuilder::new(func, fctx);
     let mut t = Translator {
         env,
+        func_index,
+        offset: body.range().start,
         b: builder,
         stack: Vec::new(),
         control: Vec::new(),
@@ -198,6 +200,11 @@ pub(crate) fn translate(
 
 struct Translator<'a, 'f> {
     env: &'a FuncEnv<'a>,
+    /// Index of the function being translated, for errors.
+    func_index: u32,
+    /// Byte offset in the module of what is being translated (the current operator, or a
+    /// locals entry before the first one), for errors.
+    offset: u64,
     b: FunctionBuilder<'f>,
     stack: Vec<Value>,
     control: Vec<Frame>,
@@ -213,10 +220,12 @@ struct Translator<'a, 'f> {
     direct_funcs: HashMap<u32, ir::FuncRef>,
 }
 
-fn internal(msg: &str) -> CompileError {
-    CompileError::Invalid {
+/// An inconsistency in the translator's own state. Bodies are validated before translation, so
+/// this is a compiler bug, never a property of the module: it must not read as `Invalid`.
+fn internal(func: u32, msg: &str) -> CompileError {
+    CompileError::Codegen {
+        func,
         message: format!("internal translator inconsistency: {msg}"),
-        offset: 0,
     }
 }
 
@@ -224,7 +233,7 @@ impl Translator<'_, '_> {
     fn pop(&mut self) -> Result<Value, CompileError> {
         self.stack
             .pop()
-            .ok_or_else(|| internal("operand stack underflow"))
+            .ok_or_else(|| internal(self.func_index, "operand stack underflow"))
     }
 
     fn pop2(&mut self) -> Result<(Value, Value), CompileError> {
@@ -242,14 +251,14 @@ impl Translator<'_, '_> {
 
     fn peekn(&self, n: usize) -> Result<&[Value], CompileError> {
         if n > self.stack.len() {
-            return Err(internal("operand stack underflow"));
+            return Err(internal(self.func_index, "operand stack underflow"));
         }
         Ok(&self.stack[self.stack.len() - n..])
     }
 
     fn popn(&mut self, n: usize) -> Result<Vec<Value>, CompileError> {
         if n > self.stack.len() {
-            return Err(internal("operand stack underflow"));
+            return Err(internal(self.func_index, "operand stack underflow"));
         }
         Ok(self.stack.split_off(self.stack.len() - n))
     }
@@ -257,14 +266,14 @@ impl Translator<'_, '_> {
     fn block_type(&self, bt: BlockType) -> Result<(Vec<ValType>, Vec<ValType>), CompileError> {
         Ok(match bt {
             BlockType::Empty => (vec![], vec![]),
-            BlockType::Type(t) => (vec![], vec![crate::environ::val_type(t, 0)?]),
+            BlockType::Type(t) => (vec![], vec![crate::environ::val_type(t, self.offset)?]),
             BlockType::FuncType(i) => {
                 let ft = self
                     .env
                     .info
                     .types
                     .get(i as usize)
-                    .ok_or_else(|| internal("block type index"))?;
+                    .ok_or_else(|| internal(self.func_index, "block type index"))?;
                 (ft.params.clone(), ft.results.clone())
             }
         })
@@ -311,7 +320,7 @@ impl Translator<'_, '_> {
             .dfg
             .mem_flags
             .insert(trusted().with_readonly())
-            .map_err(|_| internal("memflags"))?;
+            .map_err(|_| internal(self.func_index, "memflags"))?;
         let limits = self.b.create_global_value(GlobalValueData::Load {
             base: vmctx_gv,
             offset: (VmOffsets::LIMITS as i32).into(),
@@ -324,7 +333,7 @@ impl Translator<'_, '_> {
             .dfg
             .mem_flags
             .insert(trusted())
-            .map_err(|_| internal("memflags"))?;
+            .map_err(|_| internal(self.func_index, "memflags"))?;
         let limit = self.b.create_global_value(GlobalValueData::Load {
             base: limits,
             offset: (limits::STACK_LIMIT as i32).into(),
@@ -343,8 +352,9 @@ impl Translator<'_, '_> {
             .get_locals_reader()
             .map_err(|e| CompileError::invalid(&e))?;
         for _ in 0..locals.get_count() {
+            self.offset = locals.original_position();
             let (count, t) = locals.read().map_err(|e| CompileError::invalid(&e))?;
-            let t = crate::environ::val_type(t, locals.original_position())?;
+            let t = crate::environ::val_type(t, self.offset)?;
             if self.locals.len() as u64 + count as u64 > 50_000 {
                 return Err(CompileError::Limit(
                     "more than 50000 locals in a function".into(),
@@ -386,6 +396,7 @@ impl Translator<'_, '_> {
             let (op, offset) = reader
                 .read_with_offset()
                 .map_err(|e| CompileError::invalid(&e))?;
+            self.offset = offset;
             self.b.set_srcloc(ir::SourceLoc::new(offset as u32));
             self.operator(&op)?;
         }
@@ -460,7 +471,7 @@ impl Translator<'_, '_> {
         let frame = self
             .control
             .last_mut()
-            .ok_or_else(|| internal("else without if"))?;
+            .ok_or_else(|| internal(self.func_index, "else without if"))?;
         let (dest, num_results, height) = (frame.dest, frame.num_results, frame.height);
         let FrameKind::If {
             else_block,
@@ -469,7 +480,7 @@ impl Translator<'_, '_> {
             head_reachable,
         } = &mut frame.kind
         else {
-            return Err(internal("else outside if"));
+            return Err(internal(self.func_index, "else outside if"));
         };
         *else_seen = true;
         let else_block = *else_block;
@@ -491,7 +502,7 @@ impl Translator<'_, '_> {
         let frame = self
             .control
             .pop()
-            .ok_or_else(|| internal("end without frame"))?;
+            .ok_or_else(|| internal(self.func_index, "end without frame"))?;
         let mut exit_reached = frame.exit_reached;
         if self.reachable {
             let rets = self.popn(frame.num_results)?;
@@ -529,7 +540,7 @@ impl Translator<'_, '_> {
             .control
             .len()
             .checked_sub(1 + depth as usize)
-            .ok_or_else(|| internal("branch depth"))?;
+            .ok_or_else(|| internal(self.func_index, "branch depth"))?;
         let (target, n) = self.control[idx].branch_target();
         if !matches!(self.control[idx].kind, FrameKind::Loop { .. }) {
             self.control[idx].exit_reached = true;
@@ -544,7 +555,7 @@ impl Translator<'_, '_> {
             .control
             .len()
             .checked_sub(1 + depth as usize)
-            .ok_or_else(|| internal("branch depth"))?;
+            .ok_or_else(|| internal(self.func_index, "branch depth"))?;
         if !matches!(self.control[idx].kind, FrameKind::Loop { .. }) {
             self.control[idx].exit_reached = true;
         }
@@ -697,7 +708,7 @@ impl Translator<'_, '_> {
                 let var = *self
                     .locals
                     .get(local_index as usize)
-                    .ok_or_else(|| internal("local"))?;
+                    .ok_or_else(|| internal(self.func_index, "local"))?;
                 let v = self.b.use_var(var);
                 self.stack.push(v);
             }
@@ -706,15 +717,18 @@ impl Translator<'_, '_> {
                 let var = *self
                     .locals
                     .get(local_index as usize)
-                    .ok_or_else(|| internal("local"))?;
+                    .ok_or_else(|| internal(self.func_index, "local"))?;
                 self.b.def_var(var, v);
             }
             O::LocalTee { local_index } => {
-                let v = *self.stack.last().ok_or_else(|| internal("tee"))?;
+                let v = *self
+                    .stack
+                    .last()
+                    .ok_or_else(|| internal(self.func_index, "tee"))?;
                 let var = *self
                     .locals
                     .get(local_index as usize)
-                    .ok_or_else(|| internal("local"))?;
+                    .ok_or_else(|| internal(self.func_index, "local"))?;
                 self.b.def_var(var, v);
             }
             O::GlobalGet { global_index } => {
@@ -854,7 +868,7 @@ impl Translator<'_, '_> {
             }
             O::RefFunc { function_index } => {
                 if function_index as usize >= self.env.info.funcs.len() {
-                    return Err(internal("ref.func index"));
+                    return Err(internal(self.func_index, "ref.func index"));
                 }
                 let off = self.env.offsets.funcref(function_index);
                 let v = self.b.ins().iadd_imm_s(self.vmctx, off as i64);
@@ -993,7 +1007,7 @@ impl Translator<'_, '_> {
                 // Validation with our feature set rejects everything else before we get here.
                 return Err(CompileError::Unsupported {
                     feature: format!("operator {other:?}"),
-                    offset: 0,
+                    offset: self.offset,
                 });
             }
         }
@@ -1061,7 +1075,7 @@ impl Translator<'_, '_> {
             .info
             .globals
             .get(index as usize)
-            .ok_or_else(|| internal("global index"))?;
+            .ok_or_else(|| internal(self.func_index, "global index"))?;
         let ty = cl_type(gt.ty);
         let ni = self.env.num_imported_globals();
         if index < ni {
@@ -1083,7 +1097,7 @@ impl Translator<'_, '_> {
         let addr = self.pop()?;
         let base = self
             .mem_base
-            .ok_or_else(|| internal("memory access without memory"))?;
+            .ok_or_else(|| internal(self.func_index, "memory access without memory"))?;
         let addr64 = self.b.ins().uextend(types::I64, addr);
         let end = memarg.offset.saturating_add(size as u64);
         if end <= MEMORY_GUARD_SIZE && memarg.offset <= i32::MAX as u64 {
@@ -1140,7 +1154,7 @@ impl Translator<'_, '_> {
     /// Pointer to the definition `{ base, length }` of table `index`.
     fn table_def(&mut self, index: u32) -> Result<Value, CompileError> {
         if index as usize >= self.env.info.tables.len() {
-            return Err(internal("table index"));
+            return Err(internal(self.func_index, "table index"));
         }
         let off = self.env.offsets.table_ptr(index);
         Ok(self.vm_load_readonly(types::I64, self.vmctx, off))
@@ -1199,7 +1213,7 @@ impl Translator<'_, '_> {
             .info
             .types
             .get(type_index as usize)
-            .ok_or_else(|| internal("type index"))?;
+            .ok_or_else(|| internal(self.func_index, "type index"))?;
         let s = self.b.import_signature(wasm_signature(ft));
         self.sigs.insert(type_index, s);
         Ok(s)
@@ -1216,7 +1230,7 @@ impl Translator<'_, '_> {
             .info
             .funcs
             .get(function_index as usize)
-            .ok_or_else(|| internal("function index"))?;
+            .ok_or_else(|| internal(self.func_index, "function index"))?;
         let n = self.env.info.types[type_index as usize].params.len();
         let args = self.popn(n)?;
         let ni = self.env.num_imported_funcs();
@@ -1264,7 +1278,7 @@ impl Translator<'_, '_> {
             .info
             .types
             .get(type_index as usize)
-            .ok_or_else(|| internal("type index"))?
+            .ok_or_else(|| internal(self.func_index, "type index"))?
             .params
             .len();
         let args = self.popn(n)?;
@@ -1326,4 +1340,109 @@ pub(crate) fn compile_function(
             func: index_for_errors,
             message: "no code produced".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmparser::{Parser, Payload};
+
+    /// The bodies of `wat`, parsed but not validated: the translator must cope on its own.
+    fn bodies(wasm: &[u8]) -> Vec<FunctionBody<'_>> {
+        Parser::new(0)
+            .parse_all(wasm)
+            .filter_map(|p| match p.unwrap() {
+                Payload::CodeSectionEntry(body) => Some(body),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Translates body `i` of `wasm`, whose functions all have type `() -> ()`.
+    fn translate_body(wasm: &[u8], i: usize) -> Result<(), CompileError> {
+        let bodies = bodies(wasm);
+        let info = ModuleInfo {
+            types: vec![FuncType::default()],
+            funcs: vec![0; bodies.len()],
+            ..ModuleInfo::default()
+        };
+        let env = FuncEnv {
+            offsets: VmOffsets::new(info.vm_shape()).unwrap(),
+            info: &info,
+            epoch_interruption: false,
+        };
+        let isa = crate::isa::build(crate::CompileOptions::default().features).unwrap();
+        translate(
+            &env,
+            i as u32,
+            &bodies[i],
+            &mut Function::new(),
+            &mut FunctionBuilderContext::new(),
+            isa.frontend_config(),
+        )
+    }
+
+    /// Where `needle` first occurs in the body of function `i`, as a module offset.
+    fn offset_in_body(wasm: &[u8], i: usize, needle: &[u8]) -> u64 {
+        let range = bodies(wasm)[i].range();
+        let body = &wasm[range.start as usize..range.end as usize];
+        let at = body.windows(needle.len()).position(|w| w == needle);
+        range.start + at.expect("needle in body") as u64
+    }
+
+    #[test]
+    fn an_operator_we_do_not_lower_is_unsupported_at_its_offset() {
+        // Validation refuses SIMD before translation; without it, the operator reaches the
+        // translator's catch-all, which must still say where the operator is.
+        let wasm = wat::parse_str("(module (func (drop (i32x4.splat (i32.const 0)))))").unwrap();
+        let splat = offset_in_body(&wasm, 0, &[0xfd, 0x11]);
+        match translate_body(&wasm, 0).unwrap_err() {
+            CompileError::Unsupported { feature, offset } => {
+                assert!(feature.contains("I32x4Splat"), "{feature}");
+                assert_eq!(offset, splat);
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_v128_block_is_unsupported_at_the_block() {
+        let wasm = wat::parse_str("(module (func nop (block (result v128) unreachable)))").unwrap();
+        // `block` (0x02) with block type v128 (0x7b).
+        let block = offset_in_body(&wasm, 0, &[0x02, 0x7b]);
+        assert_eq!(
+            translate_body(&wasm, 0).unwrap_err(),
+            CompileError::Unsupported {
+                feature: "simd".into(),
+                offset: block,
+            }
+        );
+    }
+
+    #[test]
+    fn a_v128_local_is_unsupported_at_its_declaration() {
+        let wasm = wat::parse_str("(module (func (local i32) (local v128)))").unwrap();
+        // Second locals entry: one local (0x01) of type v128 (0x7b).
+        let local = offset_in_body(&wasm, 0, &[0x01, 0x7b]);
+        assert_eq!(
+            translate_body(&wasm, 0).unwrap_err(),
+            CompileError::Unsupported {
+                feature: "simd".into(),
+                offset: local,
+            }
+        );
+    }
+
+    #[test]
+    fn translator_inconsistencies_are_compiler_bugs_naming_the_function() {
+        // Unvalidated `drop` on an empty stack: the translator's own stack underflows.
+        let wasm = wat::parse_str("(module (func) (func drop))").unwrap();
+        match translate_body(&wasm, 1).unwrap_err() {
+            CompileError::Codegen { func, message } => {
+                assert_eq!(func, 1);
+                assert!(message.contains("operand stack underflow"), "{message}");
+            }
+            other => panic!("expected a compiler bug, got {other:?}"),
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //!
 //! The pipeline is: parse and validate the module (wasmparser, WebAssembly 2.0 without SIMD),
 //! collect its metadata into an [`fnvm_abi::ModuleInfo`], translate every function body to
-//! Cranelift IR with our own lowering ([`func`]), compile the functions in parallel, add the
-//! per-type trampolines ([`trampolines`]), then lay everything out in one code section and resolve
-//! the calls between functions ([`link`]). The result is position independent: the runtime maps it
+//! Cranelift IR with our own lowering (`func`), compile the functions in parallel, add the
+//! per-type trampolines (`trampolines`), then lay everything out in one code section and resolve
+//! the calls between functions (`link`). The result is position independent: the runtime maps it
 //! anywhere and only fills a vmctx. This crate knows nothing of the runtime; the contract between
 //! the two is `fnvm-abi`.
 
@@ -44,12 +44,14 @@ pub enum CompileError {
     /// The module exceeds one of fnvm's implementation limits.
     #[error("implementation limit exceeded: {0}")]
     Limit(String),
-    /// Code generation failed (a compiler bug: please report it with the module).
+    /// Code generation failed (a compiler bug: please report it with the module). Covers both
+    /// Cranelift errors and inconsistencies our translator finds in its own state: neither says
+    /// anything about the module's validity.
     #[error("code generation failed in function {func}: {message}")]
     Codegen {
-        /// Function index.
+        /// Function index (`u32::MAX` for a trampoline).
         func: u32,
-        /// Cranelift's message.
+        /// Cranelift's or the translator's message.
         message: String,
     },
 }

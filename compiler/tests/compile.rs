@@ -56,6 +56,42 @@ fn simd_is_refused_by_name() {
     );
 }
 
+/// The byte range of the contents of section `id` of `wasm`.
+fn section(wasm: &[u8], id: u8) -> std::ops::Range<u64> {
+    wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .find_map(|p| p.unwrap().as_section().filter(|(i, _)| *i == id))
+        .expect("section present")
+        .1
+}
+
+#[test]
+fn unsupported_features_point_at_the_construct() {
+    // A SIMD operator in a body: the offset is the operator's (0xfd 0x11 is i32x4.splat).
+    let wasm = wat::parse_str("(module (func (drop (i32x4.splat (i32.const 0)))))").unwrap();
+    let code = section(&wasm, 10);
+    let at = wasm[code.start as usize..]
+        .windows(2)
+        .position(|w| w == [0xfd, 0x11])
+        .unwrap();
+    assert_eq!(
+        compile(&wasm, &CompileOptions::default()).unwrap_err(),
+        CompileError::Unsupported {
+            feature: "simd".into(),
+            offset: code.start + at as u64,
+        }
+    );
+    // A v128 in a function type: the offset lies inside the type section.
+    let wasm = wat::parse_str("(module (func (param v128)))").unwrap();
+    match compile(&wasm, &CompileOptions::default()).unwrap_err() {
+        CompileError::Unsupported { feature, offset } => {
+            assert_eq!(feature, "simd");
+            assert!(section(&wasm, 1).contains(&offset), "{offset}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
 #[test]
 fn invalid_modules_report_an_offset() {
     let err = compile(b"\0asm\x01\0\0\0\x01\x05", &CompileOptions::default()).unwrap_err();
