@@ -2,7 +2,7 @@
 //! on-disk cache, or an artifact) in a pooled instance; `fnvm compile` turns a WebAssembly
 //! module into an fnvm artifact; `fnvm wast` runs WebAssembly specification scripts against the
 //! compiler and runtime. Argument parsing and reporting live here; the work is in
-//! `fnvm_control`, `fnvm_compiler` and [`fnvm::wast`].
+//! `fnvm_dataplane`, `fnvm_compiler` and [`fnvm::wast`].
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -110,11 +110,14 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+/// The first bytes of every WebAssembly binary.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
 /// Exit status for a guest trap, as `wasmtime run` uses (128 + SIGABRT).
 const TRAP_EXIT_STATUS: i32 = 134;
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    use fnvm_control::{Invocation, Runner, RunnerConfig, Status};
+    use fnvm_dataplane::{Invocation, Runner, RunnerConfig, Status};
     use fnvm_hostcalls::{Output, Stdin};
     let Some(file) = args.command.first() else {
         anyhow::bail!("no program given");
@@ -125,14 +128,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .and_then(|f| fnvm_runtime::MappedFile::new(&f))
         .with_context(|| format!("reading {file}"))?;
     let text;
-    let bytes: &[u8] =
-        if mapped.bytes().starts_with(b"\0asm") || mapped.bytes().starts_with(b"\0fnvmart") {
-            mapped.bytes()
-        } else {
-            text = to_wasm(path, mapped.bytes())?;
-            &text
-        };
-    let tick = std::time::Duration::from_millis(10);
+    let bytes: &[u8] = if mapped.bytes().starts_with(WASM_MAGIC)
+        || mapped.bytes().starts_with(&fnvm_abi::artifact::MAGIC)
+    {
+        mapped.bytes()
+    } else {
+        text = to_wasm(path, mapped.bytes())?;
+        &text
+    };
     let runner = Runner::new(RunnerConfig {
         pool: fnvm_runtime::PoolConfig {
             slots: 1,
@@ -141,7 +144,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             ..fnvm_runtime::PoolConfig::default()
         },
         // The ticker thread only runs when there is a deadline to count.
-        epoch_tick: args.timeout_ms.map(|_| tick),
+        epoch_tick: args
+            .timeout_ms
+            .map(|_| std::time::Duration::from_millis(10)),
         ..RunnerConfig::default()
     })?;
     let function = runner
@@ -174,9 +179,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let limits = fnvm_runtime::InstanceLimits {
         max_memory_bytes: args.max_memory,
-        deadline_ticks: args
-            .timeout_ms
-            .map(|ms| ms.div_ceil(tick.as_millis() as u64).max(1)),
+        timeout: args.timeout_ms.map(std::time::Duration::from_millis),
         ..fnvm_runtime::InstanceLimits::default()
     };
     let outcome = runner.invoke(
@@ -228,7 +231,7 @@ fn compile(input: &Path, output: &Path, emit_clif: bool) -> Result<()> {
 /// The module's binary form: binaries as they are, text (`.wat`) converted. Bytes that are
 /// neither go to the compiler, which says at which offset they stop being WebAssembly.
 fn to_wasm(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
-    if bytes.starts_with(b"\0asm") {
+    if bytes.starts_with(WASM_MAGIC) {
         return Ok(bytes.to_vec());
     }
     match std::str::from_utf8(bytes) {

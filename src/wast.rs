@@ -5,7 +5,8 @@
 //! `Module::from_artifact` to load it, then `Store::instantiate` with imports resolved by name
 //! through a registry holding the `spectest` host module and the instances the script
 //! `register`s. A script runs in one [`Store`], on a thread of its own with a large stack
-//! ([`GUEST_STACK_SIZE`]) because compiled guest code runs on the host stack.
+//! ([`SCRIPT_THREAD_STACK_SIZE`]) for the host side: the text parser and the validator recurse
+//! into deeply nested modules. Guest code runs on the store's own guarded stack.
 //!
 //! A directive that does not behave as the script says is a [`Failure`]; a script that cannot be
 //! read or parsed is an error.
@@ -27,9 +28,10 @@ use wast::parser::{self, ParseBuffer};
 use wast::token::Id;
 use wast::{QuoteWat, Wast, WastDirective, WastExecute, WastInvoke, Wat};
 
-/// Stack size of the thread a script runs on. Guest code runs on the host stack, and the
-/// `assert_exhaustion` directives recurse until the runtime's stack limit.
-pub const GUEST_STACK_SIZE: usize = 64 << 20;
+/// Stack size of the thread a script runs on, for parsing, validating and compiling deeply
+/// nested modules (guest code, `assert_exhaustion`'s recursion included, runs on the store's
+/// guest stack, not this one).
+pub const SCRIPT_THREAD_STACK_SIZE: usize = 64 << 20;
 
 /// The outcome of running one or more scripts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,7 +99,7 @@ pub fn run_script(file: &str, text: String) -> Result<Counts> {
     let name = file.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("wast {file}"))
-        .stack_size(GUEST_STACK_SIZE)
+        .stack_size(SCRIPT_THREAD_STACK_SIZE)
         .spawn(move || run_on_this_thread(&name, &text))
         .context("spawning the script thread")?;
     match thread.join() {

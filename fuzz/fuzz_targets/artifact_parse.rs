@@ -242,7 +242,7 @@ fn error_kind(e: &LoadError) -> &'static str {
         LoadError::Artifact(A::Decode(_)) => "decode",
         LoadError::Artifact(A::Metadata(_)) => "metadata",
         LoadError::Map(_) => "map",
-        LoadError::Limit(_) => "limit",
+        LoadError::VmctxTooLarge => "vmctx-too-large",
     }
 }
 
@@ -250,7 +250,7 @@ fn run(data: &[u8]) -> Result<()> {
     fnvm_fuzz::count("input", STATS_EVERY);
     let mut u = Unstructured::new(data);
     let mode: u8 = u.arbitrary()?;
-    if mode % 8 == 0 {
+    if mode.is_multiple_of(8) {
         load(u.take_rest(), false);
         return Ok(());
     }

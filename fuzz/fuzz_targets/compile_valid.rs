@@ -11,40 +11,43 @@ use libfuzzer_sys::{fuzz_target, Corpus};
 use std::sync::OnceLock;
 
 fn config(u: &mut Unstructured<'_>) -> Result<wasm_smith::Config> {
-    let mut c = wasm_smith::Config::default();
-    // The WebAssembly 2.0 proposals fnvm implements.
-    c.reference_types_enabled = true;
-    c.bulk_memory_enabled = true;
-    c.multi_value_enabled = true;
-    c.sign_extension_ops_enabled = true;
-    c.saturating_float_to_int_enabled = true;
-    // Everything else off.
-    c.simd_enabled = false;
-    c.relaxed_simd_enabled = false;
-    c.threads_enabled = false;
-    c.shared_everything_threads_enabled = false;
-    c.tail_call_enabled = false;
-    c.max_memories = 1;
-    c.memory64_enabled = false;
-    c.exceptions_enabled = false;
-    c.gc_enabled = false;
-    c.extended_const_enabled = false;
-    c.custom_page_sizes_enabled = false;
-    c.wide_arithmetic_enabled = false;
-    c.compact_imports_enabled = false;
-    c.custom_descriptors_enabled = false;
-    // Sizes: small enough that an input runs in milliseconds.
-    c.max_memory32_bytes = 16 << 20;
-    c.max_table_elements = 10_000;
-    c.max_imports = 20;
-    c.max_funcs = 50;
-    c.max_instructions = 500;
-    // Let the input pick a few shape knobs.
-    c.export_everything = u.arbitrary()?;
-    c.allow_start_export = u.arbitrary()?;
-    c.canonicalize_nans = false;
-    c.disallow_traps = u.ratio(1, 8)?;
-    c.generate_custom_sections = u.ratio(1, 8)?;
+    // Fields are evaluated in order, so the input bytes are read in the order below.
+    let c = wasm_smith::Config {
+        // The WebAssembly 2.0 proposals fnvm implements.
+        reference_types_enabled: true,
+        bulk_memory_enabled: true,
+        multi_value_enabled: true,
+        sign_extension_ops_enabled: true,
+        saturating_float_to_int_enabled: true,
+        // Everything else off.
+        simd_enabled: false,
+        relaxed_simd_enabled: false,
+        threads_enabled: false,
+        shared_everything_threads_enabled: false,
+        tail_call_enabled: false,
+        max_memories: 1,
+        memory64_enabled: false,
+        exceptions_enabled: false,
+        gc_enabled: false,
+        extended_const_enabled: false,
+        custom_page_sizes_enabled: false,
+        wide_arithmetic_enabled: false,
+        compact_imports_enabled: false,
+        custom_descriptors_enabled: false,
+        // Sizes: small enough that an input runs in milliseconds.
+        max_memory32_bytes: 16 << 20,
+        max_table_elements: 10_000,
+        max_imports: 20,
+        max_funcs: 50,
+        max_instructions: 500,
+        // Let the input pick a few shape knobs.
+        export_everything: u.arbitrary()?,
+        allow_start_export: u.arbitrary()?,
+        canonicalize_nans: false,
+        disallow_traps: u.ratio(1, 8)?,
+        generate_custom_sections: u.ratio(1, 8)?,
+        ..wasm_smith::Config::default()
+    };
     Ok(c)
 }
 

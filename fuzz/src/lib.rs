@@ -1,18 +1,20 @@
 //! Helpers shared by fnvm's fuzz targets (see `fuzz/README.md`).
 //!
-//! - [`engine`]: one process-wide runtime engine whose epoch a background thread advances every
+//! - [`engine`]: one process-wide runtime engine whose epoch its ticker thread advances every
 //!   millisecond, so a guest call with a deadline of a few ticks ends even if it loops forever.
 //! - [`on_big_stack`]: runs a closure on a persistent worker thread with a 64 MiB stack. Since
 //!   5b204ba the runtime runs guest code on a guarded stack of its own, so this is only a margin
 //!   for host code (instantiation, traps, host functions) and for a regression to the old
 //!   behaviour, where guest code ran on the calling thread's stack; one worker is reused because
 //!   spawning a thread per input costs a large share of the execution rate.
-//! - [`dummy_imports`], [`default_val`], [`run_exports`]: instantiate a module with host-made
-//!   imports and call every exported function.
+//! - [`dummy_imports`], [`default_val`], [`zero_results`], [`run_exports`]: instantiate a module
+//!   with host-made imports and call every exported function.
 
 use arbitrary::Unstructured;
 use fnvm_abi::{ExternKind, ImportType, ValType};
-use fnvm_runtime::{Engine, EngineConfig, Extern, Module, Store, Val};
+use fnvm_runtime::{
+    Caller, Engine, EngineConfig, Extern, HostExit, HostFuncDef, Module, Store, Val,
+};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -47,28 +49,20 @@ pub fn count(outcome: &'static str, every: u64) {
 /// Epoch ticks a guest call (or a start function) may run: 2 to 3 ms with the 1 ms ticker.
 pub const DEADLINE_TICKS: u64 = 2;
 
-/// The process-wide engine, with its epoch ticker started.
+/// The process-wide engine, its epoch advanced every millisecond by its own ticker thread.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let engine = Engine::new(EngineConfig {
+        Engine::new(EngineConfig {
             // Keep memory.grow/table.grow (and the fills after them) cheap: an input that grows
             // a memory to 4 GiB and fills it would spend seconds in one builtin, which the epoch
             // does not interrupt, and blow libFuzzer's RSS limit.
             max_memory_pages: 1024,
             max_table_elements: 100_000,
+            epoch_tick: Some(Duration::from_millis(1)),
             ..EngineConfig::default()
         })
-        .expect("engine");
-        let ticker = engine.clone();
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(1));
-                ticker.increment_epoch();
-            })
-            .expect("spawn the epoch ticker");
-        engine
+        .expect("engine")
     })
 }
 
@@ -117,6 +111,13 @@ pub fn default_val(t: ValType) -> Val {
     }
 }
 
+/// The host function of every imported function: returns zeros, the default (or null) value of
+/// every type in the slot encoding.
+pub fn zero_results(_: &mut Caller<'_, ()>, values: &mut [u64]) -> Result<(), HostExit> {
+    values.fill(0);
+    Ok(())
+}
+
 /// A value of type `t` taken from `u` (zero once `u` is exhausted).
 pub fn arbitrary_val(u: &mut Unstructured<'_>, t: ValType) -> Val {
     match t {
@@ -139,8 +140,10 @@ pub fn dummy_imports(store: &mut Store, module: &Module) -> Option<Vec<Extern>> 
         out.push(match imp.ty {
             ImportType::Func(t) => {
                 let ty = info.types.get(t as usize)?.clone();
-                let results: Vec<Val> = ty.results.iter().map(|t| default_val(*t)).collect();
-                Extern::Func(store.new_host_func(ty, Box::new(move |_| Ok(results.clone()))))
+                Extern::Func(store.new_host_func(HostFuncDef {
+                    ty,
+                    func: zero_results,
+                }))
             }
             ImportType::Table(t) => Extern::Table(store.new_table(t).ok()?),
             ImportType::Memory(m) => Extern::Memory(store.new_memory(m).ok()?),

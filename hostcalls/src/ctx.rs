@@ -90,6 +90,7 @@ pub struct WasiCtxBuilder {
     output_limit: usize,
     trace: bool,
     trace_limit: usize,
+    trace_id: Option<u32>,
     max_fds: u32,
 }
 
@@ -129,6 +130,7 @@ impl WasiCtxBuilder {
             output_limit: DEFAULT_OUTPUT_LIMIT,
             trace: false,
             trace_limit: crate::trace::DEFAULT_LIMIT,
+            trace_id: None,
             max_fds: DEFAULT_MAX_FDS,
         }
     }
@@ -216,6 +218,12 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// The invocation id the tracer shows on every entry (default: a random one).
+    pub fn trace_id(mut self, id: u32) -> Self {
+        self.trace_id = Some(id);
+        self
+    }
+
     /// Caps the tracer's hostcall log at `bytes` (default 1 MiB).
     pub fn trace_limit(mut self, bytes: usize) -> Self {
         self.trace_limit = bytes;
@@ -291,9 +299,12 @@ impl WasiCtxBuilder {
             },
             stdout: OutputState::new(self.stdout, self.output_limit),
             stderr: OutputState::new(self.stderr, self.output_limit),
-            dmesg: self
-                .trace
-                .then(|| Box::new(Dmesg::with_limit(self.trace_limit))),
+            dmesg: self.trace.then(|| {
+                Box::new(match self.trace_id {
+                    Some(id) => Dmesg::with_id(id, self.trace_limit),
+                    None => Dmesg::with_limit(self.trace_limit),
+                })
+            }),
         })
     }
 }
@@ -377,8 +388,8 @@ impl OutputState {
     }
 }
 
-/// Everything a WASI guest's hostcalls act on. Given to the runtime as the instance's host
-/// state; the hostcalls find it with `downcast_mut::<WasiCtx>()`.
+/// Everything a WASI guest's hostcalls act on: the host state of the instances they serve
+/// (the hostcalls are `HostFn<WasiCtx>`s).
 pub struct WasiCtx {
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,

@@ -2,7 +2,8 @@
 //!
 //! Clock subscriptions (relative or absolute, realtime or monotonic) become one monotonic
 //! deadline; the call really sleeps until it (`clock_nanosleep` on an absolute monotonic time,
-//! so signals cannot shorten or lengthen it). Files, in-memory stdin and captured output are
+//! so signals cannot shorten or lengthen it), but never past the invocation's own deadline: a
+//! wait that reaches it ends the invocation with the deadline trap, and frees its slot. Files, in-memory stdin and captured output are
 //! always ready, as in wasmtime; only inherited host stdin is polled with `poll(2)`. The
 //! subscriptions are read from guest memory twice (to plan, then to report) rather than copied,
 //! so a guest cannot make the host allocate in proportion to `nsubscriptions`; events are
@@ -128,24 +129,59 @@ fn timespec(nanos: u64) -> Timespec {
     }
 }
 
-/// Polls the host's stdin for input until `deadline` (monotonic ns; `None` = forever, `Some(0)`
-/// = just check). Returns whether it is readable (or at end of file).
-fn poll_stdin(deadline: Option<u64>) -> Result<bool, Errno> {
-    let stdin = std::io::stdin();
+/// The invocation's deadline in monotonic nanoseconds (the clock of [`now`]), if it has one.
+pub(crate) fn limit_ns(cx: &Cx<'_>) -> Result<Option<u64>, Errno> {
+    deadline_ns(cx.wait_limit())
+}
+
+/// `limit` in monotonic nanoseconds (the clock of [`now`]).
+pub(crate) fn deadline_ns(limit: Option<std::time::Instant>) -> Result<Option<u64>, Errno> {
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    let left = limit.saturating_duration_since(std::time::Instant::now());
+    let left = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+    Ok(Some(now(clockid::MONOTONIC)?.saturating_add(left)))
+}
+
+/// How waiting for a descriptor ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// It is ready (or hung up, or in error: the next operation will say).
+    Ready,
+    /// The time limit came first.
+    TimedOut,
+}
+
+/// Waits until `fd` is ready for reading (or writing) or the monotonic clock reaches `limit`
+/// (`None`: no limit, `Some(0)`: just check).
+pub(crate) fn wait_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    write: bool,
+    limit: Option<u64>,
+) -> Result<Wait, Errno> {
+    let events = if write { PollFlags::OUT } else { PollFlags::IN };
     loop {
-        let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
-        let timeout = match deadline {
+        let mut fds = [PollFd::new(&fd, events)];
+        let timeout = match limit {
             None => None,
             Some(d) => Some(timespec(d.saturating_sub(now(clockid::MONOTONIC)?))),
         };
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(!fds[0].revents().is_empty()),
+            Ok(0) => return Ok(Wait::TimedOut),
+            Ok(_) => return Ok(Wait::Ready),
             // A stray signal: wait out the rest of the time.
             Err(e) if e == rustix::io::Errno::INTR => continue,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Polls the host's stdin for input until `deadline` (monotonic ns; `None` = forever, `Some(0)`
+/// = just check). Returns whether it is readable (or at end of file).
+pub(crate) fn poll_stdin(deadline: Option<u64>) -> Result<bool, Errno> {
+    use std::os::fd::AsFd;
+    Ok(wait_fd(std::io::stdin().as_fd(), false, deadline)? == Wait::Ready)
 }
 
 /// Sleeps until the monotonic clock reaches `deadline`.
@@ -196,14 +232,28 @@ pub(crate) fn poll_oneoff(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
         }
     }
 
-    // Wait.
+    // Wait, until the earliest clock or the invocation's deadline, whichever comes first.
+    let limit = limit_ns(cx)?;
+    let cut_short = match (limit, earliest) {
+        (Some(l), Some(e)) => l < e,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let wake = if cut_short { limit } else { earliest };
     let stdin_ready = if ready_now {
         host_stdin && poll_stdin(Some(0))?
     } else if host_stdin {
-        poll_stdin(earliest)?
+        let ready = poll_stdin(wake)?;
+        if !ready && cut_short {
+            return Err(cx.expire());
+        }
+        ready
     } else {
-        if let Some(d) = earliest {
+        if let Some(d) = wake {
             sleep_until(d)?;
+        }
+        if cut_short {
+            return Err(cx.expire());
         }
         false
     };

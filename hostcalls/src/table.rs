@@ -3,12 +3,13 @@
 //! The linker resolves each import once per module with [`resolve`] (a binary search over
 //! [`HOSTCALLS`], sorted by module then name); nothing here runs per call.
 
+use crate::ctx::WasiCtx;
 use crate::host::hc_host_halt;
 use crate::poll::poll_oneoff;
 use crate::wasi::env::{self, hc_proc_exit};
 use crate::wasi::{fd, path, sock};
 use fnvm_abi::{FuncType, ValType};
-use fnvm_runtime::{HostFn, HostFuncDef};
+use fnvm_host_interface::{HostFn, HostFuncDef};
 
 /// The WASI preview1 module name.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -29,7 +30,7 @@ pub struct Hostcall {
     /// Result types.
     pub results: &'static [ValType],
     /// The implementation.
-    pub func: HostFn,
+    pub func: HostFn<WasiCtx>,
 }
 
 impl Hostcall {
@@ -42,7 +43,7 @@ impl Hostcall {
     }
 
     /// What the linker binds an import to.
-    pub fn def(&self) -> HostFuncDef {
+    pub fn def(&self) -> HostFuncDef<WasiCtx> {
         HostFuncDef {
             ty: self.func_type(),
             func: self.func,
@@ -133,7 +134,7 @@ pub fn lookup(module: &str, name: &str) -> Option<&'static Hostcall> {
 }
 
 /// What the linker binds the import `module`.`name` to, if fnvm provides it.
-pub fn resolve(module: &str, name: &str) -> Option<HostFuncDef> {
+pub fn resolve(module: &str, name: &str) -> Option<HostFuncDef<WasiCtx>> {
     lookup(module, name).map(Hostcall::def)
 }
 

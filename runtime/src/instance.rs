@@ -1,19 +1,19 @@
-//! Instances as compiled code sees them: the vmctx storage, the runtime's per-instance data the
-//! vmctx points back to, and the builtins compiled code calls (memory and table operations that
-//! need the runtime). Shared by the general [`Store`](crate::Store) and the instance pool.
+//! Instances as compiled code sees them: the vmctx storage and the runtime's per-instance data
+//! the vmctx points back to. Shared by the general [`Store`](crate::Store) and the pool.
 
 use crate::memory::MemoryData;
 use crate::table::TableData;
-use crate::traphandlers::{self, CodeRegistry};
 use crate::vm::{VmDefinition, VmFuncRef, VmLimits};
-use crate::{Engine, FrameInfo, Module, Trap};
+use crate::{Engine, Module, Trap};
 use fnvm_abi::module::*;
 use fnvm_abi::vmoffsets::{func_import, funcref};
 use fnvm_abi::{TrapCode, VmOffsets};
-use std::any::Any;
+use fnvm_host_interface::Deadline;
 
 /// A vmctx: 16-byte aligned, zeroed storage, either owned (stores) or inside an instance slot
-/// of the pool (which owns the memory and keeps it mapped for the slot's lifetime).
+/// of the pool (which owns the memory and keeps it mapped for the slot's lifetime). Reads and
+/// writes are bounds-checked: a wrong offset is a bug that stops the process, never a write
+/// outside the vmctx.
 pub(crate) struct VmCtx {
     ptr: *mut u8,
     len: usize,
@@ -47,18 +47,28 @@ impl VmCtx {
         self.ptr
     }
 
-    /// Writes a pointer-sized value at `off`.
-    pub(crate) fn set(&self, off: u32, v: u64) {
-        debug_assert!(off as usize + 8 <= self.len);
-        // SAFETY: `off` comes from VmOffsets for this vmctx's shape, so it is in bounds and
-        // 8-aligned.
-        unsafe { (self.ptr.add(off as usize) as *mut u64).write(v) }
+    fn check(&self, off: u32) -> usize {
+        let off = off as usize;
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.len,
+            "vmctx offset {off} outside a {}-byte vmctx",
+            self.len
+        );
+        off
     }
 
+    /// Writes a pointer-sized value at `off`.
+    pub(crate) fn set(&self, off: u32, v: u64) {
+        let off = self.check(off);
+        // SAFETY: in bounds and 8-aligned (checked); the storage is ours (see `in_slot`).
+        unsafe { (self.ptr.add(off) as *mut u64).write(v) }
+    }
+
+    /// Reads a pointer-sized value at `off`.
     pub(crate) fn get(&self, off: u32) -> u64 {
-        debug_assert!(off as usize + 8 <= self.len);
+        let off = self.check(off);
         // SAFETY: as in `set`.
-        unsafe { (self.ptr.add(off as usize) as *const u64).read() }
+        unsafe { (self.ptr.add(off) as *const u64).read() }
     }
 
     /// The header fields every vmctx of `module` has: the limits it checks, the engine's epoch
@@ -66,7 +76,7 @@ impl VmCtx {
     pub(crate) fn set_header(&self, limits: *const VmLimits, engine: &Engine, module: &Module) {
         self.set(VmOffsets::LIMITS, limits as u64);
         self.set(VmOffsets::EPOCH_PTR, engine.epoch_ptr() as u64);
-        self.set(VmOffsets::BUILTINS, BUILTINS.0.as_ptr() as u64);
+        self.set(VmOffsets::BUILTINS, crate::builtins::table() as u64);
         self.set(VmOffsets::TYPE_IDS, module.inner.type_ids.as_ptr() as u64);
     }
 
@@ -119,207 +129,82 @@ impl VmCtx {
         self.set(at + funcref::TYPE_ID, fr.type_id);
         self.set(at + funcref::VMCTX, fr.vmctx as u64);
     }
+
+    /// The funcref record of function `index` (imported or defined).
+    pub(crate) fn funcref(&self, offsets: &VmOffsets, index: u32) -> VmFuncRef {
+        let at = offsets.funcref(index);
+        VmFuncRef {
+            wasm_call: self.get(at + funcref::WASM_CALL) as *const u8,
+            array_call: self.get(at + funcref::ARRAY_CALL) as *const u8,
+            type_id: self.get(at + funcref::TYPE_ID),
+            vmctx: self.get(at + funcref::VMCTX) as *mut u8,
+        }
+    }
 }
 
+/// The runtime's side of an instance; the vmctx's `INSTANCE` field points to it.
 pub(crate) struct InstanceData {
     pub(crate) module: Module,
     pub(crate) vmctx: VmCtx,
+    /// The linear memory (its store index, for exports) and where it lives.
     pub(crate) memory: Option<(u32, *mut MemoryData)>,
+    /// The tables (store index, where each lives).
     pub(crate) tables: Vec<(u32, *mut TableData)>,
     /// Passive element segments still alive (None once dropped).
     pub(crate) elems: Vec<Option<Vec<u64>>>,
     /// Whether each data segment was dropped.
     pub(crate) data_dropped: Vec<bool>,
-    /// The host state host functions receive ([`crate::Caller::data`]); set by the pool.
-    pub(crate) host_data: Option<*mut (dyn Any + Send)>,
+    /// The host state of the running invocation, a `T` of the instance's host functions; set
+    /// by whoever enters the guest, for the duration of the call (null otherwise).
+    pub(crate) host_data: *mut (),
 }
 
-// ---- builtins ----------------------------------------------------------------------------------
+impl InstanceData {
+    /// The instance's deadline as host functions see it.
+    pub(crate) fn deadline(&self) -> Deadline<'_> {
+        let engine = &self.module.inner.engine;
+        let Some(tick) = engine.epoch_tick() else {
+            // Nothing advances the epoch on its own: no wall-clock deadline to wait for.
+            return Deadline::NEVER;
+        };
+        let limits = self.vmctx.get(VmOffsets::LIMITS) as *const VmLimits;
+        if limits.is_null() {
+            // The header is not set up yet: no guest code has run.
+            return Deadline::NEVER;
+        }
+        // SAFETY: a vmctx's LIMITS field is only ever written by `set_header`, with the live
+        // limits of its store or slot, which outlive the instance.
+        let at = unsafe { (*limits).epoch_deadline };
+        Deadline::epoch(engine.epoch_counter(), at, tick)
+    }
+}
 
+/// The instance data of the vmctx `vmctx`.
+///
 /// # Safety
-/// `vmctx` must be the vmctx of a live instance.
+/// `vmctx` must be the vmctx of a live instance, and no other reference to its data may be in
+/// use while the returned one is.
 pub(crate) unsafe fn instance_of<'a>(vmctx: *mut u8) -> &'a mut InstanceData {
     // SAFETY: the INSTANCE slot of every vmctx holds its InstanceData, which outlives guest code.
     unsafe { &mut *(*(vmctx.add(VmOffsets::INSTANCE as usize) as *const *mut InstanceData)) }
 }
 
-extern "C" fn memory_grow(vmctx: *mut u8, delta: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let Some((_, mem)) = inst.memory else {
-        return u32::MAX;
-    };
-    // SAFETY: the memory is owned by the store and outlives the instance.
-    let mem = unsafe { &mut *mem };
-    mem.grow(delta as u64).map_or(u32::MAX, |old| old as u32)
-}
-
-/// The instance's memory, for builtins of modules that validated with one.
-pub(crate) fn memory_of(inst: &mut InstanceData) -> Option<&mut MemoryData> {
-    // SAFETY: the memory is owned by the store and outlives the instance.
+/// The instance's memory, for builtins and host calls of modules that validated with one.
+///
+/// # Safety
+/// The memory must be alive (its owner, a store or a slot, outlives the instance) and no other
+/// reference to it may be in use while the returned one is: guest code is suspended in the
+/// builtin or host call asking for it.
+pub(crate) unsafe fn memory_of<'a>(inst: &InstanceData) -> Option<&'a mut MemoryData> {
+    // SAFETY: per the contract.
     inst.memory.map(|(_, m)| unsafe { &mut *m })
 }
 
-extern "C" fn memory_fill(vmctx: *mut u8, dst: u32, val: u32, len: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let Some(mem) = memory_of(inst) else { return 1 };
-    if !mem.check_range(dst as u64, len as u64) {
-        return 1;
-    }
-    mem.data_mut()[dst as usize..(dst as usize + len as usize)].fill(val as u8);
-    0
-}
-
-extern "C" fn memory_copy(vmctx: *mut u8, dst: u32, src: u32, len: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let Some(mem) = memory_of(inst) else { return 1 };
-    if !mem.check_range(dst as u64, len as u64) || !mem.check_range(src as u64, len as u64) {
-        return 1;
-    }
-    mem.data_mut()
-        .copy_within(src as usize..src as usize + len as usize, dst as usize);
-    0
-}
-
-extern "C" fn memory_init(vmctx: *mut u8, seg: u32, dst: u32, src: u32, len: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let module = inst.module.clone();
-    let data: &[u8] = match module.info().datas.get(seg as usize) {
-        Some(d) if !inst.data_dropped.get(seg as usize).copied().unwrap_or(true) => &d.data,
-        _ => &[],
-    };
-    let Some(mem) = memory_of(inst) else { return 1 };
-    init_from(mem.data_mut(), dst, data, src, len)
-}
-
-/// The bounds check and copy shared by `memory.init` and `table.init`: copies
-/// `src[src_off..src_off + len]` to `dst[dst_off..]`, or returns 1 (trap) if either range is
-/// out of bounds, writing nothing.
-pub(crate) fn init_from<T: Copy>(
-    dst: &mut [T],
-    dst_off: u32,
-    src: &[T],
-    src_off: u32,
-    len: u32,
-) -> u32 {
-    let in_bounds = |off: u32, total: usize| (off as u64 + len as u64) <= total as u64;
-    if !in_bounds(dst_off, dst.len()) || !in_bounds(src_off, src.len()) {
-        return 1;
-    }
-    let (d, s, n) = (dst_off as usize, src_off as usize, len as usize);
-    dst[d..d + n].copy_from_slice(&src[s..s + n]);
-    0
-}
-
-extern "C" fn data_drop(vmctx: *mut u8, seg: u32) {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    if let Some(d) = inst.data_dropped.get_mut(seg as usize) {
-        *d = true;
-    }
-}
-
-/// Table `t` of an instance. Tables are owned by the store and outlive the instance; callers
-/// turn the pointer into a reference for the duration of one builtin.
+/// Table `t` of an instance. Tables are owned by the store or slot and outlive the instance;
+/// callers turn the pointer into a reference for the duration of one builtin.
 pub(crate) fn table_of(inst: &InstanceData, t: u32) -> Option<*mut TableData> {
     inst.tables.get(t as usize).map(|(_, p)| *p)
 }
-
-extern "C" fn table_grow(vmctx: *mut u8, t: u32, delta: u32, init: u64) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let Some(table) = table_of(inst, t) else {
-        return u32::MAX;
-    };
-    // SAFETY: see `table_of`; no other reference to the table is live during the builtin.
-    let table = unsafe { &mut *table };
-    table
-        .grow(delta as u64, init)
-        .map_or(u32::MAX, |old| old as u32)
-}
-
-extern "C" fn table_fill(vmctx: *mut u8, t: u32, dst: u32, val: u64, len: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let Some(table) = table_of(inst, t) else {
-        return 1;
-    };
-    // SAFETY: see `table_of`; no other reference to the table is live during the builtin.
-    let table = unsafe { &mut *table };
-    if !table.check_range(dst as u64, len as u64) {
-        return 1;
-    }
-    table.elems_mut()[dst as usize..dst as usize + len as usize].fill(val);
-    0
-}
-
-extern "C" fn table_copy(vmctx: *mut u8, dt: u32, st: u32, dst: u32, src: u32, len: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let (Some(src_p), Some(dst_p)) = (table_of(inst, st), table_of(inst, dt)) else {
-        return 1;
-    };
-    // SAFETY: see `table_of`; the source is only read, and when the two tables are the same
-    // table only the mutable reference is used.
-    let (src_t, dst_t) = unsafe { (&*src_p, &mut *dst_p) };
-    let (s, d, n) = (src as usize, dst as usize, len as usize);
-    if !src_t.check_range(src as u64, len as u64) || !dst_t.check_range(dst as u64, len as u64) {
-        return 1;
-    }
-    if std::ptr::eq(src_p, dst_p) {
-        dst_t.elems_mut().copy_within(s..s + n, d);
-    } else {
-        let items: Vec<u64> = src_t.elems()[s..s + n].to_vec();
-        dst_t.elems_mut()[d..d + n].copy_from_slice(&items);
-    }
-    0
-}
-
-extern "C" fn table_init(vmctx: *mut u8, t: u32, seg: u32, dst: u32, src: u32, len: u32) -> u32 {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    let Some(table) = table_of(inst, t) else {
-        return 1;
-    };
-    let items: &[u64] = match inst.elems.get(seg as usize) {
-        Some(Some(items)) => items,
-        _ => &[],
-    };
-    // SAFETY: see `table_of`; the table is owned by the store, not by the instance whose
-    // segment we read, so the two borrows do not overlap.
-    let table = unsafe { &mut *table };
-    init_from(table.elems_mut(), dst, items, src, len)
-}
-
-extern "C" fn elem_drop(vmctx: *mut u8, seg: u32) {
-    // SAFETY: called by compiled code with its own vmctx.
-    let inst = unsafe { instance_of(vmctx) };
-    if let Some(e) = inst.elems.get_mut(seg as usize) {
-        *e = None;
-    }
-}
-
-/// Builtin function pointers, in `Builtin` order.
-pub(crate) struct BuiltinTable(pub(crate) [*const (); 11]);
-// SAFETY: the table holds only function addresses, immutable for the process lifetime.
-unsafe impl Sync for BuiltinTable {}
-
-pub(crate) static BUILTINS: BuiltinTable = BuiltinTable([
-    memory_grow as *const (),
-    memory_fill as *const (),
-    memory_copy as *const (),
-    memory_init as *const (),
-    data_drop as *const (),
-    table_grow as *const (),
-    table_fill as *const (),
-    table_copy as *const (),
-    table_init as *const (),
-    elem_drop as *const (),
-    traphandlers::fnvm_raise as *const (),
-]);
 
 pub(crate) fn trap(code: TrapCode) -> Trap {
     Trap {
@@ -338,10 +223,7 @@ pub(crate) fn const_eval(inst: &InstanceData, e: &ConstExpr) -> u64 {
         ConstExpr::F32(v) => v as u64,
         ConstExpr::F64(v) => v,
         ConstExpr::RefNull => 0,
-        ConstExpr::RefFunc(f) => {
-            // SAFETY: the funcref array is inside the vmctx.
-            (unsafe { inst.vmctx.ptr().add(offsets.funcref(f) as usize) }) as u64
-        }
+        ConstExpr::RefFunc(f) => inst.vmctx.ptr() as u64 + offsets.funcref(f) as u64,
         ConstExpr::GlobalGet(g) => {
             let ni = inst.module.info().num_imported_globals();
             if g < ni {
@@ -352,32 +234,5 @@ pub(crate) fn const_eval(inst: &InstanceData, e: &ConstExpr) -> u64 {
                 inst.vmctx.get(offsets.defined_global(g - ni))
             }
         }
-    }
-}
-
-pub(crate) fn symbolize(registry: &CodeRegistry, pcs: &[usize]) -> Vec<FrameInfo> {
-    pcs.iter()
-        .filter_map(|&pc| {
-            let code = registry.lookup(pc)?;
-            let off = (pc - code.base) as u32;
-            let m = &code.module;
-            let func_index = m.func_at(off)?;
-            Some(FrameInfo {
-                func_index,
-                func_name: m.func_name(func_index).map(str::to_owned),
-                module_name: m.name.clone(),
-                wasm_offset: m.wasm_offset_at(off),
-                pc,
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn builtin_table_covers_every_builtin() {
-        assert_eq!(super::BUILTINS.0.len(), fnvm_abi::Builtin::ALL.len());
-        assert_eq!(fnvm_abi::Builtin::Raise as usize, 10);
     }
 }

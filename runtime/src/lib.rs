@@ -1,46 +1,57 @@
-//! fnvm's runtime: loads artifacts, instantiates them in guarded memory and runs them.
+//! fnvm's runtime: loads artifacts, links them, and runs them in isolated instances.
 //!
 //! It never generates code (it does not link Cranelift): everything executable, including the
 //! trampolines between host and guest, comes from the artifact. The pieces:
-//! - [`Engine`]: process-wide state: the signature registry and the epoch counter for deadlines.
+//! - [`Engine`]: process-wide state: the signature registry, the epoch counter for deadlines
+//!   and the thread that advances it.
 //! - [`Module`]: an artifact mapped read+execute with its checked metadata.
-//! - [`InstancePre`] and [`InstancePool`]: how functions run. A module linked once against its
-//!   host functions, with its memory image and instance templates; a pool of pre-reserved
-//!   instance slots handing out fresh, isolated [`PooledInstance`]s in well under a
-//!   microsecond and resetting them off the request's path.
-//! - [`Caller`], [`HostFn`], [`HostExit`]: the interface host functions (the hostcalls crate)
-//!   implement: raw argument slots, the guest memory as a checked slice, the host state.
+//! - [`LinkedModule`]: backend-neutral linking: imports resolved against host functions and
+//!   type-checked, segments evaluated into an instance template.
+//! - [`ExecutionBackend`] and [`BackendInstance`]: the interface every way of running guests
+//!   implements: prepare a linked module once, instantiate it per invocation with its host
+//!   state, call exports, account memory, reset on drop. [`InstancePool`] is the in-process
+//!   backend (pre-reserved slots with guard pages, copy-on-write memory images, traps from
+//!   signal handlers).
+//! - The host-function interface ([`Caller`], [`HostFn`], [`HostExit`], [`Deadline`]) lives in
+//!   `fnvm-host-interface`, which the hostcalls depend on instead of this crate; it is
+//!   re-exported here.
 //! - [`Store`]: the general, linkable form: owns instances, memories, tables, globals and host
-//!   functions that may import each other (the spec test scripts need it); handles such as
-//!   [`Func`] index into it.
-//! - Traps are caught by signal handlers (`traphandlers`) and returned as [`Trap`] values.
+//!   functions that may import each other (the spec test scripts need it).
+//! - One path into the guest (`call`) and one host-call dispatch (`hostcall`), shared by the
+//!   pool and the store; traps are caught by signal handlers (`traphandlers`) and returned as
+//!   [`Trap`] values.
 
-mod host;
-mod image;
+mod backend;
+mod builtins;
+mod call;
+mod engine;
+mod error;
+mod hostcall;
 mod instance;
+mod link;
 mod memory;
 mod mmap;
 mod module;
 mod pagemap;
 mod pool;
-mod prepare;
 mod store;
 mod table;
 mod traphandlers;
 pub mod vm;
 
-pub use host::{Caller, Halt, HostExit, HostFn, HostFuncDef};
+pub use backend::{BackendInstance, BackendStats, ExecutionBackend, InstanceLimits};
+pub use engine::{Engine, EngineConfig, EngineError};
+pub use error::{InstantiationError, LinkError, LoadError, ResourceError, RuntimeError};
+/// The ABI types this crate's interface speaks in (signatures, imports).
+pub use fnvm_abi::{FuncType, Import, ValType};
+pub use fnvm_host_interface::{Caller, Deadline, HostExit, HostFn, HostFuncDef};
+pub use link::LinkedModule;
 pub use module::{MappedFile, Module};
-pub use pool::{InstanceLimits, InstancePool, PoolConfig, PoolError, PoolStats, PooledInstance};
-pub use prepare::InstancePre;
+pub use pool::{InstancePool, PoolConfig, PoolError, PooledInstance, PooledModule};
 pub use store::{Extern, Func, Global, Instance, Memory, Store, Table};
 
-use fnvm_abi::{FuncType, TrapCode};
-use std::collections::HashMap;
+use fnvm_abi::TrapCode;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use thiserror::Error;
 
 /// A WebAssembly value as the host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,11 +114,6 @@ impl Val {
     }
 }
 
-/// An error returned by a host function; the guest traps with it.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("{0}")]
-pub struct HostError(pub String);
-
 /// A guest frame in a backtrace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameInfo {
@@ -119,7 +125,11 @@ pub struct FrameInfo {
     pub module_name: Option<String>,
     /// Offset of the instruction in the wasm module's bytes, if known.
     pub wasm_offset: Option<u32>,
-    /// Native pc.
+    /// Offset of the instruction in the module's compiled code (in the artifact, not in host
+    /// memory).
+    pub code_offset: u32,
+    /// Native pc: a host address, for host-side diagnostics only. Never show it to a
+    /// function's owner (use the offsets).
     pub pc: usize,
 }
 
@@ -132,6 +142,14 @@ pub struct Trap {
     pub host_message: Option<String>,
     /// Guest frames, innermost first.
     pub backtrace: Vec<FrameInfo>,
+}
+
+impl Trap {
+    /// Whether the invocation ran out of time (compiled code reached its deadline, or a host
+    /// function waited past it): what a server answers with a gateway timeout.
+    pub fn is_deadline(&self) -> bool {
+        self.code == TrapCode::Interrupt
+    }
 }
 
 impl fmt::Display for Trap {
@@ -159,142 +177,27 @@ impl fmt::Display for Trap {
 
 impl std::error::Error for Trap {}
 
-/// Why an artifact could not be loaded.
-#[derive(Debug, Error)]
-pub enum LoadError {
-    /// The artifact is malformed, corrupted, or made for another compiler or CPU.
-    #[error(transparent)]
-    Artifact(#[from] fnvm_abi::ArtifactError),
-    /// Mapping its code failed.
-    #[error("mapping code: {0}")]
-    Map(std::io::Error),
-    /// A runtime limit is exceeded.
-    #[error("runtime limit: {0}")]
-    Limit(String),
-}
-
-/// Why instantiation failed.
-#[derive(Debug, Error)]
-pub enum InstantiationError {
-    /// An import is missing or has the wrong type.
-    #[error("link error: {0}")]
-    Link(String),
-    /// A segment initialiser or the start function trapped.
-    #[error("trap during instantiation: {0}")]
-    Trap(Trap),
-    /// Memory or address space ran out, or a limit was hit.
-    #[error("resource error: {0}")]
-    Resource(String),
-    /// Every slot of the instance pool stayed in use for the whole wait.
-    #[error("instance pool exhausted: all {slots} slots in use after waiting {waited:?}")]
-    PoolExhausted {
-        /// Slots in the pool.
-        slots: u32,
-        /// How long the caller waited.
-        waited: std::time::Duration,
+/// Why an invocation stopped before its export returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// A host function ended it with an exit status ([`HostExit::Exit`]).
+    Exit {
+        /// The status.
+        code: i32,
+        /// The guest frames that led to the exit, innermost first.
+        backtrace: Vec<FrameInfo>,
     },
+    /// Guest code or a host function trapped.
+    Trap(Trap),
 }
 
-/// Errors of store operations other than calls.
-#[derive(Debug, Error)]
-pub enum RuntimeError {
-    /// Memory or address space ran out.
-    #[error("resource error: {0}")]
-    Resource(String),
-    /// A value or handle of the wrong kind.
-    #[error("type error: {0}")]
-    Type(String),
-}
-
-/// Engine settings.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// Bytes of host stack guest code may use in one call from the host.
-    pub max_wasm_stack: usize,
-    /// Host cap on pages of any one linear memory (memory.grow fails beyond it).
-    pub max_memory_pages: u32,
-    /// Host cap on elements of any one table.
-    pub max_table_elements: u32,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            max_wasm_stack: 1 << 20,
-            max_memory_pages: 65536,
-            max_table_elements: 10_000_000,
+impl fmt::Display for Halt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Halt::Exit { code, .. } => write!(f, "exit with status {code}"),
+            Halt::Trap(t) => t.fmt(f),
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct TypeRegistry {
-    ids: HashMap<FuncType, u32>,
-    types: Vec<FuncType>,
-}
-
-#[derive(Debug)]
-struct EngineInner {
-    config: EngineConfig,
-    epoch: AtomicU64,
-    types: Mutex<TypeRegistry>,
-}
-
-/// Process-wide runtime state. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Engine {
-    inner: Arc<EngineInner>,
-}
-
-impl Engine {
-    /// Creates an engine.
-    pub fn new(config: EngineConfig) -> Result<Engine, RuntimeError> {
-        if config.max_wasm_stack < 16 * 1024 {
-            return Err(RuntimeError::Resource("max_wasm_stack below 16 KiB".into()));
-        }
-        Ok(Engine {
-            inner: Arc::new(EngineInner {
-                config,
-                epoch: AtomicU64::new(0),
-                types: Mutex::new(TypeRegistry::default()),
-            }),
-        })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &EngineConfig {
-        &self.inner.config
-    }
-
-    /// Advances the epoch; invocations whose deadline is reached trap with `Interrupt` at their
-    /// next function entry or loop header.
-    pub fn increment_epoch(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The current epoch.
-    pub fn epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn epoch_ptr(&self) -> *const u64 {
-        self.inner.epoch.as_ptr()
-    }
-
-    /// The engine-wide id of a signature (structurally equal signatures share one).
-    pub(crate) fn register_type(&self, ty: &FuncType) -> u32 {
-        let mut reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = reg.ids.get(ty) {
-            return *id;
-        }
-        let id = reg.types.len() as u32;
-        reg.types.push(ty.clone());
-        reg.ids.insert(ty.clone(), id);
-        id
-    }
-
-    pub(crate) fn type_of(&self, id: u32) -> Option<FuncType> {
-        let reg = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
-        reg.types.get(id as usize).cloned()
-    }
-}
+impl std::error::Error for Halt {}

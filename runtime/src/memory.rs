@@ -14,6 +14,7 @@
 
 use crate::mmap::{page_size, Mmap};
 use crate::vm::VmDefinition;
+use crate::ResourceError;
 use fnvm_abi::{MemoryType, MEMORY_GUARD_SIZE, MEMORY_RESERVATION, WASM_PAGE_SIZE};
 
 /// One linear memory.
@@ -29,25 +30,28 @@ pub(crate) struct MemoryData {
 
 impl MemoryData {
     /// Reserves a memory of type `ty`, with at most `host_cap` pages.
-    pub(crate) fn new(ty: MemoryType, host_cap: u32) -> Result<Box<MemoryData>, String> {
+    pub(crate) fn new(ty: MemoryType, host_cap: u32) -> Result<Box<MemoryData>, ResourceError> {
         let declared = ty.limits.max.map_or(fnvm_abi::WASM_MAX_PAGES, u64::from);
         let max_pages = declared.min(host_cap as u64);
         if ty.limits.min as u64 > max_pages {
-            return Err(format!(
-                "memory needs {} pages, the limit is {max_pages}",
-                ty.limits.min
-            ));
+            return Err(ResourceError::MemoryTooLarge {
+                needed: ty.limits.min.into(),
+                limit: max_pages,
+            });
         }
         let guard_below = page_size();
         let total = guard_below as u64 + MEMORY_RESERVATION + MEMORY_GUARD_SIZE;
-        let map = Mmap::reserve(total as usize).map_err(|e| format!("reserving memory: {e}"))?;
+        let map = Mmap::reserve(total as usize).map_err(ResourceError::Memory)?;
         let initial = ty.limits.min as u64 * WASM_PAGE_SIZE;
-        map.protect(
-            guard_below,
-            initial as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-        .map_err(|e| format!("committing memory: {e}"))?;
+        // SAFETY: granting access to a fresh reservation nothing references yet.
+        unsafe {
+            map.protect(
+                guard_below,
+                initial as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        }
+        .map_err(ResourceError::Memory)?;
         // SAFETY: the guard page is inside the mapping.
         let base = unsafe { map.as_ptr().add(guard_below) };
         Ok(Box::new(MemoryData {
@@ -77,27 +81,36 @@ impl MemoryData {
     }
 
     /// Prepares a slot's memory for a new module: drops the previous module's pages, maps its
-    /// image copy-on-write (if any) and makes the initial pages accessible.
+    /// image copy-on-write (if any) and makes the initial pages accessible. `image` holds the
+    /// first `image.len()` bytes of the initial memory and fits in it.
     pub(crate) fn setup_in_slot(
         &mut self,
         ty: MemoryType,
-        image: Option<&crate::image::MemoryImage>,
+        image: Option<&crate::pool::MemoryImage>,
     ) -> std::io::Result<()> {
         let guard = page_size();
-        self.map
-            .remap_anonymous(guard, MEMORY_RESERVATION as usize)?;
+        // SAFETY: `&mut self` covers the memory's bytes: no reference into the reservation
+        // outlives this call's borrow, and no guest runs in the slot during set-up.
+        unsafe {
+            self.map
+                .remap_anonymous(guard, MEMORY_RESERVATION as usize)?
+        };
         self.def.length = 0;
         let initial = ty.limits.min as usize * WASM_PAGE_SIZE as usize;
         let mut mapped = 0;
         if let Some(image) = image {
-            self.map.map_file_private(guard, image.len(), image.fd())?;
+            // SAFETY: as above.
+            unsafe { self.map.map_file_private(guard, image.len(), image.fd())? };
             mapped = image.len();
         }
-        self.map.protect(
-            guard + mapped,
-            initial - mapped,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )?;
+        // SAFETY: granting access.
+        unsafe {
+            self.map.protect(
+                guard + mapped,
+                initial.saturating_sub(mapped),
+                libc::PROT_READ | libc::PROT_WRITE,
+            )?
+        };
         self.ty = ty;
         self.def.length = initial as u64;
         Ok(())
@@ -127,7 +140,7 @@ impl MemoryData {
     /// pages read as the image again, others as zero).
     pub(crate) fn reset_in_slot(
         &mut self,
-        image: Option<&crate::image::MemoryImage>,
+        image: Option<&crate::pool::MemoryImage>,
         keep_resident: usize,
         scratch: &mut crate::pagemap::Scratch,
     ) -> std::io::Result<usize> {
@@ -160,12 +173,16 @@ impl MemoryData {
             scratch.written = written_pages;
             written
         } else {
-            self.map.discard(guard, length)?;
+            // SAFETY: `&mut self` covers the memory's bytes; no instance runs in the slot.
+            unsafe { self.map.discard(guard, length)? };
             0
         };
         if length > initial {
-            self.map
-                .protect(guard + initial, length - initial, libc::PROT_NONE)?;
+            // SAFETY: as above; the grown pages become inaccessible again.
+            unsafe {
+                self.map
+                    .protect(guard + initial, length - initial, libc::PROT_NONE)?
+            };
         }
         self.def.length = initial as u64;
         Ok(kept)
@@ -174,7 +191,8 @@ impl MemoryData {
     /// Drops every page of the slot's memory reservation that is still resident, so that
     /// the resident pages counted after the next instance are exactly the ones it touched.
     pub(crate) fn discard_kept(&mut self, kept_extent: usize) -> std::io::Result<()> {
-        self.map.discard(page_size(), kept_extent)
+        // SAFETY: `&mut self` covers the memory's bytes; no instance runs in the slot.
+        unsafe { self.map.discard(page_size(), kept_extent) }
     }
 
     /// Number of 4 KiB pages of the accessible memory that are present in this process (touched
@@ -198,9 +216,12 @@ impl MemoryData {
         }
         let start = page_size() + self.def.length as usize;
         let len = (delta * WASM_PAGE_SIZE) as usize;
-        self.map
-            .protect(start, len, libc::PROT_READ | libc::PROT_WRITE)
-            .ok()?;
+        // SAFETY: granting access to pages past the current length.
+        unsafe {
+            self.map
+                .protect(start, len, libc::PROT_READ | libc::PROT_WRITE)
+                .ok()?
+        };
         self.def.length = new * WASM_PAGE_SIZE;
         Some(old)
     }

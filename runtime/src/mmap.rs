@@ -1,4 +1,10 @@
 //! Owned anonymous mappings: reserve address space, commit and protect ranges, unmap on drop.
+//!
+//! Changing what is mapped at an address (discarding pages, remapping, changing protections)
+//! invalidates whatever references point into it, so those operations are `unsafe fn`s whose
+//! callers promise that nothing borrows the range: the pool (whose slot owner is the only user
+//! of a slot's ranges), memories (whose `&mut self` covers their bytes) and guest stacks
+//! (mapped before anything runs on them).
 
 use std::io;
 use std::ptr::NonNull;
@@ -16,8 +22,9 @@ pub(crate) struct Mmap {
 // SAFETY: the mapping is plain memory owned by this value; sharing the pointer across threads is
 // no different from sharing a Box<[u8]>.
 unsafe impl Send for Mmap {}
-// SAFETY: see above; all mutation goes through &mut or raw pointers handed out under the
-// runtime's own synchronisation.
+// SAFETY: the only methods on `&self` that touch the mapped memory or change the mapping are
+// `unsafe fn`s whose callers guarantee exclusive use of the range they touch; everything else
+// only reads the pointer and length.
 unsafe impl Sync for Mmap {}
 
 pub(crate) fn page_size() -> usize {
@@ -68,13 +75,17 @@ impl Mmap {
 
     /// Gives `[start, start + len)` back to the kernel: private anonymous pages read as zero
     /// again, private file pages as the file's contents. Protections are unchanged.
-    pub(crate) fn discard(&self, start: usize, len: usize) -> io::Result<()> {
+    ///
+    /// # Safety
+    /// Nothing may hold a reference into the range or access it concurrently: its contents
+    /// change under it.
+    pub(crate) unsafe fn discard(&self, start: usize, len: usize) -> io::Result<()> {
         self.check_range(start, len, "discard range")?;
         if len == 0 {
             return Ok(());
         }
         // SAFETY: the range lies inside our own mapping (checked above); MADV_DONTNEED only
-        // drops page contents, which no one references while the owner resets it.
+        // drops page contents, which nothing references (the caller's contract).
         let rc = unsafe {
             libc::madvise(
                 self.ptr.as_ptr().add(start).cast(),
@@ -90,21 +101,31 @@ impl Mmap {
 
     /// Replaces `[start, start + len)` with fresh inaccessible, unpopulated anonymous memory,
     /// dropping whatever was mapped there (a memory image, pages of a previous instance).
-    pub(crate) fn remap_anonymous(&self, start: usize, len: usize) -> io::Result<()> {
-        self.remap(start, len, libc::PROT_NONE, None)
+    ///
+    /// # Safety
+    /// As for [`Mmap::discard`]: nothing may reference or use the range.
+    pub(crate) unsafe fn remap_anonymous(&self, start: usize, len: usize) -> io::Result<()> {
+        // SAFETY: the caller's contract.
+        unsafe { self.remap(start, len, libc::PROT_NONE, None) }
     }
 
     /// Maps the first `len` bytes of `fd` copy-on-write at `start`, read-write.
-    pub(crate) fn map_file_private(
+    ///
+    /// # Safety
+    /// As for [`Mmap::discard`]: nothing may reference or use the range.
+    pub(crate) unsafe fn map_file_private(
         &self,
         start: usize,
         len: usize,
         fd: std::os::fd::BorrowedFd<'_>,
     ) -> io::Result<()> {
-        self.remap(start, len, libc::PROT_READ | libc::PROT_WRITE, Some(fd))
+        // SAFETY: the caller's contract.
+        unsafe { self.remap(start, len, libc::PROT_READ | libc::PROT_WRITE, Some(fd)) }
     }
 
-    fn remap(
+    /// # Safety
+    /// As for [`Mmap::discard`].
+    unsafe fn remap(
         &self,
         start: usize,
         len: usize,
@@ -124,7 +145,7 @@ impl Mmap {
             ),
         };
         // SAFETY: MAP_FIXED replaces pages inside our own mapping only (range checked above);
-        // the caller owns that range and nothing references its old contents.
+        // nothing references its old contents (the caller's contract).
         let p = unsafe {
             libc::mmap(
                 self.ptr.as_ptr().add(start).cast(),
@@ -226,12 +247,17 @@ impl Mmap {
     }
 
     /// Changes the protection of `[start, start + len)` (offsets into the mapping, page aligned).
-    pub(crate) fn protect(&self, start: usize, len: usize, prot: i32) -> io::Result<()> {
+    ///
+    /// # Safety
+    /// When access is taken away, nothing may reference the range (a reference must stay
+    /// dereferenceable); granting access is always sound.
+    pub(crate) unsafe fn protect(&self, start: usize, len: usize, prot: i32) -> io::Result<()> {
         self.check_range(start, len, "protect range")?;
         if len == 0 {
             return Ok(());
         }
-        // SAFETY: the range lies inside our own mapping (checked above).
+        // SAFETY: the range lies inside our own mapping (checked above); no reference into it
+        // loses access (the caller's contract).
         let rc = unsafe { libc::mprotect(self.ptr.as_ptr().add(start).cast(), len, prot) };
         if rc != 0 {
             return Err(io::Error::last_os_error());

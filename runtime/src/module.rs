@@ -41,12 +41,15 @@ impl Module {
         let page = crate::mmap::page_size();
         let len = art.code.len().div_ceil(page).max(1) * page;
         let map = Mmap::reserve(len).map_err(LoadError::Map)?;
-        map.protect(0, len, libc::PROT_READ | libc::PROT_WRITE)
-            .map_err(LoadError::Map)?;
-        // SAFETY: the mapping is `len >= code.len()` bytes, writable, and ours alone.
-        unsafe { std::ptr::copy_nonoverlapping(art.code.as_ptr(), map.as_ptr(), art.code.len()) };
-        map.protect(0, len, libc::PROT_READ | libc::PROT_EXEC)
-            .map_err(LoadError::Map)?;
+        // SAFETY: a fresh mapping nothing references: it becomes writable to be filled, then
+        // read+execute (never both), with no reference into it held across the change.
+        unsafe {
+            map.protect(0, len, libc::PROT_READ | libc::PROT_WRITE)
+                .map_err(LoadError::Map)?;
+            std::ptr::copy_nonoverlapping(art.code.as_ptr(), map.as_ptr(), art.code.len());
+            map.protect(0, len, libc::PROT_READ | libc::PROT_EXEC)
+                .map_err(LoadError::Map)?;
+        }
         Self::with_code(engine, art.module, art.code.len(), map)
     }
 
@@ -87,8 +90,8 @@ impl Module {
         code_len: usize,
         map: Mmap,
     ) -> Result<Module, LoadError> {
-        let offsets = fnvm_abi::VmOffsets::new(module.vm_shape())
-            .ok_or_else(|| LoadError::Limit("vmctx too large".into()))?;
+        let offsets =
+            fnvm_abi::VmOffsets::new(module.vm_shape()).ok_or(LoadError::VmctxTooLarge)?;
         let type_ids = module
             .types
             .iter()

@@ -219,10 +219,10 @@ mod tests {
     fn tells_written_pages_from_read_and_untouched_ones() {
         let page = page_size();
         let m = Mmap::reserve(4 * page).unwrap();
-        m.protect(0, 4 * page, libc::PROT_READ | libc::PROT_WRITE)
-            .unwrap();
-        // SAFETY: the mapping is ours, read-write, 4 pages long.
+        // SAFETY: the mapping is ours, nothing references it; then read-write, 4 pages long.
         unsafe {
+            m.protect(0, 4 * page, libc::PROT_READ | libc::PROT_WRITE)
+                .unwrap();
             m.as_ptr().write(1); // page 0 written
             let _ = m.as_ptr().add(2 * page).read_volatile(); // page 2 only read
         }
@@ -241,16 +241,18 @@ mod tests {
     fn scan_and_read_agree() {
         let page = page_size();
         let n = 300;
-        let img =
-            crate::image::MemoryImage::new(64 * page, [(0, &[7u8; 100][..])].into_iter()).unwrap();
+        let img = crate::pool::MemoryImage::new(64 * page, |b| b[..100].fill(7)).unwrap();
         let m = Mmap::reserve(n * page).unwrap();
-        m.map_file_private(0, 64 * page, img.fd()).unwrap();
-        m.protect(
-            64 * page,
-            (n - 64) * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-        .unwrap();
+        // SAFETY: a fresh mapping nothing references.
+        unsafe {
+            m.map_file_private(0, 64 * page, img.fd()).unwrap();
+            m.protect(
+                64 * page,
+                (n - 64) * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+            .unwrap();
+        }
         for i in 0..n {
             // SAFETY: inside the mapping, read-write.
             unsafe {

@@ -1,14 +1,22 @@
-//! The store: owner of instances, memories, tables, globals and host functions; instantiation,
-//! calls from the host into the guest, and the builtins compiled code calls back into.
+//! The store: the general, linkable form of the runtime, which the specification scripts need.
+//! It owns instances, memories, tables, globals and host functions that may import each other;
+//! handles such as [`Func`] index into it. Calls go through the same guest-call path and host
+//! functions through the same dispatch as the pool's; host functions here take no host state
+//! (`T = ()`).
 
-use crate::instance::{const_eval, memory_of, symbolize, table_of, trap, InstanceData, VmCtx};
+use crate::call::{call_wasm, host_trap, GuestContext};
+use crate::hostcall::HostCallCtx;
+use crate::instance::{const_eval, memory_of, table_of, trap, InstanceData, VmCtx};
 use crate::memory::MemoryData;
 use crate::table::TableData;
-use crate::traphandlers::{self, catch_traps, CodeRegistry, GuestStack};
+use crate::traphandlers::{CodeRegistry, GuestStack};
 use crate::vm::{VmFuncRef, VmLimits};
-use crate::{Engine, HostError, InstantiationError, Module, RuntimeError, Trap, Val};
+use crate::{
+    Engine, Halt, InstantiationError, LinkError, Module, ResourceError, RuntimeError, Trap, Val,
+};
 use fnvm_abi::module::*;
 use fnvm_abi::{TrapCode, VmOffsets};
+use fnvm_host_interface::{Caller, Deadline, HostExit, HostFuncDef};
 
 /// A function (wasm or host) in a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,17 +47,12 @@ pub enum Extern {
     Global(Global),
 }
 
-type HostFn = dyn Fn(&[Val]) -> Result<Vec<Val>, HostError>;
-
-/// A host function as guest code sees it. `dispatch` must stay first: the host-call trampoline
-/// loads it from offset 0 of its "callee vmctx".
+/// A host function of the store. `ctx` must stay first: the import's "callee vmctx" (and the
+/// funcref's) point at it, and the host-call trampoline loads the dispatcher from offset 0.
 #[repr(C)]
-struct HostFuncCtx {
-    dispatch: extern "C" fn(*mut HostFuncCtx, *mut u8, *mut [u64; 2]) -> u32,
+struct StoreHostFunc {
+    ctx: HostCallCtx<()>,
     funcref: VmFuncRef,
-    ty: FuncType,
-    store: *mut StoreInner,
-    f: Box<HostFn>,
 }
 
 /// Everything is boxed so its address stays put: vmctxs, tables and host functions hold raw
@@ -68,7 +71,7 @@ struct StoreInner {
     memories: Vec<Box<MemoryData>>,
     tables: Vec<Box<TableData>>,
     host_globals: Vec<Box<[u64; 2]>>,
-    host_funcs: Vec<Box<HostFuncCtx>>,
+    host_funcs: Vec<Box<StoreHostFunc>>,
     funcs: Vec<*const VmFuncRef>,
     globals: Vec<(*mut u8, GlobalType)>,
 }
@@ -95,7 +98,7 @@ impl StoreInner {
                 .funcs
                 .get(f.0 as usize)
                 .map(|p| *p as u64)
-                .ok_or_else(|| RuntimeError::Type("function from another store".into())),
+                .ok_or(RuntimeError::ForeignHandle),
             // Every other value encodes without the store.
             other => Ok(other.to_raw().unwrap_or(0)),
         }
@@ -110,58 +113,6 @@ impl StoreInner {
         self.funcs.push(p);
         Func(self.funcs.len() as u32 - 1)
     }
-}
-
-// ---- host functions ---------------------------------------------------------------------------
-
-extern "C" fn host_dispatch(ctx: *mut HostFuncCtx, _caller: *mut u8, values: *mut [u64; 2]) -> u32 {
-    // SAFETY: `ctx` is the host function context the import record points to; it is owned by
-    // the store, which outlives every call into its instances.
-    let ctx = unsafe { &*ctx };
-    // SAFETY: the store outlives its host functions; guest code runs only inside Store::call,
-    // which does not hold a borrow of the inner store across the call.
-    let store = unsafe { &mut *ctx.store };
-    let n = ctx.ty.params.len().max(ctx.ty.results.len()).max(1);
-    // SAFETY: the trampoline passes a buffer of max(params, results, 1) slots.
-    let slots = unsafe { std::slice::from_raw_parts_mut(values, n) };
-    let args: Vec<Val> = ctx
-        .ty
-        .params
-        .iter()
-        .zip(slots.iter())
-        .map(|(t, s)| store.val_from_raw(*t, s[0]))
-        .collect();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ctx.f)(&args)));
-    let results = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            traphandlers::record_host_trap(e);
-            return 1;
-        }
-        Err(_) => {
-            traphandlers::record_host_trap(HostError("host function panicked".into()));
-            return 1;
-        }
-    };
-    if results.len() != ctx.ty.results.len()
-        || results
-            .iter()
-            .zip(&ctx.ty.results)
-            .any(|(v, t)| v.ty() != *t)
-    {
-        traphandlers::record_host_trap(HostError("host function returned wrong types".into()));
-        return 1;
-    }
-    for (slot, v) in slots.iter_mut().zip(&results) {
-        match store.val_to_raw(v) {
-            Ok(raw) => slot[0] = raw,
-            Err(e) => {
-                traphandlers::record_host_trap(HostError(e.to_string()));
-                return 1;
-            }
-        }
-    }
-    0
 }
 
 // ---- the store ---------------------------------------------------------------------------------
@@ -200,11 +151,10 @@ impl Store {
     }
 
     /// Creates a host function.
-    pub fn new_host_func(&mut self, ty: FuncType, f: Box<HostFn>) -> Func {
-        let type_id = self.inner.engine.register_type(&ty);
-        let store: *mut StoreInner = &mut *self.inner;
-        let mut ctx = Box::new(HostFuncCtx {
-            dispatch: host_dispatch,
+    pub fn new_host_func(&mut self, def: HostFuncDef<()>) -> Func {
+        let type_id = self.inner.engine.register_type(&def.ty);
+        let mut f = Box::new(StoreHostFunc {
+            ctx: HostCallCtx::new(&def),
             funcref: VmFuncRef {
                 // A host function has no wasm-convention entry of its own: it gets the importing
                 // module's host-call trampoline when imported.
@@ -213,25 +163,21 @@ impl Store {
                 type_id: type_id as u64,
                 vmctx: std::ptr::null_mut(),
             },
-            ty,
-            store,
-            f,
         });
-        let ctx_ptr: *mut HostFuncCtx = &mut *ctx;
-        ctx.funcref.vmctx = ctx_ptr.cast();
-        let fr: *const VmFuncRef = &ctx.funcref;
-        self.inner.host_funcs.push(ctx);
+        let ctx_ptr: *mut HostCallCtx<()> = &mut f.ctx;
+        f.funcref.vmctx = ctx_ptr.cast();
+        let fr: *const VmFuncRef = &f.funcref;
+        self.inner.host_funcs.push(f);
         self.inner.func_handle(fr)
     }
 
     /// Creates a global.
     pub fn new_global(&mut self, ty: GlobalType, val: Val) -> Result<Global, RuntimeError> {
         if val.ty() != ty.ty {
-            return Err(RuntimeError::Type(format!(
-                "{} value for a {} global",
-                val.ty(),
-                ty.ty
-            )));
+            return Err(RuntimeError::TypeMismatch {
+                expected: ty.ty,
+                found: val.ty(),
+            });
         }
         let raw = self.inner.val_to_raw(&val)?;
         let mut b = Box::new([raw, 0u64]);
@@ -244,7 +190,7 @@ impl Store {
     /// Creates a table filled with nulls.
     pub fn new_table(&mut self, ty: TableType) -> Result<Table, RuntimeError> {
         let cap = self.inner.engine.config().max_table_elements;
-        let t = TableData::new(ty, 0, cap).map_err(RuntimeError::Resource)?;
+        let t = TableData::new(ty, 0, cap)?;
         self.inner.tables.push(t);
         Ok(Table(self.inner.tables.len() as u32 - 1))
     }
@@ -252,7 +198,7 @@ impl Store {
     /// Creates a memory.
     pub fn new_memory(&mut self, ty: MemoryType) -> Result<Memory, RuntimeError> {
         let cap = self.inner.engine.config().max_memory_pages;
-        let m = MemoryData::new(ty, cap).map_err(RuntimeError::Resource)?;
+        let m = MemoryData::new(ty, cap)?;
         self.inner.memories.push(m);
         Ok(Memory(self.inner.memories.len() as u32 - 1))
     }
@@ -336,17 +282,16 @@ impl Store {
         module: &Module,
         imports: &[Extern],
     ) -> Result<Instance, InstantiationError> {
-        let link = |s: String| InstantiationError::Link(s);
-        if !std::sync::Arc::ptr_eq(&module.inner.engine.inner, &self.inner.engine.inner) {
-            return Err(link("module belongs to another engine".into()));
+        if !module.inner.engine.same(&self.inner.engine) {
+            return Err(LinkError::WrongEngine.into());
         }
         let info = module.info();
         if imports.len() != info.imports.len() {
-            return Err(link(format!(
-                "module needs {} imports, {} given",
-                info.imports.len(),
-                imports.len()
-            )));
+            return Err(LinkError::ImportCount {
+                expected: info.imports.len(),
+                given: imports.len(),
+            }
+            .into());
         }
         let offsets = module.inner.offsets;
         let vmctx = VmCtx::new(offsets.size());
@@ -364,23 +309,38 @@ impl Store {
             tables: Vec::new(),
             elems: Vec::new(),
             data_dropped: vec![false; info.datas.len()],
-            host_data: None,
+            // Store host functions take `()`: any well-aligned pointer is a valid `&mut ()`.
+            host_data: std::ptr::NonNull::<()>::dangling().as_ptr(),
         });
 
         // Imports.
         let (mut fi, mut gi) = (0u32, 0u32);
         for (imp, ext) in info.imports.iter().zip(imports) {
-            let what = format!("import {}::{}", imp.module, imp.name);
+            let foreign = || LinkError::ForeignItem {
+                module: imp.module.clone(),
+                name: imp.name.clone(),
+            };
+            let incompatible = |expected: String, found: String| LinkError::IncompatibleImport {
+                module: imp.module.clone(),
+                name: imp.name.clone(),
+                expected,
+                found,
+            };
             match (imp.ty, ext) {
                 (ImportType::Func(t), Extern::Func(f)) => {
-                    let p = *inner
-                        .funcs
-                        .get(f.0 as usize)
-                        .ok_or_else(|| link(format!("{what}: unknown function")))?;
+                    let p = *inner.funcs.get(f.0 as usize).ok_or_else(foreign)?;
                     // SAFETY: funcref records live as long as the store.
                     let mut fr = unsafe { *p };
                     if fr.type_id != module.inner.type_ids[t as usize] as u64 {
-                        return Err(link(format!("{what}: incompatible import type")));
+                        let found = inner
+                            .engine
+                            .type_of(fr.type_id as u32)
+                            .map_or_else(|| "?".into(), |t| t.to_string());
+                        return Err(incompatible(
+                            format!("a function {}", info.types[t as usize]),
+                            format!("a function {found}"),
+                        )
+                        .into());
                     }
                     if fr.array_call.is_null() {
                         // A host function: enter it through this module's trampoline.
@@ -392,55 +352,59 @@ impl Store {
                     fi += 1;
                 }
                 (ImportType::Table(want), Extern::Table(t)) => {
-                    let tab = inner
-                        .tables
-                        .get_mut(t.0 as usize)
-                        .ok_or_else(|| link(format!("{what}: unknown table")))?;
+                    let tab = inner.tables.get_mut(t.0 as usize).ok_or_else(foreign)?;
                     let have = Limits {
                         min: tab.len() as u32,
                         max: tab.ty.limits.max,
                     };
                     if tab.ty.elem != want.elem || !have.matches(&want.limits) {
-                        return Err(link(format!("{what}: incompatible import type")));
+                        return Err(incompatible(
+                            format!("a table {want:?}"),
+                            format!("a table {:?} of {} elements", tab.ty, tab.len()),
+                        )
+                        .into());
                     }
                     let p: *mut TableData = &mut **tab;
                     data.tables.push((t.0, p));
                 }
                 (ImportType::Memory(want), Extern::Memory(m)) => {
-                    let mem = inner
-                        .memories
-                        .get_mut(m.0 as usize)
-                        .ok_or_else(|| link(format!("{what}: unknown memory")))?;
+                    let mem = inner.memories.get_mut(m.0 as usize).ok_or_else(foreign)?;
                     let have = Limits {
                         min: mem.pages() as u32,
                         max: mem.ty.limits.max,
                     };
                     if !have.matches(&want.limits) {
-                        return Err(link(format!("{what}: incompatible import type")));
+                        return Err(incompatible(
+                            format!("a memory {want:?}"),
+                            format!("a memory {:?} of {} pages", mem.ty, mem.pages()),
+                        )
+                        .into());
                     }
                     let p: *mut MemoryData = &mut **mem;
                     data.memory = Some((m.0, p));
                 }
                 (ImportType::Global(want), Extern::Global(g)) => {
-                    let (p, ty) = *inner
-                        .globals
-                        .get(g.0 as usize)
-                        .ok_or_else(|| link(format!("{what}: unknown global")))?;
+                    let (p, ty) = *inner.globals.get(g.0 as usize).ok_or_else(foreign)?;
                     if ty != want {
-                        return Err(link(format!("{what}: incompatible import type")));
+                        return Err(incompatible(
+                            format!("a global {want:?}"),
+                            format!("a global {ty:?}"),
+                        )
+                        .into());
                     }
                     data.vmctx.set(offsets.imported_global_ptr(gi), p as u64);
                     gi += 1;
                 }
-                _ => return Err(link(format!("{what}: incompatible import type"))),
+                (want, got) => {
+                    return Err(incompatible(format!("{want:?}"), format!("{got:?}")).into())
+                }
             }
         }
 
         // Defined memory and tables.
         if data.memory.is_none() {
             if let Some(ty) = info.memories.first() {
-                let m = MemoryData::new(*ty, config.max_memory_pages)
-                    .map_err(InstantiationError::Resource)?;
+                let m = MemoryData::new(*ty, config.max_memory_pages)?;
                 inner.memories.push(m);
                 let idx = inner.memories.len() as u32 - 1;
                 let p: *mut MemoryData = &mut *inner.memories[idx as usize];
@@ -452,8 +416,7 @@ impl Store {
             unsafe { data.vmctx.set_memory(&(*p).def) };
         }
         for ty in &info.tables[data.tables.len()..] {
-            let t = TableData::new(*ty, 0, config.max_table_elements)
-                .map_err(InstantiationError::Resource)?;
+            let t = TableData::new(*ty, 0, config.max_table_elements)?;
             inner.tables.push(t);
             let idx = inner.tables.len() as u32 - 1;
             let p: *mut TableData = &mut *inner.tables[idx as usize];
@@ -507,7 +470,9 @@ impl Store {
         for (i, seg) in info.datas.iter().enumerate() {
             let Some(offset) = seg.offset else { continue };
             let off = const_eval(data, &offset) as u32 as u64;
-            let Some(mem) = memory_of(data) else {
+            // SAFETY: the memory is owned by the store; no guest code runs during
+            // instantiation here, and no other reference to the memory is live.
+            let Some(mem) = (unsafe { memory_of(data) }) else {
                 return Err(InstantiationError::Trap(trap(TrapCode::MemoryOutOfBounds)));
             };
             if !mem.check_range(off, seg.data.len() as u64) {
@@ -526,33 +491,23 @@ impl Store {
         Ok(handle)
     }
 
-    /// Calls `func` with `args`; returns its results or the trap that ended it.
+    /// Calls `func` with `args`; returns its results or the trap that ended it (an exit asked
+    /// by a host function is reported as a host trap).
     pub fn call(&mut self, func: Func, args: &[Val]) -> Result<Vec<Val>, Trap> {
-        let host_err = |m: String| Trap {
-            code: TrapCode::HostTrap,
-            host_message: Some(m),
-            backtrace: Vec::new(),
-        };
         let p = *self
             .inner
             .funcs
             .get(func.0 as usize)
-            .ok_or_else(|| host_err("function from another store".into()))?;
+            .ok_or_else(|| host_trap("function from another store"))?;
         // SAFETY: funcref records live as long as the store.
         let fr = unsafe { *p };
         let ty = self
             .inner
             .engine
             .type_of(fr.type_id as u32)
-            .ok_or_else(|| host_err("unknown signature".into()))?;
+            .ok_or_else(|| host_trap("unknown signature"))?;
         if args.len() != ty.params.len() || args.iter().zip(&ty.params).any(|(a, t)| a.ty() != *t) {
-            return Err(host_err(format!("arguments do not match {ty}")));
-        }
-        if fr.array_call.is_null() {
-            // A host function called from the host.
-            // SAFETY: the vmctx of a host funcref is its HostFuncCtx, owned by this store.
-            let ctx = unsafe { &*(fr.vmctx as *const HostFuncCtx) };
-            return (ctx.f)(args).map_err(|e| host_err(e.0));
+            return Err(host_trap(format!("arguments do not match {ty}")));
         }
         let n = ty.params.len().max(ty.results.len()).max(1);
         let mut values = vec![[0u64; 2]; n];
@@ -560,39 +515,47 @@ impl Store {
             slot[0] = self
                 .inner
                 .val_to_raw(a)
-                .map_err(|e| host_err(e.to_string()))?;
+                .map_err(|e| host_trap(e.to_string()))?;
         }
-        // The outermost call switches to the store's guest stack; calls made while the guest
-        // runs (none today: host functions get no store) would stay on it.
-        let outermost = !traphandlers::in_guest();
-        let saved_limit = self.inner.limits.stack_limit;
-        let mut stack_top = 0;
-        if outermost {
+        let result = if fr.array_call.is_null() {
+            // A host function called from the host: no caller memory.
+            // SAFETY: the vmctx of a host funcref is its StoreHostFunc's context, owned by
+            // this store.
+            let ctx = unsafe { &*(fr.vmctx as *const HostCallCtx<()>) };
+            let (mut no_memory, mut no_state) = ([0u8; 0], ());
+            let mut caller = Caller::new(&mut no_memory, &mut no_state, Deadline::NEVER);
+            ctx.invoke(&mut caller, &mut values[..ctx.nslots().min(n)])
+                .map_err(|e| match e {
+                    HostExit::Exit(code) => Halt::Exit {
+                        code,
+                        backtrace: Vec::new(),
+                    },
+                    HostExit::Trap(m) => Halt::Trap(host_trap(m)),
+                    HostExit::DeadlineExceeded => Halt::Trap(trap(TrapCode::Interrupt)),
+                })
+        } else {
             if self.inner.stack.is_none() {
                 let size = self.inner.engine.config().max_wasm_stack;
                 let stack = GuestStack::new(size)
-                    .map_err(|e| host_err(format!("mapping the guest stack: {e}")))?;
+                    .map_err(|e| host_trap(ResourceError::Stack(e).to_string()))?;
                 self.inner.stack = Some(stack);
             }
-            if let Some(stack) = &self.inner.stack {
-                stack_top = stack.top();
-                self.inner.limits.stack_limit = stack.wasm_limit() as u64;
-            }
-        }
-        type ArrayCall = unsafe extern "C" fn(*mut u8, *mut u8, *const u8, *mut [u64; 2]);
-        // SAFETY: array_call points at the array-call trampoline of this function's type in
-        // loaded, executable code.
-        let entry: ArrayCall = unsafe { std::mem::transmute(fr.array_call) };
-        let values_ptr = values.as_mut_ptr();
-        let registry: *const CodeRegistry = &self.inner.code;
-        // SAFETY: the registry is not modified while guest code runs: instantiation needs
-        // `&mut Store`, which host functions do not get.
-        let result = catch_traps(unsafe { &*registry }, stack_top, &mut || {
-            // SAFETY: the trampoline reads params and writes results in `values`, which has room
-            // for both; the callee's vmctx is live for the store's lifetime.
-            unsafe { entry(fr.vmctx, fr.vmctx, fr.wasm_call, values_ptr) }
-        });
-        self.inner.limits.stack_limit = saved_limit;
+            let inner = &mut *self.inner;
+            let Some(stack) = &inner.stack else {
+                return Err(host_trap("no guest stack"));
+            };
+            let cx = GuestContext {
+                code: &inner.code,
+                limits: &mut *inner.limits,
+                stack,
+                max_stack: usize::MAX,
+            };
+            // SAFETY: `fr` is a funcref of this store with a non-null array_call, so a defined
+            // function of one of its instances, whose code the store's registry holds and whose
+            // vmctx points at the store's limits; `values` holds type-checked arguments with
+            // room for the results; store instances' host state is `()`.
+            unsafe { call_wasm(&cx, &fr, &mut values) }
+        };
         match result {
             Ok(()) => Ok(ty
                 .results
@@ -600,10 +563,11 @@ impl Store {
                 .zip(&values)
                 .map(|(t, s)| self.inner.val_from_raw(*t, s[0]))
                 .collect()),
-            Err(act) => Err(Trap {
-                code: act.trap.unwrap_or(TrapCode::HostTrap),
-                host_message: act.host_error.map(|e| e.0),
-                backtrace: symbolize(&self.inner.code, &act.frames[..act.nframes]),
+            Err(Halt::Trap(t)) => Err(t),
+            Err(Halt::Exit { code, backtrace }) => Err(Trap {
+                code: TrapCode::HostTrap,
+                host_message: Some(format!("exit with status {code}")),
+                backtrace,
             }),
         }
     }

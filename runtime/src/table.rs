@@ -1,6 +1,7 @@
 //! Tables: growable arrays of references (funcref pointers or externref handles, 0 is null).
 
 use crate::vm::VmTableDefinition;
+use crate::ResourceError;
 use fnvm_abi::TableType;
 
 /// One table.
@@ -16,18 +17,22 @@ pub(crate) struct TableData {
 
 impl TableData {
     /// Creates a table of `ty` filled with `init`, with at most `host_cap` elements.
-    pub(crate) fn new(ty: TableType, init: u64, host_cap: u32) -> Result<Box<TableData>, String> {
+    pub(crate) fn new(
+        ty: TableType,
+        init: u64,
+        host_cap: u32,
+    ) -> Result<Box<TableData>, ResourceError> {
         let max = ty.limits.max.unwrap_or(u32::MAX).min(host_cap) as u64;
         if ty.limits.min as u64 > max {
-            return Err(format!(
-                "table needs {} elements, the limit is {max}",
-                ty.limits.min
-            ));
+            return Err(ResourceError::TableTooLarge {
+                needed: ty.limits.min.into(),
+                limit: max,
+            });
         }
         let mut elems = Vec::new();
         elems
             .try_reserve_exact(ty.limits.min as usize)
-            .map_err(|e| format!("allocating table: {e}"))?;
+            .map_err(|_| ResourceError::TableAlloc(ty.limits.min.into()))?;
         elems.resize(ty.limits.min as usize, init);
         let mut t = Box::new(TableData {
             def: VmTableDefinition {

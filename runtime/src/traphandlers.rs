@@ -90,7 +90,7 @@ pub(crate) struct Activation {
     /// Trap recorded by the signal handler or a host function.
     pub(crate) trap: Option<TrapCode>,
     /// Host error message recorded with `TrapCode::HostTrap`.
-    pub(crate) host_error: Option<crate::HostError>,
+    pub(crate) host_message: Option<String>,
     /// Exit status a host function asked for (WASI `proc_exit`); not a trap.
     pub(crate) exit: Option<i32>,
     /// Backtrace pcs, innermost first.
@@ -149,7 +149,7 @@ pub(crate) fn catch_traps(
     let mut act = Box::new(Activation {
         buf: JmpBuf::default(),
         trap: None,
-        host_error: None,
+        host_message: None,
         exit: None,
         frames: [0; MAX_FRAMES],
         nframes: 0,
@@ -188,29 +188,24 @@ pub(crate) fn in_guest() -> bool {
     CURRENT.with(|c| !c.get().is_null())
 }
 
-/// Records a host trap for the current activation; the caller then returns nonzero to the
-/// host-call trampoline, which raises it.
-pub(crate) fn record_host_trap(err: crate::HostError) {
+/// Records how a host function ended the invocation, for the current activation; the caller
+/// then returns nonzero to the host-call trampoline, which raises it.
+pub(crate) fn record_host_exit(exit: fnvm_host_interface::HostExit) {
+    use fnvm_host_interface::HostExit;
     CURRENT.with(|c| {
         let act = c.get();
-        if !act.is_null() {
-            // SAFETY: CURRENT points at the live activation of this thread.
-            unsafe {
-                (*act).trap = Some(TrapCode::HostTrap);
-                (*act).host_error = Some(err);
-            }
+        if act.is_null() {
+            return;
         }
-    });
-}
-
-/// Records that a host function ended the invocation with an exit status; the caller then
-/// returns nonzero to the host-call trampoline, which raises it.
-pub(crate) fn record_host_exit(code: i32) {
-    CURRENT.with(|c| {
-        let act = c.get();
-        if !act.is_null() {
-            // SAFETY: CURRENT points at the live activation of this thread.
-            unsafe { (*act).exit = Some(code) };
+        // SAFETY: CURRENT points at the live activation of this thread.
+        let act = unsafe { &mut *act };
+        match exit {
+            HostExit::Exit(code) => act.exit = Some(code),
+            HostExit::Trap(message) => {
+                act.trap = Some(TrapCode::HostTrap);
+                act.host_message = Some(message);
+            }
+            HostExit::DeadlineExceeded => act.trap = Some(TrapCode::Interrupt),
         }
     });
 }
@@ -280,7 +275,8 @@ impl GuestStack {
         let wasm_size = max_wasm_stack.div_ceil(page) * page;
         let len = page + HOST_HEADROOM + wasm_size;
         let map = crate::mmap::Mmap::reserve(len)?;
-        map.protect(page, len - page, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: granting access to a fresh reservation.
+        unsafe { map.protect(page, len - page, libc::PROT_READ | libc::PROT_WRITE)? };
         Ok(GuestStack { map, wasm_size })
     }
 
@@ -292,12 +288,26 @@ impl GuestStack {
 
     /// A stack in `map` (a view of [`GuestStack::size_for`] bytes), whose guard page is made
     /// inaccessible and the rest read-write.
-    pub(crate) fn in_view(map: crate::mmap::Mmap, max_wasm_stack: usize) -> std::io::Result<Self> {
+    ///
+    /// # Safety
+    /// Nothing may use the view yet (its guard page loses access).
+    pub(crate) unsafe fn in_view(
+        map: crate::mmap::Mmap,
+        max_wasm_stack: usize,
+    ) -> std::io::Result<Self> {
         let page = crate::mmap::page_size();
         let wasm_size = max_wasm_stack.div_ceil(page) * page;
-        map.protect(0, page, libc::PROT_NONE)?;
-        map.protect(page, map.len() - page, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: the caller's contract: nothing references the view.
+        unsafe {
+            map.protect(0, page, libc::PROT_NONE)?;
+            map.protect(page, map.len() - page, libc::PROT_READ | libc::PROT_WRITE)?;
+        }
         Ok(GuestStack { map, wasm_size })
+    }
+
+    /// The mapping's start and length (guard page included), for accounting.
+    pub(crate) fn range(&self) -> (usize, usize) {
+        (self.map.as_ptr() as usize, self.map.len())
     }
 
     /// The highest address (exclusive), 16-byte aligned: where the stack starts.
@@ -384,9 +394,8 @@ fn ensure_alt_stack() {
         let Ok(map) = crate::mmap::Mmap::reserve(ALT_STACK_SIZE + page) else {
             return;
         };
-        if map
-            .protect(page, ALT_STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE)
-            .is_err()
+        // SAFETY: granting access to a fresh reservation.
+        if unsafe { map.protect(page, ALT_STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE) }.is_err()
         {
             return;
         }

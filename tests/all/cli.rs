@@ -54,7 +54,7 @@ fn compile_wat_writes_an_artifact() {
     );
     let artifact = std::fs::read(&output).expect("reading the artifact");
     assert!(
-        artifact.starts_with(b"\0fnvmart"),
+        artifact.starts_with(&fnvm_abi::artifact::MAGIC),
         "artifact starts with {:?}",
         &artifact[..artifact.len().min(8)]
     );
@@ -216,6 +216,41 @@ fn run_enforces_timeout_and_memory_limits() {
         "{}",
         stderr(&out)
     );
+
+    // A guest blocked reading fnvm's own stdin (a pipe nobody writes to, left open) is ended
+    // by the deadline too, not left waiting for input.
+    let read = scratch("read-stdin.wat");
+    std::fs::write(
+        &read,
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_read"
+               (func $read (param i32 i32 i32 i32) (result i32)))
+             (memory 1)
+             (func (export "_start")
+               (i32.store (i32.const 0) (i32.const 64))
+               (i32.store (i32.const 4) (i32.const 16))
+               (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let mut child = Command::new(FNVM)
+        .args(["run", "--timeout-ms", "300"])
+        .arg(&read)
+        .env("FNVM_CACHE_DIR", &cache)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running fnvm");
+    let open_stdin = child.stdin.take();
+    let out = child.wait_with_output().expect("waiting for fnvm");
+    drop(open_stdin);
+    assert_eq!(out.status.code(), Some(134), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deadline exceeded"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
 
     // Exits with the page count memory.grow returned (or 255 for -1).
     let grow = scratch("grow.wat");

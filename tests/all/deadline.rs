@@ -21,39 +21,33 @@ const RUNAWAY: &str = r#"(module
 
 #[test]
 fn runaway_loop_times_out() {
-    on_big_stack(|| {
-        let engine = engine();
-        let (mut store, inst) = instantiate(&engine, RUNAWAY);
-        let ticker = EpochTicker::start(&engine);
-        for (name, args) in [("spin", vec![]), ("fib", vec![Val::I32(60)])] {
-            store.set_epoch_deadline(2);
-            let f = func(&mut store, inst, name);
-            let trap = store.call(f, &args).unwrap_err();
-            assert_eq!(trap.code, TrapCode::Interrupt, "{name}: {trap}");
-        }
-        // With a generous deadline, finite work completes.
-        store.set_epoch_deadline(1_000_000);
-        let f = func(&mut store, inst, "count");
-        assert_eq!(
-            store.call(f, &[Val::I32(100_000)]).unwrap(),
-            vec![Val::I32(100_000)]
-        );
-        drop(ticker);
-    });
+    let engine = engine_with_ticker();
+    let (mut store, inst) = instantiate(&engine, RUNAWAY);
+    for (name, args) in [("spin", vec![]), ("fib", vec![Val::I32(60)])] {
+        store.set_epoch_deadline(2);
+        let f = func(&mut store, inst, name);
+        let trap = store.call(f, &args).unwrap_err();
+        assert_eq!(trap.code, TrapCode::Interrupt, "{name}: {trap}");
+    }
+    // With a generous deadline, finite work completes.
+    store.set_epoch_deadline(1_000_000);
+    let f = func(&mut store, inst, "count");
+    assert_eq!(
+        store.call(f, &[Val::I32(100_000)]).unwrap(),
+        vec![Val::I32(100_000)]
+    );
 }
 
 #[test]
 fn without_a_deadline_nothing_interrupts() {
-    on_big_stack(|| {
-        let engine = engine();
-        let (mut store, inst) = instantiate(&engine, RUNAWAY);
-        for _ in 0..10 {
-            engine.increment_epoch();
-        }
-        let f = func(&mut store, inst, "count");
-        assert_eq!(
-            store.call(f, &[Val::I32(1000)]).unwrap(),
-            vec![Val::I32(1000)]
-        );
-    });
+    let engine = engine();
+    let (mut store, inst) = instantiate(&engine, RUNAWAY);
+    for _ in 0..10 {
+        engine.increment_epoch();
+    }
+    let f = func(&mut store, inst, "count");
+    assert_eq!(
+        store.call(f, &[Val::I32(1000)]).unwrap(),
+        vec![Val::I32(1000)]
+    );
 }

@@ -28,7 +28,17 @@ pub fn func(store: &mut Store, inst: Instance, name: &str) -> Func {
     }
 }
 
-/// Runs `f` on a thread with a large stack, as the CLI does: guest code uses the host stack.
+/// An engine whose own thread advances the epoch every 5 ms, so timeouts expire.
+pub fn engine_with_ticker() -> Engine {
+    Engine::new(EngineConfig {
+        epoch_tick: Some(std::time::Duration::from_millis(5)),
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+/// Runs `f` on a thread with a large stack, for the host side of tests that parse, validate or
+/// compile deeply nested modules (guest code runs on its own guarded stack).
 pub fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::Builder::new()
         .stack_size(64 << 20)
@@ -36,36 +46,4 @@ pub fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
         .unwrap()
         .join()
         .unwrap()
-}
-
-/// Advances the engine's epoch every 5 ms until dropped, so deadlines expire.
-pub struct EpochTicker {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    pub fn start(engine: &Engine) -> EpochTicker {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (stop2, engine) = (stop.clone(), engine.clone());
-        let thread = std::thread::spawn(move || {
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                engine.increment_epoch();
-            }
-        });
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
 }

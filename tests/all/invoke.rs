@@ -1,8 +1,9 @@
-//! Invocations through `fnvm_control::Runner`, the path both `fnvm run` and the worker take:
+//! Invocations through `fnvm_dataplane::Runner`, the path both `fnvm run` and the worker take:
 //! isolation between invocations that share one pool slot (memory, globals, file descriptors,
-//! preopens, environment), and the debug report built in-process.
+//! preopens, environment), the debug report built in-process, a deadline ending a guest blocked
+//! in a hostcall, and traces that never show a host address.
 
-use fnvm_control::{Invocation, Runner, RunnerConfig, Status, Trigger};
+use fnvm_dataplane::{Invocation, Runner, RunnerConfig, Status, Trigger};
 use fnvm_hostcalls::Stdin;
 use std::path::PathBuf;
 
@@ -101,10 +102,10 @@ fn invocations_sharing_a_slot_are_isolated() {
     }
     // The slot comes back once the reset thread has run.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while runner.pool().stats().in_use != 0 && std::time::Instant::now() < deadline {
+    while runner.backend().stats().in_use != 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    assert_eq!(runner.pool().stats().in_use, 0);
+    assert_eq!(runner.backend().stats().in_use, 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -165,10 +166,10 @@ fn the_debug_report_is_built_in_process() {
     // Second load of the same bytes comes from the cache (the artifact file, mapped).
     assert_eq!(
         runner.load(&wasm).unwrap().origin,
-        fnvm_control::CacheOutcome::Hit
+        fnvm_dataplane::CacheOutcome::Hit
     );
     // A damaged entry (truncated, or one flipped byte) is recompiled, never run.
-    let cache = fnvm_control::ArtifactCache::new(dir.join("cache"));
+    let cache = fnvm_dataplane::ArtifactCache::new(dir.join("cache"));
     let entry = cache.path_for(&wasm);
     let good = std::fs::read(&entry).unwrap();
     let mut flipped = good.clone();
@@ -177,10 +178,173 @@ fn the_debug_report_is_built_in_process() {
     for damaged in [good[..good.len() / 2].to_vec(), flipped, Vec::new()] {
         std::fs::write(&entry, &damaged).unwrap();
         let f = runner.load(&wasm).unwrap();
-        assert_eq!(f.origin, fnvm_control::CacheOutcome::Compiled);
+        assert_eq!(f.origin, fnvm_dataplane::CacheOutcome::Compiled);
         assert_eq!(std::fs::read(&entry).unwrap(), good);
         let out = runner.invoke(&f, Invocation::default()).unwrap();
         assert_eq!(out.stdout, b"Hello World\n");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A guest blocked in a hostcall (`poll_oneoff` on a 60 s clock) is ended by the invocation's
+/// deadline with the deadline trap, not when the clock fires, and its slot (the only one) serves
+/// the next invocation.
+#[test]
+fn a_deadline_ends_a_guest_blocked_in_poll_oneoff_and_frees_its_slot() {
+    let dir = temp_dir("blocked");
+    let runner = runner(&dir.join("cache"));
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff"
+            (func $poll (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            ;; One relative monotonic clock subscription of 60 s at 0; events at 64.
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const 60000000000))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))
+          (func (export "quick")))"#,
+    )
+    .unwrap();
+    let f = runner.load(&wasm).unwrap();
+    let timeout = std::time::Duration::from_millis(200);
+    let limits = fnvm_runtime::InstanceLimits {
+        timeout: Some(timeout),
+        ..fnvm_runtime::InstanceLimits::default()
+    };
+    for debug in [false, true] {
+        let t = std::time::Instant::now();
+        let out = runner
+            .invoke(
+                &f,
+                Invocation {
+                    limits: limits.clone(),
+                    debug,
+                    ..Invocation::default()
+                },
+            )
+            .unwrap();
+        let took = t.elapsed();
+        match &out.status {
+            Status::Trapped(trap) => assert!(trap.is_deadline(), "{trap}"),
+            other => panic!("expected the deadline trap, got {other:?}"),
+        }
+        assert!(
+            took >= timeout - std::time::Duration::from_millis(20),
+            "{took:?}"
+        );
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        if debug {
+            let d = out.report.unwrap().dmesg;
+            assert!(d.contains(")\n\tDEADLINE EXCEEDED\n"), "{d}");
+            assert!(d.contains("WASI_POLL_ONEOFF(vmctx="), "{d}");
+            assert!(
+                d.contains("\nHalt reason: trap: deadline exceeded\n"),
+                "{d}"
+            );
+        }
+        // The pool's only slot is free again for the next invocation.
+        let next = runner
+            .invoke(
+                &f,
+                Invocation {
+                    entry: "quick".into(),
+                    limits: limits.clone(),
+                    ..Invocation::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(next.status, Status::Exited(0));
+    }
+    assert_eq!(runner.backend().stats().capacity, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The address ranges this process has mapped, from `/proc/self/maps`.
+fn mappings() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// No number in a debug report's trace is an address of this process (the slot's vmctx, stack
+/// and memory, the code, the heap, anything mapped): the trace goes to the function's owner.
+#[test]
+fn no_dmesg_line_shows_a_host_address() {
+    let dir = temp_dir("addresses");
+    let runner = runner(&dir.join("cache"));
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "clock_time_get"
+            (func $clock (param i32 i64 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "args_sizes_get"
+            (func $args (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 8) "Hello World\n")
+          (func $work
+            (i32.store (i32.const 0) (i32.const 8))
+            (i32.store (i32.const 4) (i32.const 12))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))
+            (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 40)))
+            (drop (call $args (i32.const 48) (i32.const 52)))
+            (drop (call $close (i32.const 99))))
+          (func (export "_start") (call $work) (call $exit (i32.const 3)))
+          (func (export "trap") (call $work) (unreachable))
+          (func (export "ret") (call $work)))"#,
+    )
+    .unwrap();
+    let f = runner.load(&wasm).unwrap();
+    for entry in ["_start", "trap", "ret"] {
+        let out = runner
+            .invoke(
+                &f,
+                Invocation {
+                    entry: entry.into(),
+                    debug: true,
+                    ..Invocation::default()
+                },
+            )
+            .unwrap();
+        let d = out.report.unwrap().dmesg;
+        assert!(d.contains("WASI_FD_WRITE(vmctx="), "{d}");
+        assert!(d.contains("HOST_HALT(vmctx=") || entry == "trap", "{d}");
+        // Every run of hex digits, read as hex and as decimal.
+        let maps = mappings();
+        let tokens = d
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .filter(|t| !t.is_empty());
+        let mut numbers = 0;
+        for t in tokens {
+            for radix in [16, 10] {
+                let Ok(n) = u64::from_str_radix(t, radix) else {
+                    continue;
+                };
+                numbers += 1;
+                if let Some((a, b)) = maps.iter().find(|(a, b)| (*a..*b).contains(&n)) {
+                    panic!("{entry}: dmesg shows {t}, inside the mapping {a:x}-{b:x}:\n{d}");
+                }
+            }
+        }
+        assert!(numbers > 10, "{d}");
+        // The id is the same on every line of one invocation.
+        let ids: std::collections::HashSet<&str> = d
+            .lines()
+            .filter_map(|l| l.split("(vmctx=").nth(1)?.split([',', ')']).next())
+            .collect();
+        assert_eq!(ids.len(), 1, "{d}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,7 +2,8 @@
 //! (`cli`), scripts running concurrently (`concurrency`), the script runner's own behaviour
 //! (`runner`) and the WebAssembly specification scripts (`spec`); the engine itself: traps
 //! and backtraces (`traps`), deadlines (`deadline`) and bad input of every kind (`bad_input`);
-//! the instance pool (`pool`); invocations through the control crate (`invoke`); and WASI
+//! the instance pool (`pool`); invocations through the data plane (`invoke`: isolation, the
+//! debug report, deadlines in blocking hostcalls, no host address in traces); and WASI
 //! programs in Rust, C, AssemblyScript and Go compiled from source and run with `fnvm run`
 //! (`wasi`).
 //! Tests run in parallel on purpose: guest traps on one thread must not disturb another.

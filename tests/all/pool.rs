@@ -5,8 +5,8 @@
 use crate::engine::*;
 use fnvm_abi::{FuncType, TrapCode, ValType};
 use fnvm_runtime::{
-    Caller, Engine, Halt, HostExit, HostFuncDef, InstanceLimits, InstancePool, InstancePre,
-    InstantiationError, PoolConfig, Val,
+    Caller, Engine, Halt, HostExit, HostFuncDef, InstanceLimits, InstancePool, InstantiationError,
+    LinkError, LinkedModule, PoolConfig, PooledInstance, PooledModule, Val,
 };
 use std::time::Duration;
 
@@ -31,38 +31,34 @@ struct Counter {
     seen: Vec<u8>,
 }
 
-fn add(caller: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
-    if let Some(c) = caller.data().downcast_mut::<Counter>() {
-        c.calls += 1;
-    }
+fn add(caller: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExit> {
+    caller.data().calls += 1;
     v[0] = (v[0] as u32).wrapping_add(v[1] as u32) as u64;
     Ok(())
 }
 
 /// Copies guest memory `[ptr, ptr + len)` into the host state, through the checked slice.
-fn record(caller: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+fn record(caller: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExit> {
     let (ptr, len) = (v[0] as usize, v[1] as usize);
     let (mem, data) = caller.parts();
     let bytes = mem
         .get(ptr..ptr.saturating_add(len))
         .ok_or_else(|| HostExit::Trap("out of bounds".into()))?
         .to_vec();
-    if let Some(c) = data.downcast_mut::<Counter>() {
-        c.seen = bytes;
-    }
+    data.seen = bytes;
     Ok(())
 }
 
-fn exit(_: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+fn exit(_: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExit> {
     Err(HostExit::Exit(v[0] as i32))
 }
 
-fn fail(_: &mut Caller<'_>, _: &mut [u64]) -> Result<(), HostExit> {
+fn fail(_: &mut Caller<'_, Counter>, _: &mut [u64]) -> Result<(), HostExit> {
     Err(HostExit::Trap("host says no".into()))
 }
 
 /// Fails unless both i32 arguments arrive zero-extended, whatever the slots held before.
-fn narrow(_: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
+fn narrow(_: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExit> {
     if v[0] >> 32 != 0 || v[2] >> 32 != 0 {
         return Err(HostExit::Trap(format!(
             "not zero-extended: {:#x} {:#x}",
@@ -72,9 +68,9 @@ fn narrow(_: &mut Caller<'_>, v: &mut [u64]) -> Result<(), HostExit> {
     Ok(())
 }
 
-fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef> {
+fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef<Counter>> {
     let i32s = |n: usize| vec![ValType::I32; n];
-    let (ty, func): (FuncType, fnvm_runtime::HostFn) = match imp.name.as_str() {
+    let (ty, func): (FuncType, fnvm_runtime::HostFn<Counter>) = match imp.name.as_str() {
         "add" => (
             FuncType {
                 params: i32s(2),
@@ -115,14 +111,16 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef> {
     Some(HostFuncDef { ty, func })
 }
 
-/// A fresh instance of `pre` with default limits and no host state.
-fn instance(pool: &InstancePool, pre: &InstancePre) -> fnvm_runtime::PooledInstance {
-    pool.instantiate(pre, &InstanceLimits::default(), Box::new(()))
+/// A fresh instance of `pre` with default limits and a fresh host state.
+fn instance(pool: &InstancePool, pre: &PooledModule<Counter>) -> PooledInstance<Counter> {
+    pool.instantiate(pre, &InstanceLimits::default(), Counter::default())
         .unwrap()
 }
 
-fn prepare(engine: &Engine, wat: &str) -> InstancePre {
-    InstancePre::new(&module(engine, wat), &mut |i| resolve(i)).unwrap()
+/// `wat` compiled, linked against the test host functions and prepared for `pool`.
+fn prepare(pool: &InstancePool, wat: &str) -> PooledModule<Counter> {
+    let linked = LinkedModule::new(&module(pool.engine(), wat), resolve).unwrap();
+    pool.prepare(&linked).unwrap()
 }
 
 /// A guest that changes every kind of instance state it has, and reports what it found first.
@@ -174,15 +172,11 @@ fn a_reused_slot_shows_nothing_of_the_previous_instance() {
     let engine = engine();
     for background in [false, true] {
         let pool = pool(&engine, 1, background);
-        let pre = prepare(&engine, STATEFUL);
+        let pre = prepare(&pool, STATEFUL);
         let mut first_slot = None;
         for round in 0..5 {
             let mut inst = pool
-                .instantiate(
-                    &pre,
-                    &InstanceLimits::default(),
-                    Box::new(Counter::default()),
-                )
+                .instantiate(&pre, &InstanceLimits::default(), Counter::default())
                 .unwrap();
             assert_eq!(
                 inst.call("check", &[]).unwrap(),
@@ -194,8 +188,7 @@ fn a_reused_slot_shows_nothing_of_the_previous_instance() {
                 inst.call("add3", &[Val::I32(4)]).unwrap(),
                 vec![Val::I32(7)]
             );
-            let c = inst.data().unwrap().downcast_mut::<Counter>().unwrap();
-            assert_eq!(c.calls, 1, "round {round}: host state leaked");
+            assert_eq!(inst.data().calls, 1, "round {round}: host state leaked");
             inst.call("scribble", &[]).unwrap();
             assert_eq!(inst.memory_pages(), 5, "1 + check's 1 + scribble's 3");
             assert_ne!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
@@ -211,9 +204,9 @@ fn a_reused_slot_shows_nothing_of_the_previous_instance() {
 fn a_slot_switching_modules_starts_clean() {
     let engine = engine();
     let pool = pool(&engine, 1, false);
-    let a = prepare(&engine, STATEFUL);
+    let a = prepare(&pool, STATEFUL);
     let b = prepare(
-        &engine,
+        &pool,
         r#"(module (memory 2) (data (i32.const 0) "B")
              (func (export "peek") (param i32) (result i32) (i32.load8_u (local.get 0)))
              (func (export "poke") (i32.store8 (i32.const 70000) (i32.const 9))))"#,
@@ -240,7 +233,7 @@ fn host_functions_see_the_callers_memory_and_state() {
     let engine = engine();
     let pool = pool(&engine, 2, true);
     let pre = prepare(
-        &engine,
+        &pool,
         r#"(module
              (import "env" "record" (func $record (param i32 i32)))
              (memory 1) (data (i32.const 100) "hello host")
@@ -248,17 +241,10 @@ fn host_functions_see_the_callers_memory_and_state() {
              (func (export "bad") (call $record (i32.const 65530) (i32.const 100))))"#,
     );
     let mut inst = pool
-        .instantiate(
-            &pre,
-            &InstanceLimits::default(),
-            Box::new(Counter::default()),
-        )
+        .instantiate(&pre, &InstanceLimits::default(), Counter::default())
         .unwrap();
     inst.call("go", &[]).unwrap();
-    let data = inst.take_data().unwrap();
-    assert_eq!(data.downcast_ref::<Counter>().unwrap().seen, b"hello host");
-    // Without host state the call still works (it just has nowhere to record).
-    inst.call("go", &[]).unwrap();
+    assert_eq!(inst.data().seen, b"hello host");
     let Err(Halt::Trap(t)) = inst.call("bad", &[]) else {
         panic!("out-of-bounds range must trap in the host function")
     };
@@ -275,7 +261,7 @@ fn exits_and_host_traps_end_the_invocation() {
     let engine = engine();
     let pool = pool(&engine, 1, false);
     let pre = prepare(
-        &engine,
+        &pool,
         r#"(module
              (import "env" "exit" (func $exit (param i32)))
              (import "env" "fail" (func $fail))
@@ -304,7 +290,7 @@ fn narrow_arguments_reach_host_functions_zero_extended() {
     let engine = engine();
     let pool = pool(&engine, 1, false);
     let pre = prepare(
-        &engine,
+        &pool,
         r#"(module
              (import "env" "narrow" (func $narrow (param i32 i64 i32)))
              ;; Spills 48 live 64-bit values across a call: its frame, which the host-call
@@ -332,21 +318,65 @@ fn linking_checks_imports() {
         &engine,
         r#"(module (import "env" "add" (func (param i64))))"#,
     );
-    let err = InstancePre::new(&wrong_type, &mut |i| resolve(i)).unwrap_err();
+    let err = LinkedModule::new(&wrong_type, resolve).unwrap_err();
+    assert!(
+        matches!(&err, InstantiationError::Link(LinkError::IncompatibleImport { module, name, .. })
+            if module == "env" && name == "add"),
+        "{err}"
+    );
     assert!(err.to_string().contains("env::add"), "{err}");
     let unknown = module(&engine, r#"(module (import "env" "nope" (func)))"#);
-    let err = InstancePre::new(&unknown, &mut |i| resolve(i)).unwrap_err();
-    assert!(err.to_string().contains("unknown import"), "{err}");
+    let err = LinkedModule::new(&unknown, resolve).unwrap_err();
+    assert!(
+        matches!(&err, InstantiationError::Link(LinkError::UnknownImport { name, .. }) if name == "nope"),
+        "{err}"
+    );
     let memory = module(&engine, r#"(module (import "env" "m" (memory 1)))"#);
-    let err = InstancePre::new(&memory, &mut |i| resolve(i)).unwrap_err();
-    assert!(err.to_string().contains("only host functions"), "{err}");
+    let err = LinkedModule::new(&memory, resolve).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            InstantiationError::Link(LinkError::UnsupportedImportKind {
+                kind: fnvm_abi::ExternKind::Memory,
+                ..
+            })
+        ),
+        "{err}"
+    );
     let oob = module(
         &engine,
         r#"(module (memory 1) (data (i32.const 65535) "ab"))"#,
     );
     assert!(matches!(
-        InstancePre::new(&oob, &mut |i| resolve(i)),
+        LinkedModule::new(&oob, resolve),
         Err(InstantiationError::Trap(t)) if t.code == TrapCode::MemoryOutOfBounds
+    ));
+    // A module that can never fit the pool is refused when prepared, not per request.
+    let pool = InstancePool::new(
+        &engine,
+        PoolConfig {
+            slots: 1,
+            max_memory_pages: 2,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let big = LinkedModule::new(&module(&engine, "(module (memory 3))"), resolve).unwrap();
+    assert!(matches!(
+        pool.prepare(&big),
+        Err(InstantiationError::Resource(
+            fnvm_runtime::ResourceError::MemoryTooLarge {
+                needed: 3,
+                limit: 2
+            }
+        ))
+    ));
+    // And a module loaded by another engine is refused.
+    let other = engine_with_ticker();
+    let foreign = LinkedModule::new(&module(&other, "(module)"), resolve).unwrap();
+    assert!(matches!(
+        pool.prepare(&foreign),
+        Err(InstantiationError::WrongEngine)
     ));
 }
 
@@ -355,7 +385,7 @@ fn per_instance_limits_hold() {
     let engine = engine();
     let pool = pool(&engine, 2, true);
     let pre = prepare(
-        &engine,
+        &pool,
         r#"(module (memory 1)
              (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
              (func $r (export "recurse") (param i32) (result i32)
@@ -367,7 +397,7 @@ fn per_instance_limits_hold() {
         max_memory_bytes: Some(4 * 65536),
         ..InstanceLimits::default()
     };
-    let mut inst = pool.instantiate(&pre, &limits, Box::new(())).unwrap();
+    let mut inst = pool.instantiate(&pre, &limits, Counter::default()).unwrap();
     assert_eq!(
         inst.call("grow", &[Val::I32(3)]).unwrap(),
         vec![Val::I32(1)]
@@ -391,23 +421,34 @@ fn per_instance_limits_hold() {
         ..InstanceLimits::default()
     };
     for _ in 0..3 {
-        let mut inst = pool.instantiate(&pre, &small, Box::new(())).unwrap();
+        let mut inst = pool.instantiate(&pre, &small, Counter::default()).unwrap();
         match inst.call("recurse", &[Val::I32(0)]) {
             Err(Halt::Trap(t)) => assert_eq!(t.code, TrapCode::StackOverflow),
             other => panic!("expected stack overflow, got {other:?}"),
         }
     }
 
-    // Deadline: a runaway loop is interrupted.
-    let ticker = EpochTicker::start(&engine);
+    // A timeout needs an engine that counts time.
     let deadline = InstanceLimits {
-        deadline_ticks: Some(2),
+        timeout: Some(Duration::from_millis(20)),
         ..InstanceLimits::default()
     };
-    let mut inst = pool.instantiate(&pre, &deadline, Box::new(())).unwrap();
+    assert!(matches!(
+        pool.instantiate(&pre, &deadline, Counter::default()),
+        Err(InstantiationError::NoEpochTicker)
+    ));
+    // Deadline: a runaway loop is interrupted.
+    let engine = engine_with_ticker();
+    let pool = self::pool(&engine, 1, true);
+    let pre = prepare(
+        &pool,
+        r#"(module (func (export "spin") (loop $l (br $l))))"#,
+    );
+    let mut inst = pool
+        .instantiate(&pre, &deadline, Counter::default())
+        .unwrap();
     let r = inst.call("spin", &[]);
-    drop(ticker);
-    assert!(matches!(r, Err(Halt::Trap(t)) if t.code == TrapCode::Interrupt));
+    assert!(matches!(r, Err(Halt::Trap(t)) if t.is_deadline()));
 }
 
 #[test]
@@ -422,12 +463,12 @@ fn an_exhausted_pool_waits_then_fails_clearly() {
         },
     )
     .unwrap();
-    let pre = prepare(&engine, "(module (memory 1))");
+    let pre = prepare(&pool, "(module (memory 1))");
     let a = instance(&pool, &pre);
     let b = instance(&pool, &pre);
     assert_ne!(a.slot_index(), b.slot_index());
     let err = pool
-        .instantiate(&pre, &InstanceLimits::default(), Box::new(()))
+        .instantiate(&pre, &InstanceLimits::default(), Counter::default())
         .unwrap_err();
     assert!(
         matches!(err, InstantiationError::PoolExhausted { slots: 2, .. }),
@@ -441,7 +482,7 @@ fn an_exhausted_pool_waits_then_fails_clearly() {
         let long = InstancePool::clone(&pool2);
         let _ = long.stats();
         pool2
-            .instantiate(&pre2, &InstanceLimits::default(), Box::new(()))
+            .instantiate(&pre2, &InstanceLimits::default(), Counter::default())
             .map(|i| i.slot_index())
     });
     std::thread::sleep(Duration::from_millis(10));
@@ -465,7 +506,7 @@ fn resident_pages_count_what_the_guest_touched() {
     )
     .unwrap();
     let pre = prepare(
-        &engine,
+        &pool,
         r#"(module (memory 64)
              (func (export "touch") (param i32) (local i32)
                (loop $l
@@ -490,7 +531,7 @@ fn resident_pages_count_what_the_guest_touched() {
         exact_page_accounting: true,
         ..InstanceLimits::default()
     };
-    let mut inst = pool.instantiate(&pre, &exact, Box::new(())).unwrap();
+    let mut inst = pool.instantiate(&pre, &exact, Counter::default()).unwrap();
     assert_eq!(inst.resident_memory_pages().unwrap(), 0);
     inst.call("touch", &[Val::I32(3)]).unwrap();
     assert_eq!(inst.resident_memory_pages().unwrap(), 3);
@@ -506,7 +547,7 @@ fn resident_pages_count_what_the_guest_touched() {
     // A small memory keeps the pages it wrote resident (restored to their initial contents),
     // so the next instance takes no page fault for them.
     let small = prepare(
-        &engine,
+        &pool,
         r#"(module (memory 2) (data (i32.const 8192) "image")
              (func (export "touch") (param i32) (local i32)
                (loop $l
@@ -536,18 +577,14 @@ fn resident_pages_count_what_the_guest_touched() {
 fn instances_run_on_many_threads_at_once() {
     let engine = engine();
     let pool = pool(&engine, 4, true);
-    let pre = prepare(&engine, STATEFUL);
+    let pre = prepare(&pool, STATEFUL);
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let (pool, pre) = (pool.clone(), pre.clone());
             std::thread::spawn(move || {
                 for _ in 0..300 {
                     let mut inst = pool
-                        .instantiate(
-                            &pre,
-                            &InstanceLimits::default(),
-                            Box::new(Counter::default()),
-                        )
+                        .instantiate(&pre, &InstanceLimits::default(), Counter::default())
                         .unwrap();
                     assert_eq!(inst.call("check", &[]).unwrap(), vec![Val::I32(0)]);
                     inst.call("scribble", &[]).unwrap();
@@ -572,7 +609,7 @@ fn instances_run_on_many_threads_at_once() {
 fn instances_outlive_their_pool_handle() {
     let engine = engine();
     let pool = pool(&engine, 2, true);
-    let pre = prepare(&engine, STATEFUL);
+    let pre = prepare(&pool, STATEFUL);
     let mut inst = instance(&pool, &pre);
     // The last pool handle goes (its reset thread stops) while the instance still runs.
     drop(pool);
@@ -585,8 +622,8 @@ fn instances_outlive_their_pool_handle() {
 fn instances_prefer_slots_set_up_for_their_module() {
     let engine = engine();
     let pool = pool(&engine, 4, false);
-    let a = prepare(&engine, STATEFUL);
-    let b = prepare(&engine, "(module (memory 1) (func (export \"_start\")))");
+    let a = prepare(&pool, STATEFUL);
+    let b = prepare(&pool, "(module (memory 1) (func (export \"_start\")))");
     for _ in 0..50 {
         for pre in [&a, &b] {
             let mut inst = instance(&pool, pre);
@@ -610,7 +647,7 @@ fn only_plain_values_cross_the_pooled_instance_boundary() {
     let engine = engine();
     let pool = pool(&engine, 1, false);
     let pre = prepare(
-        &engine,
+        &pool,
         r#"(module
              (func $f)
              (elem declare func $f)

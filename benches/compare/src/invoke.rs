@@ -2,9 +2,10 @@
 //! up the way a FaaS host would run them, and one-call-per-invocation runners.
 //!
 //! fnvm: an [`fnvm_runtime::InstancePool`] per module (slots reused for the same module, memory
-//! reset to the image with `MADV_DONTNEED` on a background thread or inline), an
-//! [`fnvm_runtime::InstancePre`] linked once, epoch checks compiled in (its default), and a fresh
-//! WASI context per invocation.
+//! reset to the image with `MADV_DONTNEED` on a background thread or inline), a
+//! [`fnvm_runtime::LinkedModule`] linked once and prepared once for the pool (a
+//! [`fnvm_runtime::PooledModule`]), epoch checks compiled in (its default), and a fresh WASI
+//! context per invocation as the instance's host state.
 //!
 //! wasmtime 48: the pooling instance allocator, copy-on-write memory images
 //! (`memory_init_cow`, its default), epoch interruption, a [`wasmtime::InstancePre`] from
@@ -16,6 +17,9 @@
 //! Every invocation checks that stdout is exactly [`HELLO`]; a wrong output is an error.
 
 use crate::fnvm_wasi;
+use fnvm_abi::module::Import;
+use fnvm_hostcalls::WasiCtx;
+use fnvm_runtime::{HostFuncDef, InstancePool, PooledInstance, PooledModule};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -279,17 +283,28 @@ pub fn fnvm_pool_config(slots: u32, reset: Reset) -> fnvm_runtime::PoolConfig {
     }
 }
 
-/// Compiles, loads and links `wasm` for fnvm (WASI and `bench::nop` imports).
-pub fn fnvm_prepare(
-    engine: &fnvm_runtime::Engine,
+/// A fresh fnvm engine (default configuration: no epoch ticker, no instance has a timeout)
+/// and a pool of `slots` on it.
+pub fn fnvm_pool(slots: u32, reset: Reset) -> Result<InstancePool, String> {
+    let e = fnvm_runtime::Engine::new(fnvm_runtime::EngineConfig::default())
+        .map_err(|e| format!("fnvm engine: {e}"))?;
+    InstancePool::new(&e, fnvm_pool_config(slots, reset)).map_err(|e| format!("fnvm pool: {e}"))
+}
+
+/// Compiles, loads and links `wasm` for fnvm with `resolve`, and prepares it for `pool`.
+pub fn fnvm_prepare<T: Send + 'static>(
+    pool: &InstancePool,
     wasm: &[u8],
-) -> Result<fnvm_runtime::InstancePre, String> {
+    resolve: impl FnMut(&Import) -> Option<HostFuncDef<T>>,
+) -> Result<PooledModule<T>, String> {
     let artifact = fnvm_compiler::compile(wasm, &fnvm_compiler::CompileOptions::default())
         .map_err(|e| format!("fnvm compile: {e}"))?;
-    let module = fnvm_runtime::Module::from_artifact(engine, &artifact)
+    let module = fnvm_runtime::Module::from_artifact(pool.engine(), &artifact)
         .map_err(|e| format!("fnvm load: {e}"))?;
-    fnvm_runtime::InstancePre::new(&module, &mut |imp| fnvm_wasi::resolve(imp))
-        .map_err(|e| format!("fnvm link: {e}"))
+    let linked =
+        fnvm_runtime::LinkedModule::new(&module, resolve).map_err(|e| format!("fnvm link: {e}"))?;
+    pool.prepare(&linked)
+        .map_err(|e| format!("fnvm prepare: {e}"))
 }
 
 /// A wasmtime engine with the pooling allocator for `slots` instances, copy-on-write memory
@@ -365,12 +380,12 @@ fn check_stdout(got: &[u8]) -> Result<(), String> {
 /// A module prepared on one engine configuration, ready for invocations. `Send + Sync`: the
 /// throughput benchmark shares one between threads.
 pub enum Prepared {
-    /// fnvm's pool and linked module.
+    /// fnvm's pool and prepared module (WASI and `bench::nop` imports).
     Fnvm {
         /// The pool (its reset thread, if any, lives as long as it).
-        pool: fnvm_runtime::InstancePool,
-        /// The linked module.
-        pre: fnvm_runtime::InstancePre,
+        pool: InstancePool,
+        /// The module, linked and prepared for the pool.
+        pre: PooledModule<WasiCtx>,
     },
     /// wasmtime's engine (owning the pooling allocator) and linked module.
     Wasmtime {
@@ -391,9 +406,14 @@ impl std::fmt::Debug for Prepared {
 }
 
 /// A live instance of either engine, between instantiation and drop.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "fnvm's instance holds its WasiCtx inline, as the data plane does; boxing it would \
+              add an allocation per invocation to what is measured"
+)]
 pub enum Live {
-    /// fnvm.
-    Fnvm(fnvm_runtime::PooledInstance),
+    /// fnvm, with the invocation's WASI context as its host state.
+    Fnvm(PooledInstance<WasiCtx>),
     /// wasmtime: the store owns the instance.
     Wasmtime(wasmtime::Store<WasiP1Ctx>, wasmtime::Instance),
 }
@@ -417,11 +437,8 @@ impl Prepared {
                 } else {
                     Reset::Inline
                 };
-                let e = fnvm_runtime::Engine::new(fnvm_runtime::EngineConfig::default())
-                    .map_err(|e| format!("fnvm engine: {e}"))?;
-                let pre = fnvm_prepare(&e, wasm)?;
-                let pool = fnvm_runtime::InstancePool::new(&e, fnvm_pool_config(slots, reset))
-                    .map_err(|e| format!("fnvm pool: {e}"))?;
+                let pool = fnvm_pool(slots, reset)?;
+                let pre = fnvm_prepare(&pool, wasm, fnvm_wasi::resolve)?;
                 Ok(Prepared::Fnvm { pool, pre })
             }
             Engine::Wasmtime | Engine::WasmtimeTuned => {
@@ -524,10 +541,10 @@ impl Live {
     /// Takes stdout and drops the instance (returning its slot).
     pub fn finish(self, pipe: Option<MemoryOutputPipe>) -> Result<Vec<u8>, String> {
         match self {
-            Live::Fnvm(mut inst) => {
-                let data = inst.take_data();
-                drop(inst);
-                fnvm_wasi::take_stdout(data)
+            Live::Fnvm(inst) => {
+                // Ends the instance (its slot goes back to the pool) and returns the context.
+                let mut ctx = inst.into_data();
+                Ok(ctx.take_stdout())
             }
             Live::Wasmtime(store, _) => {
                 drop(store);
@@ -602,12 +619,12 @@ pub fn hostcall_sample(prepared: &Prepared, export: &str, n: u32) -> Result<Dura
 /// A module without imports prepared on one engine configuration, for the instantiation
 /// benchmark: no host state on either side (fnvm: `()`, wasmtime: `Store<()>`).
 pub enum Bare {
-    /// fnvm's pool and linked module.
+    /// fnvm's pool and prepared module.
     Fnvm {
         /// The pool.
-        pool: fnvm_runtime::InstancePool,
-        /// The linked module.
-        pre: fnvm_runtime::InstancePre,
+        pool: InstancePool,
+        /// The module, linked (no imports) and prepared for the pool.
+        pre: PooledModule<()>,
     },
     /// wasmtime's engine (owning the pooling allocator) and linked module.
     Wasmtime {
@@ -630,7 +647,7 @@ impl std::fmt::Debug for Bare {
 /// A live instance of a [`Bare`] module; dropping it is the teardown being measured.
 pub enum BareLive {
     /// fnvm.
-    Fnvm(fnvm_runtime::PooledInstance),
+    Fnvm(PooledInstance<()>),
     /// wasmtime: the store owns the instance.
     Wasmtime(wasmtime::Store<()>, wasmtime::Instance),
 }
@@ -655,11 +672,9 @@ impl Bare {
                 } else {
                     Reset::Inline
                 };
-                let e = fnvm_runtime::Engine::new(fnvm_runtime::EngineConfig::default())
-                    .map_err(|e| format!("fnvm engine: {e}"))?;
-                let pre = fnvm_prepare(&e, wasm)?;
-                let pool = fnvm_runtime::InstancePool::new(&e, fnvm_pool_config(slots, reset))
-                    .map_err(|e| format!("fnvm pool: {e}"))?;
+                let pool = fnvm_pool(slots, reset)?;
+                // No imports: the resolver is never asked.
+                let pre = fnvm_prepare(&pool, wasm, |_| None::<HostFuncDef<()>>)?;
                 Bare::Fnvm { pool, pre }
             }
             Engine::Wasmtime | Engine::WasmtimeTuned => {
@@ -690,7 +705,7 @@ impl Bare {
     pub fn instantiate(&self) -> Result<BareLive, String> {
         match self {
             Bare::Fnvm { pool, pre } => pool
-                .instantiate(pre, &fnvm_runtime::InstanceLimits::default(), Box::new(()))
+                .instantiate(pre, &fnvm_runtime::InstanceLimits::default(), ())
                 .map(BareLive::Fnvm)
                 .map_err(|e| format!("fnvm instantiate: {e}")),
             Bare::Wasmtime { engine, pre } => {

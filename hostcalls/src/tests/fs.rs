@@ -758,3 +758,64 @@ fn timestamps() {
         Errno::Inval,
     );
 }
+
+/// A FIFO in a preopened directory: opening it never blocks on its other end; a blocking read
+/// with no data waits only until the invocation's deadline (then ends it), a non-blocking one
+/// answers `EAGAIN`, and data written meanwhile is read as usual.
+#[test]
+fn fifo_reads_wait_only_until_the_deadline() {
+    use fnvm_host_interface::{Deadline, HostExit};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new();
+    let fifo = dir.path().join("pipe");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let mut g = Guest::with_dir(&dir);
+    // No writer yet: the open returns at once (a blocking open would wait for one).
+    let fd = g.open(3, true, "pipe", 0, rights::FD_READ, 0).unwrap();
+    let nb = g
+        .open(3, true, "pipe", 0, rights::FD_READ, fdflags::NONBLOCK)
+        .unwrap();
+    // A writer that writes nothing: reads would block.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    g.set_u32(IOV, BUF);
+    g.set_u32(IOV + 4, 16);
+    g.err(
+        "fd_read",
+        &[nb as u64, IOV as u64, 1, OUT as u64],
+        Errno::Again,
+    );
+    let t = Instant::now();
+    g.deadline = Deadline::at(t + Duration::from_millis(50));
+    assert_eq!(
+        g.call_in(
+            WASI_MODULE,
+            "fd_read",
+            &[fd as u64, IOV as u64, 1, OUT as u64]
+        ),
+        Err(HostExit::DeadlineExceeded)
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(45),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // Data arrives: a blocking read returns it.
+    g.deadline = Deadline::at(Instant::now() + Duration::from_secs(60));
+    writer.write_all(b"ping").unwrap();
+    g.ok("fd_read", &[fd as u64, IOV as u64, 1, OUT as u64]);
+    assert_eq!(g.u32_at(OUT), 4);
+    assert_eq!(g.get(BUF, 4), b"ping");
+    // The writer gone and the pipe empty: end of file, not a wait.
+    drop(writer);
+    g.ok("fd_read", &[fd as u64, IOV as u64, 1, OUT as u64]);
+    assert_eq!(g.u32_at(OUT), 0);
+}

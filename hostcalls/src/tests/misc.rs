@@ -179,7 +179,7 @@ fn sched_yield_proc_raise_and_sockets() {
 
 #[test]
 fn proc_exit_and_host_halt() {
-    let mut g = Guest::new(WasiCtx::builder().trace(true));
+    let mut g = Guest::new(WasiCtx::builder().trace(true).trace_id(0x1000));
     assert_eq!(
         g.call_in(WASI_MODULE, "proc_exit", &[7]),
         Err(HostExit::Exit(7))
@@ -203,7 +203,7 @@ fn proc_exit_and_host_halt() {
 
 #[test]
 fn tracer_format() {
-    let mut g = Guest::new(WasiCtx::builder().trace(true));
+    let mut g = Guest::new(WasiCtx::builder().trace(true).trace_id(0x1000));
     g.put(BUF, b"hello world\n");
     g.set_u32(IOV, BUF);
     g.set_u32(IOV + 4, 12);
@@ -211,7 +211,7 @@ fn tracer_format() {
     g.err("fd_close", &[9], Errno::Badf);
     g.ok("sched_yield", &[]);
     let d = g.ctx.dmesg_mut().unwrap();
-    d.halt(0xc000, 0);
+    d.halt(0);
     let out = g.ctx.take_dmesg().unwrap().finish(
         "host_halt",
         &[(0x1003, "internal::graceful_exit".into())],
@@ -223,7 +223,7 @@ fn tracer_format() {
         "WASI_FD_WRITE(vmctx=1000, 01, 3000, 01, 100)\n\tnwritten: 12\n\
          WASI_FD_CLOSE(vmctx=1000, 09)\n\terrno: EBADF\n\
          WASI_SCHED_YIELD(vmctx=1000)\n\terrno: SUCCESS\n\
-         HOST_HALT(vmctx=c000, 00)\n\tGRACEFULLY EXIT\n\
+         HOST_HALT(vmctx=1000, 00)\n\tGRACEFULLY EXIT\n\
          \nHalt reason: host_halt\n\n\tat 0x00001003: internal::graceful_exit\n\
          \nRun time: 3µs\nTotal time: 5ms\n"
     );
@@ -289,6 +289,53 @@ fn poll_oneoff_relative_clock_waits() {
     assert!(t.elapsed() < Duration::from_secs(2));
     assert_eq!(g.u32_at(OUT), 1);
     assert_eq!(g.u64_at(STR), 1);
+}
+
+/// A poll that would outlast the invocation's deadline wakes at the deadline and ends the
+/// invocation (`DeadlineExceeded`, traced as such); one that ends before it is unaffected.
+#[test]
+fn poll_oneoff_stops_at_the_invocation_deadline() {
+    use fnvm_host_interface::Deadline;
+    let mut g = Guest::new(WasiCtx::builder().trace(true).trace_id(0x1000));
+    let t = Instant::now();
+    g.deadline = Deadline::at(t + Duration::from_millis(50));
+    // A relative monotonic clock of 60 s.
+    clock_sub(&mut g, BUF, 0, 7, clockid::MONOTONIC, 60_000_000_000, 0);
+    assert_eq!(
+        g.call_in(
+            WASI_MODULE,
+            "poll_oneoff",
+            &[BUF as u64, STR as u64, 1, OUT as u64]
+        ),
+        Err(HostExit::DeadlineExceeded)
+    );
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(45), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(
+        g.ctx.dmesg_mut().unwrap().as_str(),
+        format!(
+            "WASI_POLL_ONEOFF(vmctx=1000, {:02x}, {:02x}, 01, {:02x})\n\tDEADLINE EXCEEDED\n",
+            BUF, STR, OUT
+        )
+    );
+    // Past the deadline, a poll with nothing ready stops at once.
+    let t = Instant::now();
+    assert_eq!(
+        g.call_in(
+            WASI_MODULE,
+            "poll_oneoff",
+            &[BUF as u64, STR as u64, 1, OUT as u64]
+        ),
+        Err(HostExit::DeadlineExceeded)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // A clock that fires before the deadline is reported as usual.
+    g.deadline = Deadline::at(Instant::now() + Duration::from_secs(60));
+    clock_sub(&mut g, BUF, 0, 8, clockid::MONOTONIC, 1_000_000, 0);
+    g.ok("poll_oneoff", &[BUF as u64, STR as u64, 1, OUT as u64]);
+    assert_eq!(g.u32_at(OUT), 1);
+    assert_eq!(g.u64_at(STR), 8);
 }
 
 #[test]
@@ -383,6 +430,7 @@ fn hostile_pointers_fault_without_panicking() {
     let mut g = Guest {
         mem: Vec::new(),
         ctx: WasiCtx::builder().build().unwrap(),
+        deadline: fnvm_host_interface::Deadline::NEVER,
     };
     g.err("fd_write", &[1, 0, 1, 0], Errno::Fault);
     g.err("args_sizes_get", &[0, 4], Errno::Fault);
@@ -440,7 +488,7 @@ fn random_calls_never_panic() {
 fn i32_slots_ignore_their_upper_half() {
     // The runtime may leave garbage above an i32 in its 64-bit slot.
     let junk = 0x7f43_0000_0000_0000u64;
-    let mut g = Guest::new(WasiCtx::builder().trace(true));
+    let mut g = Guest::new(WasiCtx::builder().trace(true).trace_id(0x1000));
     g.put(BUF, b"hi");
     g.set_u32(IOV, BUF);
     g.set_u32(IOV + 4, 2);

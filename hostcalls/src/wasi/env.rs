@@ -1,13 +1,13 @@
 //! Hostcalls about the process rather than files: arguments, environment, clocks, randomness,
 //! scheduling, signals and exit.
 
-use super::{not_wasi, Args, Cx};
+use super::{Args, Cx};
 use crate::ctx::WasiCtx;
 use crate::errno::Errno;
 use crate::memory::GuestMemory;
 use crate::trace::Ret;
 use crate::types::{clockid, SIGNAL_MAX};
-use fnvm_runtime::{Caller, HostExit};
+use fnvm_host_interface::{Caller, HostExit};
 use rustix::time::ClockId;
 
 /// Writes C-string vectors (`argv`/`environ`): the NUL-terminated strings packed at `buf`
@@ -183,17 +183,15 @@ pub(crate) fn proc_raise(_cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
 
 /// `proc_exit(rval)`: ends the invocation with status `rval`. Never returns to the guest, so it
 /// has no errno; the tracer logs `exit: <status>`.
-pub(crate) fn hc_proc_exit(caller: &mut Caller<'_>, slots: &mut [u64]) -> Result<(), HostExit> {
-    let vmctx = caller.vmctx();
+pub(crate) fn hc_proc_exit(
+    caller: &mut Caller<'_, WasiCtx>,
+    slots: &mut [u64],
+) -> Result<(), HostExit> {
     // An i32: only the low half of the slot is meaningful.
     let raw = u64::from(slots.first().copied().unwrap_or(0) as u32);
     let code = raw as u32 as i32;
-    let ctx = caller
-        .data()
-        .downcast_mut::<WasiCtx>()
-        .ok_or_else(|| not_wasi("WASI_PROC_EXIT"))?;
-    if let Some(d) = ctx.dmesg.as_deref_mut() {
-        d.exit_entry("WASI_PROC_EXIT", vmctx, &[raw], &format!("exit: {code}"));
+    if let Some(d) = caller.data().dmesg.as_deref_mut() {
+        d.exit_entry("WASI_PROC_EXIT", &[raw], &format!("exit: {code}"));
     }
     Err(HostExit::Exit(code))
 }

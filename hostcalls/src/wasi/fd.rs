@@ -11,6 +11,7 @@ use crate::errno::Errno;
 use crate::fdtable::{Desc, File};
 use crate::fs::{self, put_u16, put_u32, put_u64};
 use crate::memory::Iovec;
+use crate::poll::Wait;
 use crate::trace::Ret;
 use crate::types::{advice, fdflags, filetype, rights, size, whence, PREOPENTYPE_DIR};
 use rustix::fs::{Advice, OFlags, SeekFrom};
@@ -211,7 +212,9 @@ pub(crate) fn fd_filestat_set_times(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Er
 /// Reads into `iovs` from a file at `offset` (or its current position if `None`). Regular files
 /// are read buffer by buffer until one comes back short (they never block, so this is what
 /// `readv` does); anything else gets one read into the first buffer, so a pipe or terminal
-/// never blocks waiting to fill a second buffer.
+/// never blocks waiting to fill a second buffer. Host descriptors are non-blocking
+/// ([`crate::wasi::path`] opens them so): a read that would block waits for input only if the
+/// guest's descriptor is blocking, and only until the invocation's deadline.
 pub(crate) fn read_file(
     cx: &mut Cx<'_>,
     fd: u32,
@@ -223,20 +226,30 @@ pub(crate) fn read_file(
         _ => return Err(Errno::Badf),
     };
     let regular = f.filetype == filetype::REGULAR_FILE;
+    let blocking = f.fdflags & fdflags::NONBLOCK == 0;
     let mut total: u64 = 0;
     for v in iovs {
         let buf = cx.mem.slice_mut(v.ptr, v.len)?;
-        let r = match offset {
-            Some(off) => {
-                let at = off.checked_add(total).ok_or(Errno::Overflow)?;
-                rustix::io::pread(&f.fd, buf, at)
+        let n = loop {
+            let r = match offset {
+                Some(off) => {
+                    let at = off.checked_add(total).ok_or(Errno::Overflow)?;
+                    rustix::io::pread(&f.fd, &mut *buf, at)
+                }
+                None => rustix::io::read(&f.fd, &mut *buf),
+            };
+            match r {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::AGAIN) if blocking && total == 0 => {
+                    let limit = crate::poll::deadline_ns(cx.deadline.instant())?;
+                    if crate::poll::wait_fd(f.fd.as_fd(), false, limit)? == Wait::TimedOut {
+                        cx.expired = true;
+                        return Err(Errno::Timedout);
+                    }
+                }
+                Err(_) if total > 0 => return Ok(total),
+                Err(e) => return Err(e.into()),
             }
-            None => rustix::io::read(&f.fd, buf),
-        };
-        let n = match r {
-            Ok(n) => n,
-            Err(_) if total > 0 => break,
-            Err(e) => return Err(e.into()),
         };
         total += n as u64;
         if n < v.len as usize || !regular {
@@ -258,6 +271,13 @@ pub(crate) fn read_stdin(cx: &mut Cx<'_>, iovs: &[Iovec]) -> Result<u64, Errno> 
         }
         StdinState::Inherit => {
             let Some(v) = iovs.first() else { return Ok(0) };
+            // The host's stdin may have nothing to read for ever: wait for it only until the
+            // invocation's deadline.
+            if let Some(limit) = crate::poll::limit_ns(cx)? {
+                if !crate::poll::poll_stdin(Some(limit))? {
+                    return Err(cx.expire());
+                }
+            }
             let buf = cx.mem.slice_mut(v.ptr, v.len)?;
             Ok(rustix::io::read(std::io::stdin(), buf)? as u64)
         }
@@ -302,10 +322,25 @@ pub(crate) fn write(
     let n = match cx.ctx.fds.get(fd)? {
         Desc::File(f) => {
             let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-            match offset {
-                // On an O_APPEND file Linux appends even here; wasmtime documents the same.
-                Some(off) => rustix::io::pwritev(&f.fd, &slices, off)?,
-                None => rustix::io::writev(&f.fd, &slices)?,
+            loop {
+                let r = match offset {
+                    // On an O_APPEND file Linux appends even here; wasmtime documents the same.
+                    Some(off) => rustix::io::pwritev(&f.fd, &slices, off),
+                    None => rustix::io::writev(&f.fd, &slices),
+                };
+                match r {
+                    Ok(n) => break n,
+                    // As for reads: the host descriptor never blocks, a blocking guest one
+                    // waits for room until the deadline.
+                    Err(rustix::io::Errno::AGAIN) if f.fdflags & fdflags::NONBLOCK == 0 => {
+                        let limit = crate::poll::deadline_ns(cx.deadline.instant())?;
+                        if crate::poll::wait_fd(f.fd.as_fd(), true, limit)? == Wait::TimedOut {
+                            cx.expired = true;
+                            return Err(Errno::Timedout);
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Desc::Stdout | Desc::Stderr if offset.is_some() => return Err(Errno::Spipe),

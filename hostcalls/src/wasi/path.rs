@@ -127,7 +127,10 @@ pub(crate) fn path_open(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
         (false, true) => OFlags::WRONLY,
         _ => OFlags::RDONLY,
     };
-    flags |= OFlags::NOCTTY;
+    // Never blocking on the host: opening a FIFO does not wait for its other end, and reads
+    // and writes that would block wait in `poll` only as long as the invocation may (see
+    // `fd::read_file`); the guest's own NONBLOCK flag says whether to wait at all.
+    flags |= OFlags::NOCTTY | OFlags::NONBLOCK;
     if of & oflags::CREAT != 0 {
         flags |= OFlags::CREATE;
     }

@@ -6,7 +6,9 @@
 
 use fnvm_abi::{CpuFeatures, ExternKind, ImportType, ValType};
 use fnvm_compiler::{compile, CompileOptions};
-use fnvm_runtime::{Engine, EngineConfig, Extern, Module, Store, Val};
+use fnvm_runtime::{
+    Caller, Engine, EngineConfig, Extern, HostExit, HostFuncDef, Module, Store, Val,
+};
 use std::time::Duration;
 
 fn zero(t: ValType) -> Val {
@@ -18,6 +20,13 @@ fn zero(t: ValType) -> Val {
         ValType::FuncRef => Val::FuncRef(None),
         ValType::ExternRef => Val::ExternRef(None),
     }
+}
+
+/// Every imported function: returns zeros (0 is the zero or null value of every type in the
+/// slot encoding).
+fn zero_results(_: &mut Caller<'_, ()>, values: &mut [u64]) -> Result<(), HostExit> {
+    values.fill(0);
+    Ok(())
 }
 
 fn main() {
@@ -75,14 +84,10 @@ fn run(artifact: &[u8]) {
     let engine = Engine::new(EngineConfig {
         max_memory_pages: 1024,
         max_table_elements: 100_000,
+        epoch_tick: Some(Duration::from_millis(1)),
         ..EngineConfig::default()
     })
     .expect("engine");
-    let ticker = engine.clone();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(1));
-        ticker.increment_epoch();
-    });
     let module = match Module::from_artifact(&engine, artifact) {
         Ok(m) => m,
         Err(e) => {
@@ -98,10 +103,10 @@ fn run(artifact: &[u8]) {
         let ext = match imp.ty {
             ImportType::Func(t) => {
                 let ty = info.types[t as usize].clone();
-                let results: Vec<Val> = ty.results.iter().map(|t| zero(*t)).collect();
-                Some(Extern::Func(
-                    store.new_host_func(ty, Box::new(move |_| Ok(results.clone()))),
-                ))
+                Some(Extern::Func(store.new_host_func(HostFuncDef {
+                    ty,
+                    func: zero_results,
+                })))
             }
             ImportType::Table(t) => store.new_table(t).ok().map(Extern::Table),
             ImportType::Memory(m) => store.new_memory(m).ok().map(Extern::Memory),

@@ -1,53 +1,76 @@
-//! Running functions: loading a module once (compile cache, link against the hostcalls, memory
-//! image) and invoking it any number of times, each invocation in a fresh instance from the
-//! pool with its own WASI context, optionally traced into a [`DebugReport`].
+//! Running functions: loading a module once (compile cache, link against the hostcalls,
+//! prepare on the execution backend) and invoking it any number of times, each invocation in a
+//! fresh instance with its own WASI context, optionally traced into a [`DebugReport`].
 //!
 //! This is what `fnvm run` does once, and what a worker does per request: the same code path,
-//! so the debug report of the CLI is the one the HTTP endpoint returns.
+//! so the debug report of the CLI is the one the HTTP endpoint returns. Failures come in three
+//! kinds a server maps to different answers: [`SetupError`] (the runner itself), [`PrepareError`]
+//! (deploy time: the module does not compile, link or fit), [`InvokeError`] (per request: the
+//! backend is full, the context cannot be built); how the guest itself ended is the
+//! [`Outcome`]'s [`Status`] (a trap, which [`fnvm_runtime::Trap::is_deadline`] tells apart from
+//! a timeout).
 
 use crate::cache::{ArtifactCache, CacheError, CacheOutcome};
 use crate::report::{DebugReport, Trigger};
 use fnvm_hostcalls::{Output, Stdin, WasiCtx};
 use fnvm_runtime::{
-    Engine, EngineConfig, FrameInfo, Halt, InstanceLimits, InstancePool, InstancePre,
-    InstantiationError, Module, PoolConfig, Trap,
+    BackendInstance, Engine, EngineConfig, EngineError, ExecutionBackend, FrameInfo, Halt,
+    InstanceLimits, InstancePool, InstantiationError, LinkedModule, Module, PoolConfig, PoolError,
+    Trap,
 };
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// Why a function could not be loaded or invoked (as opposed to the guest failing, which is an
+/// Why a runner could not be set up.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// The engine (or its epoch ticker) could not be created.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The instance pool could not be created.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+/// Why a module could not be made ready to invoke: a property of the module (or of the limits
+/// it must fit), known when it is deployed.
+#[derive(Debug, Error)]
+pub enum PrepareError {
+    /// Compiling, loading or caching the module failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Linking or preparing failed: an unknown import, a segment out of bounds, a module too
+    /// large for the backend.
+    #[error(transparent)]
+    Link(#[from] InstantiationError),
+}
+
+/// Why an invocation could not run (as opposed to the guest failing, which is an
 /// [`Outcome`]).
 #[derive(Debug, Error)]
 pub enum InvokeError {
-    /// Compiling or caching the module failed.
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    /// Linking or instantiating failed (unknown import, pool exhausted, ...).
+    /// No instance could be had: [`InstantiationError::PoolExhausted`] when the backend is full
+    /// (retry later), otherwise resources or the start function.
     #[error(transparent)]
     Instantiate(#[from] InstantiationError),
     /// The WASI context could not be built (a preopen is missing, ...).
     #[error(transparent)]
     Wasi(#[from] fnvm_hostcalls::BuildError),
-    /// The engine or the pool could not be created.
-    #[error("runtime set-up: {0}")]
-    Setup(String),
     /// The module has no exported function to run.
     #[error("the module exports no function `{0}`")]
     NoEntry(String),
 }
 
-/// Settings of a [`Runner`].
+/// Settings of an in-process [`Runner`].
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
     /// Where compiled artifacts are cached.
     pub cache_dir: PathBuf,
     /// The instance pool.
     pub pool: PoolConfig,
-    /// How often the engine's epoch advances (the unit of invocation deadlines); `None` starts
-    /// no ticker thread, and deadlines then never expire.
+    /// How often the engine's epoch advances (the unit of invocation timeouts); `None` starts
+    /// no ticker thread, and invocations then cannot have a timeout.
     pub epoch_tick: Option<Duration>,
 }
 
@@ -61,25 +84,55 @@ impl Default for RunnerConfig {
     }
 }
 
-/// A module ready to invoke: compiled, loaded, linked, with its memory image built.
-#[derive(Debug, Clone)]
-pub struct Function {
-    pre: InstancePre,
+/// A module ready to invoke: compiled, loaded, linked against the hostcalls and prepared on
+/// backend `B`.
+pub struct PreparedModule<B: ExecutionBackend = InstancePool> {
+    prepared: B::Prepared<WasiCtx>,
     /// Size of the WebAssembly binary (of the artifact, when given one).
     size: u64,
     /// Where the artifact came from.
     pub origin: CacheOutcome,
 }
 
-impl Function {
-    /// The prepared module.
-    pub fn prepared(&self) -> &InstancePre {
-        &self.pre
+impl<B: ExecutionBackend> Clone for PreparedModule<B> {
+    fn clone(&self) -> Self {
+        PreparedModule {
+            prepared: self.prepared.clone(),
+            size: self.size,
+            origin: self.origin,
+        }
+    }
+}
+
+impl<B: ExecutionBackend> std::fmt::Debug for PreparedModule<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedModule")
+            .field("prepared", &self.prepared)
+            .field("size", &self.size)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl<B: ExecutionBackend> PreparedModule<B> {
+    /// The module as the backend prepared it.
+    pub fn prepared(&self) -> &B::Prepared<WasiCtx> {
+        &self.prepared
+    }
+
+    /// The loaded module.
+    pub fn module(&self) -> &Module {
+        B::linked(&self.prepared).module()
     }
 
     /// Size in bytes of the module as uploaded.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Host memory the prepared module holds, shared by its instances.
+    pub fn resident_bytes(&self) -> usize {
+        B::prepared_resident_bytes(&self.prepared)
     }
 }
 
@@ -147,109 +200,76 @@ pub struct Outcome {
     pub report: Option<DebugReport>,
 }
 
-/// Loads functions and invokes them. Share one per process: it owns the engine, the instance
-/// pool and the epoch ticker.
+/// Loads functions and invokes them on an execution backend. Share one per process: it owns
+/// the backend (for the in-process pool: the engine, its epoch ticker and the slots) and the
+/// compile cache.
 #[derive(Debug)]
-pub struct Runner {
-    engine: Engine,
-    pool: InstancePool,
+pub struct Runner<B: ExecutionBackend = InstancePool> {
+    backend: B,
     cache: ArtifactCache,
-    /// Held for its Drop, which stops the thread.
-    _ticker: Option<Ticker>,
 }
 
-#[derive(Debug)]
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Ticker {
-    /// Advances `engine`'s epoch every `tick`: deadlines are counted in these ticks.
-    fn start(engine: &Engine, tick: Duration) -> Result<Ticker, InvokeError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (engine, stop2) = (engine.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("fnvm-epoch".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(tick);
-                    engine.increment_epoch();
-                }
-            })
-            .map_err(|e| InvokeError::Setup(format!("starting the epoch ticker: {e}")))?;
-        Ok(Ticker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
-impl Runner {
-    /// Creates the engine and the pool.
-    pub fn new(config: RunnerConfig) -> Result<Runner, InvokeError> {
+impl Runner<InstancePool> {
+    /// An in-process runner: an engine (with its epoch ticker), an instance pool and the
+    /// compile cache, as `config` says.
+    pub fn new(config: RunnerConfig) -> Result<Runner<InstancePool>, SetupError> {
         let engine = Engine::new(EngineConfig {
             max_wasm_stack: config.pool.max_wasm_stack,
             max_memory_pages: config.pool.max_memory_pages,
             max_table_elements: config.pool.max_table_elements,
-        })
-        .map_err(|e| InvokeError::Setup(e.to_string()))?;
-        let pool = InstancePool::new(&engine, config.pool.clone())
-            .map_err(|e| InvokeError::Setup(e.to_string()))?;
-        let ticker = match config.epoch_tick {
-            Some(tick) => Some(Ticker::start(&engine, tick)?),
-            None => None,
-        };
-        Ok(Runner {
-            engine,
+            epoch_tick: config.epoch_tick,
+        })?;
+        let pool = InstancePool::new(&engine, config.pool)?;
+        Ok(Runner::with_backend(
             pool,
-            cache: ArtifactCache::new(config.cache_dir),
-            _ticker: ticker,
-        })
+            ArtifactCache::new(config.cache_dir),
+        ))
+    }
+}
+
+impl<B: ExecutionBackend> Runner<B> {
+    /// A runner on `backend`, caching compiled artifacts in `cache`.
+    pub fn with_backend(backend: B, cache: ArtifactCache) -> Runner<B> {
+        Runner { backend, cache }
     }
 
-    /// The engine.
+    /// The engine modules are loaded with.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.backend.engine()
     }
 
-    /// The pool.
-    pub fn pool(&self) -> &InstancePool {
-        &self.pool
+    /// The execution backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// Loads a module from WebAssembly bytes (through the compile cache) or from an artifact,
-    /// and links it against the hostcalls.
-    pub fn load(&self, bytes: &[u8]) -> Result<Function, InvokeError> {
-        let engine = &self.engine;
+    /// links it against the hostcalls and prepares it on the backend.
+    pub fn load(&self, bytes: &[u8]) -> Result<PreparedModule<B>, PrepareError> {
+        let engine = self.backend.engine();
         // A cache hit maps the artifact file (code straight from the page cache).
         let (module, origin) = self.cache.load(
             bytes,
             |a| Module::from_artifact(engine, a),
             |f| Module::from_file(engine, f),
         )?;
-        let pre = InstancePre::new(&module, &mut |imp| {
+        let linked = LinkedModule::new(&module, |imp| {
             fnvm_hostcalls::resolve(&imp.module, &imp.name)
         })?;
-        Ok(Function {
-            pre,
+        let prepared = self.backend.prepare(&linked)?;
+        Ok(PreparedModule {
+            prepared,
             size: bytes.len() as u64,
             origin,
         })
     }
 
     /// Runs `function` once in a fresh instance.
-    pub fn invoke(&self, function: &Function, inv: Invocation) -> Result<Outcome, InvokeError> {
+    pub fn invoke(
+        &self,
+        function: &PreparedModule<B>,
+        inv: Invocation,
+    ) -> Result<Outcome, InvokeError> {
         let t0 = Instant::now();
         let (stdout, stderr) = if inv.debug {
             (Output::Buffer, Output::Buffer)
@@ -267,20 +287,19 @@ impl Runner {
             builder = builder.preopen_dir(host.clone(), guest.clone());
         }
         let wasi = builder.build()?;
-        let info = function.pre.module().info();
+        let info = function.module().info();
         if !info.exports.iter().any(|e| e.name == inv.entry) {
             return Err(InvokeError::NoEntry(inv.entry));
         }
-        let limits = fnvm_runtime::InstanceLimits {
+        let limits = InstanceLimits {
             exact_page_accounting: inv.debug || inv.limits.exact_page_accounting,
             ..inv.limits.clone()
         };
         let mut inst = self
-            .pool
-            .instantiate(&function.pre, &limits, Box::new(wasi))?;
-        let vmctx = inst.vmctx();
+            .backend
+            .instantiate(&function.prepared, &limits, wasi)?;
         let start_time = t0.elapsed();
-        if let Some(d) = wasi_of(&mut inst).and_then(|w| w.dmesg_mut()) {
+        if let Some(d) = inst.data().dmesg_mut() {
             d.start(start_time);
         }
         let t_run = Instant::now();
@@ -299,17 +318,13 @@ impl Runner {
         } else {
             0
         };
-        let mut wasi = inst
-            .take_data()
-            .and_then(|d| d.downcast::<WasiCtx>().ok())
-            .ok_or_else(|| InvokeError::Setup("the instance lost its WASI context".into()))?;
-        drop(inst);
+        let mut wasi = inst.into_data();
         let (out, err) = (wasi.take_stdout(), wasi.take_stderr());
         let report = match wasi.take_dmesg() {
             Some(mut dmesg) if inv.debug => {
                 let reason = match &status {
                     Status::Exited(code) => {
-                        dmesg.halt(vmctx, *code);
+                        dmesg.halt(*code);
                         "host_halt".to_string()
                     }
                     Status::Trapped(t) => format!("trap: {}", t.code.message()),
@@ -364,14 +379,11 @@ fn entry_offset(info: &fnvm_abi::ModuleInfo, name: &str) -> usize {
     offset().map_or(0, |o| o as usize)
 }
 
-fn wasi_of(inst: &mut fnvm_runtime::PooledInstance) -> Option<&mut WasiCtx> {
-    inst.data()?.downcast_mut::<WasiCtx>()
-}
-
-/// A frame as dmesg shows it: its offset in the wasm binary (the native pc when unknown) and
+/// A frame as dmesg shows it: its offset in the wasm binary (in the compiled code when unknown:
+/// never a host address) and
 /// `module!function` (or `<wasm function N>` without a name section).
 fn symbol(f: &FrameInfo) -> (usize, String) {
-    let at = f.wasm_offset.map_or(f.pc, |o| o as usize);
+    let at = f.wasm_offset.unwrap_or(f.code_offset) as usize;
     let name = match &f.func_name {
         Some(n) => n.clone(),
         None => format!("<wasm function {}>", f.func_index),

@@ -17,12 +17,9 @@ pub(crate) struct MemoryImage {
 }
 
 impl MemoryImage {
-    /// Builds an image of `len` bytes (a multiple of the page size) with `segments` written at
-    /// their offsets; the caller has checked they lie inside `len`.
-    pub(crate) fn new<'a>(
-        len: usize,
-        segments: impl Iterator<Item = (usize, &'a [u8])>,
-    ) -> io::Result<MemoryImage> {
+    /// Builds an image of `len` bytes (a multiple of the page size) whose contents `fill`
+    /// writes into the zeroed bytes it is given.
+    pub(crate) fn new(len: usize, fill: impl FnOnce(&mut [u8])) -> io::Result<MemoryImage> {
         debug_assert!(len.is_multiple_of(crate::mmap::page_size()));
         // SAFETY: memfd_create with a static NUL-terminated name; the returned fd is new and
         // owned by nobody else.
@@ -40,20 +37,13 @@ impl MemoryImage {
         file.set_len(len as u64)?;
         // Filled through a temporary shared mapping: modules can have tens of thousands of
         // segments (Go's linker emits one per symbol), one write each would be a system call
-        // each. Applied in order, so a later overlapping segment wins, as at instantiation.
+        // each.
         {
-            let fill = crate::mmap::Mmap::map_shared_rw(file.as_fd(), len)?;
-            for (off, bytes) in segments {
-                let end = off
-                    .checked_add(bytes.len())
-                    .filter(|e| *e <= len)
-                    .ok_or_else(|| io::Error::other("data segment outside the image"))?;
-                // SAFETY: `[off, end)` lies inside the `len`-byte writable mapping (checked
-                // above), which nothing else references.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), fill.as_ptr().add(off), end - off)
-                };
-            }
+            let map = crate::mmap::Mmap::map_shared_rw(file.as_fd(), len)?;
+            // SAFETY: the mapping is `len` writable bytes of a file only we have, and nothing
+            // else references it while `fill` runs.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_ptr(), len) };
+            fill(bytes);
         }
         // Seal it: slots map it privately, and nothing may change or resize it afterwards.
         let seals =
@@ -91,8 +81,11 @@ mod tests {
 
     #[test]
     fn image_holds_segments_and_is_sealed() {
-        let img =
-            MemoryImage::new(8192, [(10, &b"abc"[..]), (5000, &b"xyz"[..])].into_iter()).unwrap();
+        let img = MemoryImage::new(8192, |m| {
+            m[10..13].copy_from_slice(b"abc");
+            m[5000..5003].copy_from_slice(b"xyz");
+        })
+        .unwrap();
         let mut buf = [0u8; 3];
         img.file.read_exact_at(&mut buf, 10).unwrap();
         assert_eq!(&buf, b"abc");
