@@ -23,23 +23,38 @@ use std::time::{Duration, Instant};
 pub struct Caller<'a, T> {
     memory: &'a mut [u8],
     data: &'a mut T,
-    deadline: Deadline<'a>,
+    deadline: &'a dyn DeadlineSource,
 }
 
 impl<T> fmt::Debug for Caller<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Caller")
             .field("memory_len", &self.memory.len())
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.deadline.deadline())
             .finish_non_exhaustive()
+    }
+}
+
+/// Where a [`Caller`] finds its invocation's deadline when a host function asks: a backend's
+/// instance, or a fixed [`Deadline`]. Asked lazily, so that building a `Caller` for each host
+/// call costs nothing for host functions that never wait.
+pub trait DeadlineSource {
+    /// The deadline now.
+    fn deadline(&self) -> Deadline<'_>;
+}
+
+impl DeadlineSource for Deadline<'_> {
+    fn deadline(&self) -> Deadline<'_> {
+        *self
     }
 }
 
 impl<'a, T> Caller<'a, T> {
     /// A caller over `memory` (the guest's accessible linear memory, empty when it has none),
-    /// the host state `data` and the invocation's `deadline`. Backends build one per host
-    /// call; tests of host functions build their own over a plain buffer.
-    pub fn new(memory: &'a mut [u8], data: &'a mut T, deadline: Deadline<'a>) -> Self {
+    /// the host state `data` and where the invocation's deadline comes from (a backend's
+    /// instance, or a [`Deadline`] itself). Backends build one per host call; tests of host
+    /// functions build their own over a plain buffer.
+    pub fn new(memory: &'a mut [u8], data: &'a mut T, deadline: &'a dyn DeadlineSource) -> Self {
         Caller {
             memory,
             data,
@@ -65,6 +80,12 @@ impl<'a, T> Caller<'a, T> {
     /// When the invocation must end. A host function that waits (for a clock, for input)
     /// must wake by then and return [`HostExit::DeadlineExceeded`].
     pub fn deadline(&self) -> Deadline<'a> {
+        self.deadline.deadline()
+    }
+
+    /// Where the deadline comes from, to ask later (a host function that may or may not wait
+    /// keeps this rather than computing the deadline up front).
+    pub fn deadline_source(&self) -> &'a dyn DeadlineSource {
         self.deadline
     }
 }
@@ -231,7 +252,7 @@ mod tests {
         };
         let (mut mem, mut calls) = ([0u8; 4], 0u32);
         let mut slots = [21u64];
-        let mut caller = Caller::new(&mut mem, &mut calls, Deadline::NEVER);
+        let mut caller = Caller::new(&mut mem, &mut calls, &Deadline::NEVER);
         (def.clone().func)(&mut caller, &mut slots).unwrap();
         assert_eq!((slots[0], calls, mem[0]), (42, 1, 7));
     }

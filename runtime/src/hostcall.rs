@@ -121,7 +121,7 @@ unsafe extern "C" fn dispatch<T: 'static>(
     };
     // SAFETY: the trampoline passes `nslots` value slots.
     let slots = unsafe { std::slice::from_raw_parts_mut(values, ctx.nslots) };
-    let mut caller = Caller::new(memory, data, inst.deadline());
+    let mut caller = Caller::new(memory, data, inst);
     match ctx.invoke(&mut caller, slots) {
         Ok(()) => 0,
         Err(exit) => {

@@ -8,7 +8,7 @@ use crate::{Engine, Module, Trap};
 use fnvm_abi::module::*;
 use fnvm_abi::vmoffsets::{func_import, funcref};
 use fnvm_abi::{TrapCode, VmOffsets};
-use fnvm_host_interface::Deadline;
+use fnvm_host_interface::{Deadline, DeadlineSource};
 
 /// A vmctx: 16-byte aligned, zeroed storage, either owned (stores) or inside an instance slot
 /// of the pool (which owns the memory and keeps it mapped for the slot's lifetime). Reads and
@@ -159,9 +159,9 @@ pub(crate) struct InstanceData {
     pub(crate) host_data: *mut (),
 }
 
-impl InstanceData {
+impl DeadlineSource for InstanceData {
     /// The instance's deadline as host functions see it.
-    pub(crate) fn deadline(&self) -> Deadline<'_> {
+    fn deadline(&self) -> Deadline<'_> {
         let engine = &self.module.inner.engine;
         let Some(tick) = engine.epoch_tick() else {
             // Nothing advances the epoch on its own: no wall-clock deadline to wait for.

@@ -44,7 +44,7 @@ pub use engine::{Engine, EngineConfig, EngineError};
 pub use error::{InstantiationError, LinkError, LoadError, ResourceError, RuntimeError};
 /// The ABI types this crate's interface speaks in (signatures, imports).
 pub use fnvm_abi::{FuncType, Import, ValType};
-pub use fnvm_host_interface::{Caller, Deadline, HostExit, HostFn, HostFuncDef};
+pub use fnvm_host_interface::{Caller, Deadline, DeadlineSource, HostExit, HostFn, HostFuncDef};
 pub use link::LinkedModule;
 pub use module::{MappedFile, Module};
 pub use pool::{InstancePool, PoolConfig, PoolError, PooledInstance, PooledModule};

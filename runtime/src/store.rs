@@ -523,7 +523,7 @@ impl Store {
             // this store.
             let ctx = unsafe { &*(fr.vmctx as *const HostCallCtx<()>) };
             let (mut no_memory, mut no_state) = ([0u8; 0], ());
-            let mut caller = Caller::new(&mut no_memory, &mut no_state, Deadline::NEVER);
+            let mut caller = Caller::new(&mut no_memory, &mut no_state, &Deadline::NEVER);
             ctx.invoke(&mut caller, &mut values[..ctx.nslots().min(n)])
                 .map_err(|e| match e {
                     HostExit::Exit(code) => Halt::Exit {

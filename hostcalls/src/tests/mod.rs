@@ -88,7 +88,7 @@ impl Guest {
         );
         let mut slots = vec![0u64; h.params.len().max(h.results.len()).max(1)];
         slots[..args.len()].copy_from_slice(args);
-        let mut caller = Caller::new(&mut self.mem, &mut self.ctx, self.deadline);
+        let mut caller = Caller::new(&mut self.mem, &mut self.ctx, &self.deadline);
         (h.func)(&mut caller, &mut slots)?;
         Ok(slots[0])
     }

@@ -241,7 +241,7 @@ pub(crate) fn read_file(
             match r {
                 Ok(n) => break n,
                 Err(rustix::io::Errno::AGAIN) if blocking && total == 0 => {
-                    let limit = crate::poll::deadline_ns(cx.deadline.instant())?;
+                    let limit = crate::poll::deadline_ns(cx.deadline.deadline().instant())?;
                     if crate::poll::wait_fd(f.fd.as_fd(), false, limit)? == Wait::TimedOut {
                         cx.expired = true;
                         return Err(Errno::Timedout);
@@ -333,7 +333,7 @@ pub(crate) fn write(
                     // As for reads: the host descriptor never blocks, a blocking guest one
                     // waits for room until the deadline.
                     Err(rustix::io::Errno::AGAIN) if f.fdflags & fdflags::NONBLOCK == 0 => {
-                        let limit = crate::poll::deadline_ns(cx.deadline.instant())?;
+                        let limit = crate::poll::deadline_ns(cx.deadline.deadline().instant())?;
                         if crate::poll::wait_fd(f.fd.as_fd(), true, limit)? == Wait::TimedOut {
                             cx.expired = true;
                             return Err(Errno::Timedout);

@@ -18,7 +18,7 @@ use crate::errno::Errno;
 use crate::memory::GuestMemory;
 use crate::trace::Ret;
 use fnvm_abi::ValType;
-use fnvm_host_interface::{Caller, Deadline, HostExit};
+use fnvm_host_interface::{Caller, DeadlineSource, HostExit};
 use std::time::Instant;
 
 /// Most parameters any hostcall takes (`path_open` has 9).
@@ -28,8 +28,8 @@ const MAX_PARAMS: usize = 9;
 pub(crate) struct Cx<'a> {
     pub mem: GuestMemory<'a>,
     pub ctx: &'a mut WasiCtx,
-    /// When the invocation must end.
-    deadline: Deadline<'a>,
+    /// Where the invocation's deadline comes from (asked only by bodies that wait).
+    deadline: &'a dyn DeadlineSource,
     /// Set when a wait stopped at the deadline: the invocation ends instead of returning.
     expired: bool,
 }
@@ -37,7 +37,7 @@ pub(crate) struct Cx<'a> {
 impl Cx<'_> {
     /// The latest instant a body may wait until: the invocation's deadline (`None`: none).
     pub fn wait_limit(&self) -> Option<Instant> {
-        self.deadline.instant()
+        self.deadline.deadline().instant()
     }
 
     /// Records that a wait stopped at the deadline, not because what it waited for happened;
@@ -102,7 +102,7 @@ pub(crate) fn run(
     params: &[ValType],
     body: fn(&mut Cx<'_>, &Args) -> Result<Ret, Errno>,
 ) -> Result<(), HostExit> {
-    let deadline = caller.deadline();
+    let deadline = caller.deadline_source();
     let (memory, ctx) = caller.parts();
     let args = Args::load(slots, params);
     let mut cx = Cx {
