@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up what is missing, build fnvm in release mode, and run
-# the WebAssembly 2.0 specification scripts (all but SIMD) through the compiler and runtime.
-# Until `fnvm serve` exists this is the engine's entry point. Extra arguments go to `fnvm wast`.
+# The main job on a fresh machine: set up what is missing, build fnvm in release mode, and start
+# the platform with its embedded defaults: `fnvm serve`, metadata in SQLite and artifacts in a
+# local directory under ./fnvm-data, the API on 127.0.0.1:8080. Extra arguments go to
+# `fnvm serve` (see `fnvm serve --help`). Stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
-spec_dir="${FNVM_SPEC_DIR:-../shared/wasm-spec-testsuite}"
-exec cargo run --release --quiet -- wast --exclude simd_ "$@" "$spec_dir"/*.wast
+cargo build --release --quiet --bin fnvm
+exec target/release/fnvm serve "$@"

@@ -1,8 +1,12 @@
-//! The `fnvm` command line: `fnvm run` runs a WASI program (a `.wasm`, compiled through the
-//! on-disk cache, or an artifact) in a pooled instance; `fnvm compile` turns a WebAssembly
-//! module into an fnvm artifact; `fnvm wast` runs WebAssembly specification scripts against the
-//! compiler and runtime. Argument parsing and reporting live here; the work is in
-//! `fnvm_dataplane`, `fnvm_compiler` and [`fnvm::wast`].
+//! The `fnvm` command line: `fnvm serve` runs the platform (API, packager, workers); `fnvm
+//! functions ...` is its client; `fnvm admin token create` makes API tokens; `fnvm run` runs a
+//! WASI program (a `.wasm`, compiled through the on-disk cache, or an artifact) in a pooled
+//! instance; `fnvm compile` turns a WebAssembly module into an fnvm artifact; `fnvm wast` runs
+//! WebAssembly specification scripts against the compiler and runtime. Argument parsing and
+//! reporting live here; the work is in `fnvm_control`, `fnvm_dataplane`, `fnvm_compiler` and
+//! [`fnvm::wast`].
+
+mod client;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +41,22 @@ enum Command {
         /// Write our lowering of every function as Cranelift IR text instead of an artifact.
         #[arg(long)]
         emit_clif: bool,
+        /// Stop (killed by the kernel) after this much CPU time, all threads together.
+        #[arg(long, value_name = "SECONDS")]
+        max_cpu_seconds: Option<u64>,
+        /// Fail allocations beyond this much address space.
+        #[arg(long, value_name = "BYTES")]
+        max_memory_bytes: Option<u64>,
+    },
+    /// Run the platform: the API (with the packager) and a worker, on the embedded defaults
+    /// (SQLite and a local artifact store under --data-dir) unless told otherwise.
+    Serve(ServeArgs),
+    /// Manage Functions, their deployments and releases through the API.
+    Functions(client::FunctionsArgs),
+    /// Administer a platform directly through its metadata store.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Run WebAssembly specification test scripts (`.wast`) and count passed and failed
     /// directives. Exits with status 1 if any directive failed.
@@ -54,6 +74,87 @@ enum Command {
     },
 }
 
+/// The options of `fnvm serve`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the embedded defaults keep their data (SQLite database, artifacts, caches).
+    #[arg(long, default_value = "./fnvm-data", env = "FNVM_DATA_DIR")]
+    data_dir: PathBuf,
+    /// A PostgreSQL (`postgres://...`) or SQLite (`sqlite://PATH`) metadata store instead of
+    /// `DATA_DIR/metadata.db`.
+    #[arg(long, env = "FNVM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// An artifact store `s3://bucket/prefix` (endpoint and credentials from the AWS_*
+    /// variables) or a directory, instead of `DATA_DIR/artifacts`.
+    #[arg(long, env = "FNVM_ARTIFACT_STORE")]
+    artifact_store: Option<String>,
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api_listen: std::net::SocketAddr,
+    /// Where the worker's HTTP endpoint listens (functions' URLs are under it).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    http_listen: std::net::SocketAddr,
+    /// How clients reach the API, for upload URLs (default http://API_LISTEN).
+    #[arg(long)]
+    public_api_url: Option<String>,
+    /// How the public reaches functions, for their URLs (default http://HTTP_LISTEN).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Run only these roles (repeatable: api, worker; default both).
+    #[arg(long, value_enum)]
+    role: Vec<Role>,
+    /// Largest upload accepted, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_upload_bytes: u64,
+    /// Compilations at once (default: the number of CPUs).
+    #[arg(long)]
+    packager_concurrency: Option<usize>,
+    /// Seconds between collections of unreferenced code.
+    #[arg(long, default_value_t = 60)]
+    gc_interval_secs: u64,
+    /// Seconds uploaded code is kept after an upload, referenced or not (longer than any
+    /// upload takes).
+    #[arg(long, default_value_t = 600)]
+    gc_grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    Api,
+    Worker,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a new token for an organisation (or an operator token); prints it as the last word.
+    Create {
+        /// The organisation the token acts for.
+        #[arg(long, required_unless_present = "operator")]
+        org: Option<String>,
+        /// A token for operators: every organisation, and the operator routes.
+        #[arg(long, conflicts_with = "org")]
+        operator: bool,
+        /// A label to recognise the token by.
+        #[arg(long)]
+        label: Option<String>,
+        /// The data directory `fnvm serve` uses.
+        #[arg(long, default_value = "./fnvm-data", env = "FNVM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The metadata store `fnvm serve` uses, if not the one in the data directory.
+        #[arg(long, env = "FNVM_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -62,7 +163,14 @@ fn main() -> ExitCode {
             input,
             output,
             emit_clif,
-        } => compile(&input, &output, emit_clif).map(|()| ExitCode::SUCCESS),
+            max_cpu_seconds,
+            max_memory_bytes,
+        } => limit_self(max_cpu_seconds, max_memory_bytes)
+            .and_then(|()| compile(&input, &output, emit_clif))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve(args),
+        Command::Functions(args) => client::run(args),
+        Command::Admin { command } => admin(command),
         Command::Wast {
             files,
             exclude,
@@ -212,6 +320,149 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let _ = std::io::stdout().flush();
     drop(runner);
     std::process::exit(code)
+}
+
+/// Puts this process under the given CPU-time and address-space limits (the packager runs
+/// `fnvm compile` on untrusted uploads).
+fn limit_self(cpu_seconds: Option<u64>, memory_bytes: Option<u64>) -> Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    if let Some(s) = cpu_seconds {
+        let l = Rlimit {
+            current: Some(s),
+            maximum: Some(s),
+        };
+        setrlimit(Resource::Cpu, l).context("limiting CPU time")?;
+    }
+    if let Some(b) = memory_bytes {
+        let l = Rlimit {
+            current: Some(b),
+            maximum: Some(b),
+        };
+        setrlimit(Resource::As, l).context("limiting address space")?;
+    }
+    Ok(())
+}
+
+/// A tokio runtime for the commands that serve or talk to stores.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    eprintln!("fnvm serve: shutting down");
+}
+
+fn serve_config(
+    data_dir: PathBuf,
+    database_url: Option<String>,
+) -> fnvm_control::serve::ServeConfig {
+    fnvm_control::serve::ServeConfig {
+        data_dir,
+        database_url,
+        artifact_store: None,
+        api_listen: ([127, 0, 0, 1], 8080).into(),
+        http_listen: ([127, 0, 0, 1], 8081).into(),
+        public_api_url: None,
+        public_url: None,
+        roles: fnvm_control::serve::Roles {
+            api: true,
+            worker: true,
+        },
+        max_upload_bytes: 64 << 20,
+        compiler: PathBuf::from("fnvm"),
+        packager_concurrency: 1,
+        gc_interval: std::time::Duration::from_secs(60),
+        gc_grace: fnvm_control::packager::BLOB_GRACE,
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let roles = if args.role.is_empty() {
+        fnvm_control::serve::Roles {
+            api: true,
+            worker: true,
+        }
+    } else {
+        fnvm_control::serve::Roles {
+            api: args.role.contains(&Role::Api),
+            worker: args.role.contains(&Role::Worker),
+        }
+    };
+    let config = fnvm_control::serve::ServeConfig {
+        artifact_store: args.artifact_store,
+        api_listen: args.api_listen,
+        http_listen: args.http_listen,
+        public_api_url: args.public_api_url,
+        public_url: args.public_url,
+        roles,
+        max_upload_bytes: args.max_upload_bytes,
+        compiler: std::env::current_exe().context("finding the fnvm binary")?,
+        packager_concurrency: args
+            .packager_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        gc_interval: std::time::Duration::from_secs(args.gc_interval_secs.max(1)),
+        gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+        ..serve_config(args.data_dir, args.database_url)
+    };
+    runtime()?.block_on(fnvm_control::serve::serve(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admin(command: AdminCommand) -> Result<ExitCode> {
+    let AdminCommand::Token {
+        command:
+            TokenCommand::Create {
+                org,
+                operator,
+                label,
+                data_dir,
+                database_url,
+            },
+    } = command;
+    let scope = if operator {
+        fnvm_control::auth::OPERATOR_SCOPE.to_string()
+    } else {
+        let org = org.ok_or_else(|| anyhow::anyhow!("--org or --operator is required"))?;
+        if org.is_empty() || org == fnvm_control::auth::OPERATOR_SCOPE || org.contains('/') {
+            anyhow::bail!("invalid organisation {org:?}");
+        }
+        org
+    };
+    let config = serve_config(data_dir, database_url);
+    let token = fnvm_control::auth::new_token();
+    runtime()?.block_on(async {
+        let store = fnvm_control::serve::open_store(&config).await?;
+        store
+            .add_token(
+                &scope,
+                &fnvm_control::auth::hash_token(&token),
+                label.as_deref(),
+            )
+            .await?;
+        anyhow::Ok(())
+    })?;
+    if operator {
+        println!("operator token: {token}");
+    } else {
+        println!("token for organisation {scope}: {token}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn compile(input: &Path, output: &Path, emit_clif: bool) -> Result<()> {

@@ -5,7 +5,8 @@
 //! the instance pool (`pool`); invocations through the data plane (`invoke`: isolation, the
 //! debug report, deadlines in blocking hostcalls, no host address in traces); and WASI
 //! programs in Rust, C, AssemblyScript and Go compiled from source and run with `fnvm run`
-//! (`wasi`).
+//! (`wasi`); and the platform, `fnvm serve` with the `fnvm functions` client, end to end
+//! (`serve`).
 //! Tests run in parallel on purpose: guest traps on one thread must not disturb another.
 
 mod bad_input;
@@ -16,6 +17,7 @@ mod engine;
 mod invoke;
 mod pool;
 mod runner;
+mod serve;
 mod spec;
 mod traps;
 mod wasi;

@@ -1,0 +1,45 @@
+//! `GET /openapi.json`: the API described from the handlers' own annotations (utoipa), so the
+//! document cannot drift from the routes.
+
+use super::{deployments, functions, uploads};
+use crate::model::{
+    Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec, NewDeployment, Platform,
+    Release,
+};
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fnvm", description = "Functions, Deployments and Releases of fnvm's control plane"),
+    paths(
+        functions::list, functions::create, functions::get, functions::replace, functions::delete,
+        deployments::list, deployments::create, deployments::get, deployments::update,
+        deployments::delete, deployments::trigger, deployments::list_releases,
+        deployments::get_release, deployments::by_status, uploads::upload,
+    ),
+    components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
+        DeploymentStatus, Platform, Release, deployments::CreatedDeployment)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+/// Declares the bearer-token scheme every route but the upload URL uses.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document.
+pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

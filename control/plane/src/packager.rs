@@ -1,0 +1,328 @@
+//! The packager: what turns an uploaded deployment into something workers can load. It claims
+//! `PACKAGING` deployments from the metadata store under a lease (so two API processes never
+//! package the same one, and one whose packager died is taken over when the lease lapses),
+//! compiles the release with fnvm's compiler in a child process under CPU-time, memory and
+//! wall-clock limits (hostile input cannot take the server down), stores the artifact in the
+//! artifact store keyed by release and compiler/CPU compatibility (an existing one is reused),
+//! and moves the deployment on to `DEPLOYING`, or to `ERROR` with the compiler's message.
+
+use crate::artifacts::ArtifactStore;
+use crate::model::{Deployment, DeploymentStatus, Platform};
+use crate::store::MetadataStore;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, Semaphore};
+
+/// Settings of the packager.
+#[derive(Clone, Debug)]
+pub struct PackagerConfig {
+    /// Who holds the leases (stable across restarts of one node, so a restarted node resumes
+    /// its own work at once).
+    pub holder: String,
+    /// The `fnvm` binary, whose `compile` subcommand does the work.
+    pub compiler: PathBuf,
+    /// Compilations at once.
+    pub concurrency: usize,
+    /// CPU time one compilation may use.
+    pub cpu_seconds: u64,
+    /// Address space one compilation may use.
+    pub memory_bytes: u64,
+    /// Wall-clock time one compilation may take.
+    pub wall_timeout: Duration,
+    /// Where inputs and outputs of the compiler are written.
+    pub work_dir: PathBuf,
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// How often the store is polled when nothing wakes the packager.
+    pub poll: Duration,
+}
+
+/// Why a deployment could not be packaged: the text becomes its `errorReason`.
+#[derive(Debug)]
+struct Failed(String);
+
+/// Runs the packager until the task is dropped.
+pub async fn run(
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    config: PackagerConfig,
+    wakeup: Arc<Notify>,
+) {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match store
+            .claim(DeploymentStatus::Packaging, &config.holder, config.lease)
+            .await
+        {
+            Ok(Some(d)) => {
+                let (store, artifacts, config) = (store.clone(), artifacts.clone(), config.clone());
+                tokio::spawn(async move {
+                    package_claimed(&store, &artifacts, &config, d).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    _ = wakeup.notified() => {}
+                    _ = tokio::time::sleep(config.poll) => {}
+                }
+            }
+            Err(e) => {
+                drop(permit);
+                eprintln!("fnvm packager: claiming work: {e}");
+                tokio::time::sleep(config.poll).await;
+            }
+        }
+    }
+}
+
+/// Packages a claimed deployment, renewing the claim meanwhile, and records the outcome.
+async fn package_claimed(
+    store: &MetadataStore,
+    artifacts: &ArtifactStore,
+    config: &PackagerConfig,
+    d: Deployment,
+) {
+    let work = package(store, artifacts, config, &d);
+    let renew = async {
+        loop {
+            tokio::time::sleep(config.lease / 3).await;
+            match store.renew(&d.id, &config.holder, config.lease).await {
+                Ok(true) => {}
+                // Deleted, or taken over: stop working on it.
+                Ok(false) => return,
+                Err(e) => eprintln!("fnvm packager: renewing the claim on {}: {e}", d.id),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        () = renew => return,
+    };
+    let (to, reason) = match outcome {
+        Ok(()) => (DeploymentStatus::Deploying, None),
+        Err(Failed(reason)) => (DeploymentStatus::Error, Some(reason)),
+    };
+    if let Err(e) = store
+        .transition(
+            &d.id,
+            &[DeploymentStatus::Packaging],
+            to,
+            reason.as_deref(),
+            None,
+        )
+        .await
+    {
+        // The claim lapses and the deployment is packaged again.
+        eprintln!("fnvm packager: recording the outcome of {}: {e}", d.id);
+    }
+}
+
+/// The artifact of `d`'s release, stored in the artifact store.
+async fn package(
+    store: &MetadataStore,
+    artifacts: &ArtifactStore,
+    config: &PackagerConfig,
+    d: &Deployment,
+) -> Result<(), Failed> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| Failed(format!("{what}: {e}"));
+    let rid = d
+        .release_id
+        .as_deref()
+        .ok_or_else(|| Failed("nothing was uploaded".into()))?;
+    let release = store
+        .get_release(&d.owner_id, &d.function_id, rid)
+        .await
+        .map_err(|e| internal("reading the release", &e))?
+        .ok_or_else(|| Failed("the release no longer exists".into()))?;
+    if release.platform != Platform::Wasm {
+        return Err(Failed(format!(
+            "building {} sources on the server is not available yet: upload a compiled \
+             WebAssembly module (platform WASM)",
+            release.platform
+        )));
+    }
+    let compat = fnvm_abi::artifact::compat_hash(fnvm_abi::CpuFeatures::host());
+    if artifacts
+        .get_artifact(&release.sha256, compat)
+        .await
+        .map_err(|e| internal("reading the artifact store", &e))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let wasm = artifacts
+        .get_blob(&release.sha256)
+        .await
+        .map_err(|e| internal("reading the upload", &e))?
+        .ok_or_else(|| Failed("the uploaded code is missing from the artifact store".into()))?;
+    eprintln!(
+        "fnvm packager: compiling release {} ({} bytes) for deployment {}",
+        release.id, release.size, d.id
+    );
+    let artifact = compile(config, &d.id, &wasm).await?;
+    artifacts
+        .put_artifact(&release.sha256, compat, artifact.into())
+        .await
+        .map_err(|e| internal("storing the artifact", &e))
+}
+
+/// Most bytes of the compiler's messages kept for `errorReason`.
+const MAX_REASON: usize = 2048;
+
+/// Compiles `wasm` in a child `fnvm compile` under the configured limits.
+async fn compile(config: &PackagerConfig, id: &str, wasm: &[u8]) -> Result<Vec<u8>, Failed> {
+    let io = |what: &str, e: std::io::Error| Failed(format!("{what}: {e}"));
+    tokio::fs::create_dir_all(&config.work_dir)
+        .await
+        .map_err(|e| io("creating the work directory", e))?;
+    let input = config.work_dir.join(format!("{id}.wasm"));
+    let output = config.work_dir.join(format!("{id}.fnvm"));
+    let _cleanup = RemoveOnDrop(vec![input.clone(), output.clone()]);
+    tokio::fs::write(&input, wasm)
+        .await
+        .map_err(|e| io("writing the compiler's input", e))?;
+    let mut child = tokio::process::Command::new(&config.compiler)
+        .arg("compile")
+        .arg("--max-cpu-seconds")
+        .arg(config.cpu_seconds.to_string())
+        .arg("--max-memory-bytes")
+        .arg(config.memory_bytes.to_string())
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| io("starting the compiler", e))?;
+    let mut stderr = child.stderr.take();
+    let messages = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            // Bounded: a compiler cannot make the server hold more than this of its output.
+            let _ = s.take(64 << 10).read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let waited = tokio::time::timeout(config.wall_timeout, async {
+        let (status, messages) = tokio::join!(child.wait(), messages);
+        (status, messages)
+    })
+    .await;
+    let (status, messages) = match waited {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(Failed(format!(
+                "compilation took longer than {:?} and was stopped",
+                config.wall_timeout
+            )));
+        }
+    };
+    let status = status.map_err(|e| io("waiting for the compiler", e))?;
+    if !status.success() {
+        let text = String::from_utf8_lossy(&messages);
+        let text = text.trim();
+        let reason = if text.is_empty() {
+            match status.code() {
+                Some(c) => format!("the compiler failed with status {c}"),
+                None => "the compiler was stopped by a signal (a CPU-time or memory limit)".into(),
+            }
+        } else {
+            text.to_string()
+        };
+        return Err(Failed(trim(reason)));
+    }
+    tokio::fs::read(&output)
+        .await
+        .map_err(|e| io("reading the compiler's output", e))
+}
+
+/// `s` cut to [`MAX_REASON`] bytes on a character boundary.
+fn trim(mut s: String) -> String {
+    if s.len() > MAX_REASON {
+        let mut at = MAX_REASON;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push_str(" [...]");
+    }
+    s
+}
+
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// How long an uploaded blob is safe from collection after an upload touched it: longer than
+/// any upload takes between touching the blob and recording its release.
+pub const BLOB_GRACE: Duration = Duration::from_secs(600);
+
+/// Collects the stored code (and artifacts) of releases nobody references any more, every
+/// `every`, until the task is dropped. A blob is first marked as being collected (only if it
+/// is still garbage), then its bytes are deleted, then it is forgotten: an upload of the same
+/// bytes meanwhile waits for the collection and stores them afresh.
+pub async fn collect_garbage(
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    every: Duration,
+    grace: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = collect_once(&store, &artifacts, grace).await {
+            eprintln!("fnvm gc: {e}");
+        }
+    }
+}
+
+/// One collection; the number of blobs deleted.
+pub async fn collect_once(
+    store: &MetadataStore,
+    artifacts: &ArtifactStore,
+    grace: Duration,
+) -> Result<usize, String> {
+    let blobs = store
+        .unreferenced_blobs(grace)
+        .await
+        .map_err(|e| format!("listing unreferenced code: {e}"))?;
+    let mut deleted = 0;
+    for sha in blobs {
+        let marked = store
+            .begin_blob_collection(&sha, grace)
+            .await
+            .map_err(|e| format!("marking {sha}: {e}"))?;
+        if !marked {
+            continue;
+        }
+        artifacts
+            .delete_blob(&sha)
+            .await
+            .map_err(|e| format!("deleting {sha}: {e}"))?;
+        if store
+            .forget_blob(&sha)
+            .await
+            .map_err(|e| format!("forgetting {sha}: {e}"))?
+        {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,248 @@
+//! `fnvm serve`: the platform's processes wired together. One process runs the API role (the
+//! HTTP API, the packager, the garbage collector), the worker role (loading deployments through
+//! the data plane), or both (the default). Roles share nothing in memory that a split would
+//! break: everything between them goes through the metadata store and the artifact store.
+
+use crate::api::{self, ApiConfig, ApiState};
+use crate::artifacts::{ArtifactStore, ArtifactStoreError};
+use crate::auth::UploadSigner;
+use crate::packager::{self, PackagerConfig};
+use crate::store::{MetadataStore, StoreError};
+use crate::worker::{self, Worker};
+use fnvm_dataplane::{Runner, RunnerConfig, SetupError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Which roles a process plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// The API, the packager and the garbage collector.
+    pub api: bool,
+    /// Loading and (next) serving deployments.
+    pub worker: bool,
+}
+
+/// Settings of `fnvm serve`.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Where the embedded defaults keep their data: the SQLite database, the local artifact
+    /// store, the compile cache, spooled uploads, the node id.
+    pub data_dir: PathBuf,
+    /// The metadata store; default: SQLite in `data_dir/metadata.db`.
+    pub database_url: Option<String>,
+    /// The artifact store (`s3://bucket/prefix` or a directory); default: `data_dir/artifacts`.
+    pub artifact_store: Option<String>,
+    /// Where the API listens.
+    pub api_listen: SocketAddr,
+    /// Where the worker's HTTP endpoint listens (it serves functions from the next issue on;
+    /// today it names their URLs).
+    pub http_listen: SocketAddr,
+    /// How clients reach the API (upload URLs); default `http://{api_listen}`.
+    pub public_api_url: Option<String>,
+    /// How the public reaches functions (their `url`); default `http://{http_listen}`.
+    pub public_url: Option<String>,
+    /// The roles.
+    pub roles: Roles,
+    /// Largest upload accepted.
+    pub max_upload_bytes: u64,
+    /// The `fnvm` binary the packager runs to compile.
+    pub compiler: PathBuf,
+    /// Compilations at once.
+    pub packager_concurrency: usize,
+    /// How often unreferenced code is collected.
+    pub gc_interval: Duration,
+    /// How long code stays after an upload touched it, referenced or not (longer than any
+    /// upload takes).
+    pub gc_grace: Duration,
+}
+
+/// Why `fnvm serve` could not start or stopped.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The data directory could not be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metadata store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The artifact store could not be opened.
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactStoreError),
+    /// The data plane could not be set up.
+    #[error(transparent)]
+    Runner(#[from] SetupError),
+    /// A listening address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API server failed.
+    #[error("serving the API: {0}")]
+    Api(#[source] std::io::Error),
+}
+
+impl ServeConfig {
+    /// The metadata store's URL.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("metadata.db").display()),
+        }
+    }
+}
+
+/// This node's id: stable across restarts (kept in the data directory), so that a restarted
+/// node resumes the work it had claimed without waiting for its leases to lapse.
+fn node_id(data_dir: &Path) -> Result<String, ServeError> {
+    let path = data_dir.join("node-id");
+    let err = |source| ServeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let id = crate::model::new_id();
+    let tmp = data_dir.join(format!("node-id.{}", std::process::id()));
+    std::fs::write(&tmp, &id).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(id)
+}
+
+/// Opens the metadata store named by `config` (the same one `fnvm serve` would use).
+pub async fn open_store(config: &ServeConfig) -> Result<MetadataStore, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    Ok(MetadataStore::connect(&config.database_url()).await?)
+}
+
+/// Runs the configured roles until `shutdown` completes.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = open_store(&config).await?;
+    let artifacts = match &config.artifact_store {
+        Some(url) => ArtifactStore::open(url)?,
+        None => ArtifactStore::local(&config.data_dir.join("artifacts"))?,
+    };
+    let node = node_id(&config.data_dir)?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.http_listen));
+    eprintln!(
+        "fnvm serve: node {node}, metadata {}, artifacts {}",
+        store.describe(),
+        artifacts.describe()
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if config.roles.worker {
+        let runner = Runner::new(RunnerConfig {
+            cache_dir: config.data_dir.join("cache"),
+            ..RunnerConfig::default()
+        })?;
+        let worker = Arc::new(Worker::new(Arc::new(runner), public_url));
+        tasks.spawn(worker::run(
+            store.clone(),
+            artifacts.clone(),
+            worker,
+            Duration::from_millis(200),
+        ));
+        eprintln!(
+            "fnvm serve: worker role, functions at {}",
+            config.http_listen
+        );
+    }
+
+    if config.roles.api {
+        let spool_dir = config.data_dir.join("spool");
+        let work_dir = config.data_dir.join("packager");
+        for dir in [&spool_dir, &work_dir] {
+            // Leftovers of a previous run are partial uploads or compilations: never used.
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let key = store
+            .secret("upload-url-key", UploadSigner::new_key)
+            .await?;
+        let wakeup = Arc::new(tokio::sync::Notify::new());
+        let state = ApiState::new(
+            store.clone(),
+            artifacts.clone(),
+            UploadSigner::new(key),
+            ApiConfig {
+                public_api_url: config
+                    .public_api_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.api_listen)),
+                max_upload_bytes: config.max_upload_bytes,
+                spool_dir,
+            },
+            wakeup.clone(),
+        );
+        tasks.spawn(packager::run(
+            store.clone(),
+            artifacts.clone(),
+            PackagerConfig {
+                // This incarnation of the node: it never claims what it already works on, and
+                // takes over what an earlier one left at once (see `MetadataStore::claim`).
+                holder: format!("{node}/{}", crate::model::new_id()),
+                compiler: config.compiler.clone(),
+                concurrency: config.packager_concurrency,
+                cpu_seconds: 300,
+                memory_bytes: 8 << 30,
+                wall_timeout: Duration::from_secs(600),
+                work_dir,
+                lease: Duration::from_secs(15),
+                poll: Duration::from_millis(500),
+            },
+            wakeup,
+        ));
+        tasks.spawn(packager::collect_garbage(
+            store.clone(),
+            artifacts.clone(),
+            config.gc_interval,
+            config.gc_grace,
+        ));
+        let listener = tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: config.api_listen,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(config.api_listen);
+        eprintln!("fnvm serve: API at http://{addr}");
+        let app = api::router(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Api)?;
+    } else {
+        shutdown.await;
+    }
+    tasks.abort_all();
+    Ok(())
+}
