@@ -159,8 +159,26 @@ impl Server {
         c
     }
 
-    /// Starts the process (again) and waits until the API answers.
-    pub fn spawn(&mut self) {
+    /// Starts a process that plays only the worker role (no API to wait for), on the stores
+    /// of `api` (its own data directory, as on another machine).
+    pub fn start_worker_sharing(name: &str, backends: Backends, api: &Server) -> Server {
+        let data_dir = scratch_dir(name);
+        let mut s = Server {
+            child: None,
+            log: data_dir.with_extension("log"),
+            data_dir,
+            api_port: free_port(),
+            http_port: free_port(),
+            api: String::new(),
+            backends,
+            extra: vec!["--role".into(), "worker".into()],
+            prefix: api.prefix.clone(),
+        };
+        s.start_process();
+        s
+    }
+
+    fn start_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -173,6 +191,11 @@ impl Server {
             .spawn()
             .expect("starting fnvm serve");
         self.child = Some(child);
+    }
+
+    /// Starts the process (again) and waits until the API answers.
+    pub fn spawn(&mut self) {
+        self.start_process();
         let start = Instant::now();
         loop {
             if let Ok(resp) = ureq::get(&format!("{}/healthz", self.api)).call() {
@@ -1000,4 +1023,50 @@ fn concurrent_clients_lose_no_update() {
         let d = wait_settled(&format!("{one}/deployments/{did}"), &token);
         assert_eq!(d["status"], "READY", "{d}");
     }
+}
+
+/// The roles apart, as on different machines: an API process and a worker process sharing
+/// only PostgreSQL and an S3 bucket. The worker learns of the deployment from the database,
+/// fetches the artifact from S3, and reports it READY with its own URL.
+#[test]
+fn api_and_worker_processes_meet_only_in_the_stores() {
+    let backends = Backends::with(true, true, "roles");
+    let api = Server::start("roles-api", backends.clone(), &["--role", "api"]);
+    let token = api.token(Some("org-r"));
+    let base = format!("{}/v4/functions/organisations/org-r/functions", api.api);
+    let (s, f) = request(
+        "POST",
+        &base,
+        Some(&token),
+        Some("application/json"),
+        Some(b"{}".to_vec()),
+    );
+    assert_eq!(s, 201);
+    let fid = f["id"].as_str().unwrap().to_string();
+    let did = deploy_raw(&api.api, "org-r", &token, &fid).unwrap();
+    // With no worker, the deployment is packaged and waits in DEPLOYING.
+    let url = format!("{base}/{fid}/deployments/{did}");
+    let start = Instant::now();
+    loop {
+        let (_, d) = request("GET", &url, Some(&token), None, None);
+        if d["status"] == "DEPLOYING" {
+            break;
+        }
+        assert!(d["status"] != "ERROR" && d["status"] != "READY", "{d}");
+        assert!(start.elapsed() < Duration::from_secs(60), "{d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, d) = request("GET", &url, Some(&token), None, None);
+    assert_eq!(
+        d["status"], "DEPLOYING",
+        "nothing but a worker may make it READY"
+    );
+    let worker = Server::start_worker_sharing("roles-worker", backends, &api);
+    let d = wait_settled(&url, &token);
+    assert_eq!(d["status"], "READY", "{d}\n{}", worker.log_text());
+    assert!(
+        d["url"].as_str().unwrap().ends_with(&format!("/{fid}")),
+        "{d}"
+    );
 }
