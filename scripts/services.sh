@@ -4,6 +4,7 @@
 # already run; every failure is fatal (a test run never skips a service).
 #
 # Usage: scripts/services.sh [postgres] [s3]        (default: both)
+#        scripts/services.sh stop                   stops both (their data stays)
 #
 # Prints, on stdout and nothing else, one `NAME=VALUE` line per setting the tests need:
 #   postgres  FNVM_TEST_POSTGRES_URL       postgres://USER:PASSWORD@127.0.0.1:PORT/DB
@@ -19,6 +20,11 @@ export FNVM_SERVICES_DIR="$root/target/services"
 mkdir -p "$FNVM_SERVICES_DIR"
 
 names=("$@")
+if [ "${names[*]:-}" = stop ]; then
+    "$root/scripts/services/postgres.sh" stop
+    "$root/scripts/services/s3.sh" stop
+    exit 0
+fi
 if [ ${#names[@]} -eq 0 ]; then names=(postgres s3); fi
 for name in "${names[@]}"; do
     case $name in

@@ -5,8 +5,9 @@
 # (password authentication, CREATEDB so that each test can make its own database) and database.
 # Idempotent and fast when the server already runs; concurrent invocations take turns on a lock.
 #
-# Called by scripts/services.sh, which sets FNVM_SERVICES_DIR. Progress goes to stderr; stdout
-# carries exactly one line:
+# Called by scripts/services.sh, which sets FNVM_SERVICES_DIR (`scripts/services.sh` passes no
+# argument; `postgres.sh stop` stops the server). Progress goes to stderr; stdout carries
+# exactly one line:
 #   FNVM_TEST_POSTGRES_URL=postgres://USER:PASSWORD@127.0.0.1:PORT/DB
 set -euo pipefail
 
@@ -68,6 +69,8 @@ install_postgres() {
 
 bin=$(bindir || true)
 if [ -z "$bin" ]; then
+    # Nothing installed: nothing to stop.
+    if [ "${1:-}" = stop ]; then exit 0; fi
     install_postgres
     bin=$(bindir || true)
     [ -n "$bin" ] || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
@@ -92,6 +95,15 @@ alive() {
 }
 
 running() { alive && as_owner "$bin/pg_ctl" status -D "$data" >/dev/null 2>&1; }
+
+# `postgres.sh stop`: stops the server this script started (if any), leaving its data.
+if [ "${1:-}" = stop ]; then
+    if [ -n "${bin:-}" ] && [ -f "$data/PG_VERSION" ] && running; then
+        say "stopping the server"
+        as_owner "$bin/pg_ctl" stop -D "$data" -m fast >&2
+    fi
+    exit 0
+fi
 
 # Fast path: our server runs and the tests' role can log in.
 if [ -f "$data/PG_VERSION" ] && running &&
