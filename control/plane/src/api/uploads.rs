@@ -106,17 +106,35 @@ pub(super) async fn upload(
             .join(format!("upload-{}", crate::model::new_id())),
     );
     let (sha256, size) = receive(&spool.0, body, max, d.platform).await?;
+    // Once the bytes are all here, storing them runs to its end even if the client goes away
+    // (a multipart upload to S3 cut in the middle would leave parts behind).
+    let (state2, d2) = (state.clone(), d.clone());
+    let stored = tokio::spawn(async move { store(&state2, &d2, spool, &sha256, size).await });
+    let d = stored
+        .await
+        .map_err(|e| ApiError::Internal(format!("storing an upload: {e}")))??;
+    Ok(Json(d))
+}
+
+/// Stores the spooled upload as a release of `d`'s Function and binds it to `d`.
+async fn store(
+    state: &ApiState,
+    d: &Deployment,
+    spool: Spool,
+    sha256: &str,
+    size: u64,
+) -> Result<Deployment, ApiError> {
     // Touched first, so the garbage collector cannot delete these bytes between storing them
     // and recording the release.
     state
         .store
-        .touch_blob(&sha256, size, std::time::Duration::from_secs(30))
+        .touch_blob(sha256, size, std::time::Duration::from_secs(30))
         .await?;
-    state.artifacts.put_blob(&sha256, &spool.0).await?;
+    state.artifacts.put_blob(sha256, &spool.0).await?;
     drop(spool);
     let release = state
         .store
-        .add_release(&d.function_id, d.platform, &sha256, size)
+        .add_release(&d.function_id, d.platform, sha256, size)
         .await?;
     if release.platform != d.platform {
         return Err(ApiError::Conflict(format!(
@@ -125,12 +143,11 @@ pub(super) async fn upload(
             release.platform, release.id, release.platform
         )));
     }
-    let d = state
+    state
         .store
         .set_deployment_release(&d.id, &release.id)
         .await?
-        .ok_or_else(|| ApiError::Conflict("the deployment changed during the upload".into()))?;
-    Ok(Json(d))
+        .ok_or_else(|| ApiError::Conflict("the deployment changed during the upload".into()))
 }
 
 /// Streams `body` into `path`, hashing and counting; refuses it past `max` bytes, and, for a
