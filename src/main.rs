@@ -116,6 +116,18 @@ struct ServeArgs {
     /// upload takes).
     #[arg(long, default_value_t = 600)]
     gc_grace_secs: u64,
+    /// Threads guest code runs on, and instances at once (default: twice the CPUs, at least 4).
+    #[arg(long)]
+    invoker_threads: Option<usize>,
+    /// Largest request body the worker accepts, in bytes (413 beyond).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_request_bytes: u64,
+    /// Largest response body a function may write, in bytes (502 beyond).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_response_bytes: usize,
+    /// Milliseconds a request waits for one of its function's instances (503 after).
+    #[arg(long, default_value_t = 1000)]
+    instance_wait_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -389,10 +401,21 @@ fn serve_config(
         packager_concurrency: 1,
         gc_interval: std::time::Duration::from_secs(60),
         gc_grace: fnvm_control::packager::BLOB_GRACE,
+        invoker_threads: 4,
+        http: fnvm_control::worker::http::HttpConfig::default(),
     }
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
+    // Structured logs on stderr; RUST_LOG or FNVM_LOG chooses what (default: info).
+    let filter = std::env::var("FNVM_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let roles = if args.role.is_empty() {
         fnvm_control::serve::Roles {
             api: true,
@@ -418,6 +441,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         gc_interval: std::time::Duration::from_secs(args.gc_interval_secs.max(1)),
         gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+        invoker_threads: args.invoker_threads.unwrap_or_else(|| {
+            (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(4)
+        }),
+        http: fnvm_control::worker::http::HttpConfig {
+            max_body_bytes: args.max_request_bytes,
+            max_response_bytes: args.max_response_bytes,
+            instance_wait: std::time::Duration::from_millis(args.instance_wait_ms),
+            ..fnvm_control::worker::http::HttpConfig::default()
+        },
         ..serve_config(args.data_dir, args.database_url)
     };
     runtime()?.block_on(fnvm_control::serve::serve(config, shutdown_signal()))?;

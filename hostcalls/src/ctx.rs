@@ -299,6 +299,7 @@ impl WasiCtxBuilder {
             },
             stdout: OutputState::new(self.stdout, self.output_limit),
             stderr: OutputState::new(self.stderr, self.output_limit),
+            hostcalls: 0,
             dmesg: self.trace.then(|| {
                 Box::new(match self.trace_id {
                     Some(id) => Dmesg::with_id(id, self.trace_limit),
@@ -321,6 +322,8 @@ pub(crate) struct OutputState {
     pub kind: Output,
     pub buf: Vec<u8>,
     pub limit: usize,
+    /// Whether a write met the cap (and was cut short or refused).
+    pub overflowed: bool,
 }
 
 /// Which host stream an inherited output goes to.
@@ -336,6 +339,7 @@ impl OutputState {
             kind,
             buf: Vec::new(),
             limit,
+            overflowed: false,
         }
     }
 
@@ -350,6 +354,9 @@ impl OutputState {
                     return Ok(0);
                 }
                 let room = self.limit.saturating_sub(self.buf.len());
+                if room < total {
+                    self.overflowed = true;
+                }
                 if room == 0 {
                     return Err(Errno::Fbig);
                 }
@@ -398,6 +405,8 @@ pub struct WasiCtx {
     pub(crate) stdout: OutputState,
     pub(crate) stderr: OutputState,
     pub(crate) dmesg: Option<Box<Dmesg>>,
+    /// Hostcalls made so far.
+    pub(crate) hostcalls: u64,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -428,6 +437,16 @@ impl WasiCtx {
     /// The captured stderr so far.
     pub fn stderr(&self) -> &[u8] {
         &self.stderr.buf
+    }
+
+    /// Whether the guest wrote more to stdout than the output limit let through.
+    pub fn stdout_overflowed(&self) -> bool {
+        self.stdout.overflowed
+    }
+
+    /// Hostcalls the guest made so far.
+    pub fn hostcalls(&self) -> u64 {
+        self.hostcalls
     }
 
     /// Takes the captured stdout, leaving the buffer empty.
@@ -474,7 +493,11 @@ mod tests {
     #[test]
     fn output_cap() {
         let mut o = OutputState::new(Output::Buffer, 8);
+        assert_eq!(o.write(Stream::Out, &[b"hello", b" wo"]), Ok(8));
+        assert!(!o.overflowed, "exactly the cap is not an overflow");
+        let mut o = OutputState::new(Output::Buffer, 8);
         assert_eq!(o.write(Stream::Out, &[b"hello", b" wor"]), Ok(8));
+        assert!(o.overflowed);
         assert_eq!(o.buf, b"hello wo");
         assert_eq!(o.write(Stream::Out, &[b"x"]), Err(Errno::Fbig));
         assert_eq!(o.write(Stream::Out, &[]), Ok(0));

@@ -13,6 +13,7 @@ pub(crate) fn hc_host_halt(
     slots: &mut [u64],
 ) -> Result<(), HostExit> {
     let code = slots.first().copied().unwrap_or(0) as u32 as i32;
+    caller.data().hostcalls += 1;
     if let Some(d) = caller.data().dmesg.as_deref_mut() {
         d.halt(code);
     }

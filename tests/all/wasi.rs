@@ -36,24 +36,24 @@ const SANDBOX: &str = "/sandbox";
 
 /// A guest language: its directory under `target/guests/` and its name in "Hello <name>!".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Lang {
-    dir: &'static str,
-    name: &'static str,
+pub(crate) struct Lang {
+    pub dir: &'static str,
+    pub name: &'static str,
 }
 
-const RUST: Lang = Lang {
+pub(crate) const RUST: Lang = Lang {
     dir: "rust",
     name: "Rust",
 };
-const C: Lang = Lang {
+pub(crate) const C: Lang = Lang {
     dir: "c",
     name: "C",
 };
-const GO: Lang = Lang {
+pub(crate) const GO: Lang = Lang {
     dir: "go",
     name: "Go",
 };
-const AS: Lang = Lang {
+pub(crate) const AS: Lang = Lang {
     dir: "as",
     name: "AssemblyScript",
 };
@@ -82,7 +82,7 @@ fn build_guests() {
 }
 
 /// The built guest `name` of `lang`.
-fn guest(lang: Lang, name: &str) -> PathBuf {
+pub(crate) fn guest(lang: Lang, name: &str) -> PathBuf {
     build_guests();
     let path = Path::new(ROOT)
         .join("target/guests")

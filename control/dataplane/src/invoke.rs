@@ -60,6 +60,9 @@ pub enum InvokeError {
     /// The module has no exported function to run.
     #[error("the module exports no function `{0}`")]
     NoEntry(String),
+    /// The invocation ended without an outcome (a bug of the runner).
+    #[error("the invocation produced no outcome")]
+    NoOutcome,
 }
 
 /// Settings of an in-process [`Runner`].
@@ -159,6 +162,8 @@ pub struct Invocation {
     pub limits: InstanceLimits,
     /// The export to run.
     pub entry: String,
+    /// Cap on each captured output stream, in bytes.
+    pub output_limit: usize,
 }
 
 impl Default for Invocation {
@@ -174,6 +179,7 @@ impl Default for Invocation {
             trigger: Trigger::Std,
             limits: InstanceLimits::default(),
             entry: "_start".into(),
+            output_limit: fnvm_hostcalls::DEFAULT_OUTPUT_LIMIT,
         }
     }
 }
@@ -194,10 +200,22 @@ pub struct Outcome {
     pub status: Status,
     /// Captured standard output (empty unless captured).
     pub stdout: Vec<u8>,
+    /// Whether the guest wrote more to a captured stdout than the output limit let through
+    /// (`stdout` then holds the first `output_limit` bytes).
+    pub stdout_overflowed: bool,
     /// Captured standard error.
     pub stderr: Vec<u8>,
     /// The debug report, when asked for.
     pub report: Option<DebugReport>,
+    /// From the start of the invocation until the guest's entry was called (context and
+    /// instance).
+    pub instantiate_time: Duration,
+    /// The entry's run.
+    pub run_time: Duration,
+    /// Hostcalls the guest made.
+    pub hostcalls: u64,
+    /// Size of the guest's linear memory at the end, in wasm pages (64 KiB).
+    pub memory_pages: u64,
 }
 
 /// Loads functions and invokes them on an execution backend. Share one per process: it owns
@@ -270,6 +288,20 @@ impl<B: ExecutionBackend> Runner<B> {
         function: &PreparedModule<B>,
         inv: Invocation,
     ) -> Result<Outcome, InvokeError> {
+        let mut out = None;
+        self.invoke_then(function, inv, |o| out = Some(o))?;
+        out.ok_or(InvokeError::NoOutcome)
+    }
+
+    /// Runs `function` once in a fresh instance and hands the outcome to `deliver` before the
+    /// instance ends: a server sends its response first and pays for the instance's reset
+    /// (inline, when the backend resets inline) after.
+    pub fn invoke_then(
+        &self,
+        function: &PreparedModule<B>,
+        inv: Invocation,
+        deliver: impl FnOnce(Outcome),
+    ) -> Result<(), InvokeError> {
         let t0 = Instant::now();
         let (stdout, stderr) = if inv.debug {
             (Output::Buffer, Output::Buffer)
@@ -279,9 +311,10 @@ impl<B: ExecutionBackend> Runner<B> {
         let mut builder = WasiCtx::builder()
             .args(inv.args.iter().cloned())
             .envs(inv.env.iter().cloned())
-            .stdin(inv.stdin.clone())
+            .stdin(inv.stdin)
             .stdout(stdout)
             .stderr(stderr)
+            .output_limit(inv.output_limit)
             .trace(inv.debug);
         for (host, guest) in &inv.preopens {
             builder = builder.preopen_dir(host.clone(), guest.clone());
@@ -318,8 +351,10 @@ impl<B: ExecutionBackend> Runner<B> {
         } else {
             0
         };
-        let mut wasi = inst.into_data();
+        let memory_pages = inst.memory_pages();
+        let wasi = inst.data();
         let (out, err) = (wasi.take_stdout(), wasi.take_stderr());
+        let (stdout_overflowed, hostcalls) = (wasi.stdout_overflowed(), wasi.hostcalls());
         let report = match wasi.take_dmesg() {
             Some(mut dmesg) if inv.debug => {
                 let reason = match &status {
@@ -352,12 +387,20 @@ impl<B: ExecutionBackend> Runner<B> {
             }
             _ => None,
         };
-        Ok(Outcome {
+        deliver(Outcome {
             status,
             stdout: out,
+            stdout_overflowed,
             stderr: err,
             report,
-        })
+            instantiate_time: start_time,
+            run_time,
+            hostcalls,
+            memory_pages,
+        });
+        // The instance ends here, after the outcome went out.
+        drop(inst);
+        Ok(())
     }
 }
 

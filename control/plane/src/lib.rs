@@ -9,6 +9,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod metrics;
 pub mod model;
 pub mod packager;
 pub mod serve;

@@ -530,6 +530,23 @@ pub struct Release {
     pub created_at: Timestamp,
 }
 
+/// What a guest wrote to stderr in one invocation, as the logs show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    /// Where the entry stands in the Function's log: pass it as `after` to get what follows.
+    pub cursor: String,
+    /// When the invocation ended.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// The deployment that ran.
+    pub deployment_id: String,
+    /// The invocation (its `Fnvm-Invocation` id).
+    pub invocation_id: String,
+    /// The text (lossily decoded as UTF-8, cut at the worker's limit).
+    pub text: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

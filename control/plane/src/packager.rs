@@ -38,6 +38,8 @@ pub struct PackagerConfig {
     pub lease: Duration,
     /// How often the store is polled when nothing wakes the packager.
     pub poll: Duration,
+    /// Where compile durations go.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a deployment could not be packaged: the text becomes its `errorReason`.
@@ -77,7 +79,7 @@ pub async fn run(
             }
             Err(e) => {
                 drop(permit);
-                eprintln!("fnvm packager: claiming work: {e}");
+                tracing::warn!(error = %e, "packager: claiming work");
                 tokio::time::sleep(config.poll).await;
             }
         }
@@ -99,7 +101,9 @@ async fn package_claimed(
                 Ok(true) => {}
                 // Deleted, or taken over: stop working on it.
                 Ok(false) => return,
-                Err(e) => eprintln!("fnvm packager: renewing the claim on {}: {e}", d.id),
+                Err(e) => {
+                    tracing::warn!(deployment = %d.id, error = %e, "packager: renewing a claim")
+                }
             }
         }
     };
@@ -122,7 +126,7 @@ async fn package_claimed(
         .await
     {
         // The claim lapses and the deployment is packaged again.
-        eprintln!("fnvm packager: recording the outcome of {}: {e}", d.id);
+        tracing::warn!(deployment = %d.id, error = %e, "packager: recording an outcome");
     }
 }
 
@@ -164,11 +168,15 @@ async fn package(
         .await
         .map_err(|e| internal("reading the upload", &e))?
         .ok_or_else(|| Failed("the uploaded code is missing from the artifact store".into()))?;
-    eprintln!(
-        "fnvm packager: compiling release {} ({} bytes) for deployment {}",
-        release.id, release.size, d.id
+    tracing::info!(
+        release = %release.id,
+        bytes = release.size,
+        deployment = %d.id,
+        "packager: compiling"
     );
+    let t = std::time::Instant::now();
     let artifact = compile(config, &d.id, &wasm).await?;
+    config.metrics.compile.observe(t.elapsed());
     artifacts
         .put_artifact(&release.sha256, compat, artifact.into())
         .await
@@ -288,7 +296,7 @@ pub async fn collect_garbage(
     loop {
         tokio::time::sleep(every).await;
         if let Err(e) = collect_once(&store, &artifacts, grace).await {
-            eprintln!("fnvm gc: {e}");
+            tracing::warn!(error = %e, "gc: collecting unreferenced code");
         }
     }
 }

@@ -6,8 +6,11 @@
 use crate::api::{self, ApiConfig, ApiState};
 use crate::artifacts::{ArtifactStore, ArtifactStoreError};
 use crate::auth::UploadSigner;
+use crate::metrics::Metrics;
 use crate::packager::{self, PackagerConfig};
 use crate::store::{MetadataStore, StoreError};
+use crate::worker::http::HttpConfig;
+use crate::worker::invoker::Invoker;
 use crate::worker::{self, Worker};
 use fnvm_dataplane::{Runner, RunnerConfig, SetupError};
 use std::net::SocketAddr;
@@ -29,7 +32,8 @@ pub struct Roles {
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     /// Where the embedded defaults keep their data: the SQLite database, the local artifact
-    /// store, the compile cache, spooled uploads, the node id.
+    /// store, the compile cache (`cache`), the worker's copies of fetched artifacts
+    /// (`artifact-cache`), spooled uploads, the node id.
     pub data_dir: PathBuf,
     /// The metadata store; default: SQLite in `data_dir/metadata.db`.
     pub database_url: Option<String>,
@@ -57,6 +61,10 @@ pub struct ServeConfig {
     /// How long code stays after an upload touched it, referenced or not (longer than any
     /// upload takes).
     pub gc_grace: Duration,
+    /// Threads guest code runs on (and instance slots of the pool).
+    pub invoker_threads: usize,
+    /// Limits of the worker's HTTP endpoint.
+    pub http: HttpConfig,
 }
 
 /// Why `fnvm serve` could not start or stopped.
@@ -92,6 +100,9 @@ pub enum ServeError {
     /// The API server failed.
     #[error("serving the API: {0}")]
     Api(#[source] std::io::Error),
+    /// The invoker threads could not be started.
+    #[error("starting the invoker threads: {0}")]
+    Invoker(#[source] std::io::Error),
 }
 
 impl ServeConfig {
@@ -149,29 +160,74 @@ pub async fn serve(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.http_listen));
-    eprintln!(
-        "fnvm serve: node {node}, metadata {}, artifacts {}",
-        store.describe(),
-        artifacts.describe()
+    tracing::info!(
+        %node,
+        metadata = store.describe(),
+        artifacts = %artifacts.describe(),
+        "fnvm serve: starting"
     );
     let mut tasks = tokio::task::JoinSet::new();
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
 
     if config.roles.worker {
+        let threads = config.invoker_threads.max(1);
         let runner = Runner::new(RunnerConfig {
             cache_dir: config.data_dir.join("cache"),
+            pool: fnvm_runtime::PoolConfig {
+                slots: u32::try_from(threads).unwrap_or(u32::MAX),
+                max_memory_pages: 65536,
+                // A busy worker is the normal case: the invoking thread resets the slot after
+                // the response went out, instead of handing every slot to a reset thread.
+                background_reset: false,
+                ..fnvm_runtime::PoolConfig::default()
+            },
             ..RunnerConfig::default()
         })?;
-        let worker = Arc::new(Worker::new(Arc::new(runner), public_url));
+        let pool = runner.backend().clone();
+        metrics.set_pool(Arc::new(move || {
+            let s = pool.stats();
+            (s.capacity, s.in_use)
+        }));
+        let worker = Arc::new(Worker::new(
+            Arc::new(runner),
+            public_url,
+            config.data_dir.join("artifact-cache"),
+            metrics.clone(),
+        ));
+        let invoker = Arc::new(Invoker::new(threads).map_err(ServeError::Invoker)?);
         tasks.spawn(worker::run(
             store.clone(),
             artifacts.clone(),
-            worker,
+            worker.clone(),
             Duration::from_millis(200),
         ));
-        eprintln!(
-            "fnvm serve: worker role, functions at {}",
-            config.http_listen
-        );
+        tasks.spawn(worker::logs::flush(
+            store.clone(),
+            worker.logs.clone(),
+            Duration::from_millis(500),
+        ));
+        let listener = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: config.http_listen,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(config.http_listen);
+        tracing::info!(%addr, threads, "worker role: functions served over HTTP");
+        tasks.spawn(worker::http::serve(
+            listener,
+            worker,
+            invoker,
+            config.http.clone(),
+            stopped(),
+        ));
     }
 
     if config.roles.api {
@@ -190,6 +246,7 @@ pub async fn serve(
             .await?;
         let wakeup = Arc::new(tokio::sync::Notify::new());
         let state = ApiState::new(
+            metrics.clone(),
             store.clone(),
             artifacts.clone(),
             UploadSigner::new(key),
@@ -218,6 +275,7 @@ pub async fn serve(
                 work_dir,
                 lease: Duration::from_secs(15),
                 poll: Duration::from_millis(500),
+                metrics: metrics.clone(),
             },
             wakeup,
         ));
@@ -234,7 +292,7 @@ pub async fn serve(
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(config.api_listen);
-        eprintln!("fnvm serve: API at http://{addr}");
+        tracing::info!(%addr, "api role: the API");
         let app = api::router(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -243,6 +301,7 @@ pub async fn serve(
     } else {
         shutdown.await;
     }
+    let _ = stop_tx.send(true);
     tasks.abort_all();
     Ok(())
 }

@@ -210,6 +210,7 @@ fn tracer_format() {
     g.ok("fd_write", &[1, IOV as u64, 1, OUT as u64]);
     g.err("fd_close", &[9], Errno::Badf);
     g.ok("sched_yield", &[]);
+    assert_eq!(g.ctx.hostcalls(), 3);
     let d = g.ctx.dmesg_mut().unwrap();
     d.halt(0);
     let out = g.ctx.take_dmesg().unwrap().finish(

@@ -190,6 +190,7 @@ pub(crate) fn hc_proc_exit(
     // An i32: only the low half of the slot is meaningful.
     let raw = u64::from(slots.first().copied().unwrap_or(0) as u32);
     let code = raw as u32 as i32;
+    caller.data().hostcalls += 1;
     if let Some(d) = caller.data().dmesg.as_deref_mut() {
         d.exit_entry("WASI_PROC_EXIT", &[raw], &format!("exit: {code}"));
     }

@@ -104,6 +104,7 @@ pub(crate) fn run(
 ) -> Result<(), HostExit> {
     let deadline = caller.deadline_source();
     let (memory, ctx) = caller.parts();
+    ctx.hostcalls += 1;
     let args = Args::load(slots, params);
     let mut cx = Cx {
         mem: GuestMemory::new(memory),

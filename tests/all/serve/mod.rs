@@ -5,6 +5,8 @@
 //! server killed with SIGKILL in the middle of deploys, restarted, with nothing acknowledged
 //! lost and nothing stuck.
 
+mod endpoint;
+mod guests;
 mod journey;
 mod refusals;
 mod reliability;
@@ -217,6 +219,31 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The worker's HTTP endpoint, `http://127.0.0.1:PORT`.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Creates a Function of `org` with `settings` (JSON) and deploys `wasm` to it through the
+    /// CLI; its id once READY.
+    pub fn deploy_function(&self, org: &str, token: &str, settings: &str, wasm: &[u8]) -> String {
+        let base = format!("{}/v4/functions/organisations/{org}/functions", self.api);
+        let (s, f) = request(
+            "POST",
+            &base,
+            Some(token),
+            Some("application/json"),
+            Some(settings.as_bytes().to_vec()),
+        );
+        assert_eq!(s, 201, "{f}");
+        let fid = f["id"].as_str().unwrap().to_string();
+        let file = self.data_dir.with_extension(format!("{fid}.wasm"));
+        std::fs::write(&file, wasm).unwrap();
+        ok(self.cli(org, token, &["deploy", file.to_str().unwrap(), &fid]));
+        let _ = std::fs::remove_file(&file);
+        fid
     }
 
     /// Kills the process with SIGKILL: no chance to clean up.

@@ -88,7 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m, None),
             ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m, None),
             ApiError::Internal(cause) => {
-                eprintln!("fnvm api: internal error: {cause}");
+                tracing::error!(%cause, "api: internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error".to_string(),

@@ -90,3 +90,33 @@ pub(super) async fn delete(
         Err(ApiError::NotFound("function"))
     }
 }
+
+/// The query of the logs route.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub(super) struct LogsQuery {
+    /// Only entries after this one (a previous entry's `cursor`).
+    after: Option<String>,
+    /// At most this many entries (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// What the Function's invocations wrote to stderr, oldest first: its latest entries, after
+/// `after` when given.
+#[utoipa::path(get, path = "/v4/functions/organisations/{ownerId}/functions/{functionId}/logs",
+    params(("ownerId" = String, Path, description = "Organisation"),
+           ("functionId" = String, Path, description = "Function"), LogsQuery),
+    responses((status = 200, body = Vec<crate::model::LogEntry>), (status = 401), (status = 404)))]
+pub(super) async fn logs(
+    State(state): State<ApiState>,
+    Org(owner): Org,
+    Path((_, id)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Result<Json<Vec<crate::model::LogEntry>>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    state
+        .store
+        .logs(&owner, &id, q.after.as_deref(), limit)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("function"))
+}

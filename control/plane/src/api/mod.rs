@@ -48,12 +48,15 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// Wakes the packager when a deployment is triggered (it also polls the store).
     pub packager_wakeup: Arc<tokio::sync::Notify>,
+    /// The process's metrics (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     tokens: Arc<TokenCache>,
 }
 
 impl ApiState {
     /// The state for a router.
     pub fn new(
+        metrics: Arc<crate::metrics::Metrics>,
         store: MetadataStore,
         artifacts: ArtifactStore,
         signer: UploadSigner,
@@ -66,6 +69,7 @@ impl ApiState {
             signer,
             config: Arc::new(config),
             packager_wakeup,
+            metrics,
             tokens: Arc::new(TokenCache::default()),
         }
     }
@@ -174,6 +178,21 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/openapi.json", get(openapi::document))
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(s): axum::extract::State<ApiState>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        s.metrics.render(),
+                    )
+                },
+            ),
+        )
+        .route(&format!("{org}/{{functionId}}/logs"), get(functions::logs))
         .route(org, get(functions::list).post(functions::create))
         .route(
             &format!("{org}/{{functionId}}"),

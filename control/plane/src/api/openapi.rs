@@ -3,8 +3,8 @@
 
 use super::{deployments, functions, uploads};
 use crate::model::{
-    Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec, NewDeployment, Platform,
-    Release,
+    Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec, LogEntry, NewDeployment,
+    Platform, Release,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -15,12 +15,13 @@ use utoipa::{Modify, OpenApi};
     info(title = "fnvm", description = "Functions, Deployments and Releases of fnvm's control plane"),
     paths(
         functions::list, functions::create, functions::get, functions::replace, functions::delete,
+        functions::logs,
         deployments::list, deployments::create, deployments::get, deployments::update,
         deployments::delete, deployments::trigger, deployments::list_releases,
         deployments::get_release, deployments::by_status, uploads::upload,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
-        DeploymentStatus, Platform, Release, deployments::CreatedDeployment)),
+        DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

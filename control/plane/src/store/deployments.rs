@@ -192,6 +192,9 @@ impl MetadataStore {
         .execute(&self.pool)
         .await
         .map_err(StoreError::query("delete_deployment"))?;
+        if done.rows_affected() > 0 {
+            self.notify_change().await;
+        }
         Ok(done.rows_affected() > 0)
     }
 
@@ -291,7 +294,11 @@ impl MetadataStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("transition"))?;
-        optional(row)
+        let d = optional(row)?;
+        if d.is_some() {
+            self.notify_change().await;
+        }
+        Ok(d)
     }
 
     /// Leases to `holder`, until `lease` from now, the oldest deployment in `status` that no

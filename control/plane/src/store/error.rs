@@ -97,6 +97,13 @@ pub enum StoreError {
         /// The size given.
         given: u64,
     },
+    /// The connection receiving change notifications broke.
+    #[error("receiving change notifications: {source}")]
+    Notifications {
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The garbage collector is deleting these very bytes and did not finish within the wait:
     /// try the upload again.
     #[error("blob {sha256} is being collected; try again")]

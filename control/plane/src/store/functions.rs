@@ -175,7 +175,27 @@ impl MetadataStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("replace_function"))?;
-        row.as_ref().map(function_from_row).transpose()
+        let f = row.as_ref().map(function_from_row).transpose()?;
+        if f.is_some() {
+            self.notify_change().await;
+        }
+        Ok(f)
+    }
+
+    /// The Functions that have a deployment workers serve (`DEPLOYING` or `READY`), of every
+    /// owner: what a worker needs of their settings.
+    pub async fn serving_functions(&self) -> Result<Vec<Function>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            function_columns!(),
+            " FROM functions f WHERE EXISTS (SELECT 1 FROM deployments d \
+             WHERE d.function_id = f.id AND d.status IN ('DEPLOYING', 'READY')) \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("serving_functions"))?;
+        rows.iter().map(function_from_row).collect()
     }
 
     /// Deletes the Function `id` of `owner` with its deployments and releases; whether there
@@ -208,6 +228,9 @@ impl MetadataStore {
             .map_err(StoreError::query(OP))?
             .rows_affected();
         tx.commit().await.map_err(StoreError::query(OP))?;
+        if deleted > 0 {
+            self.notify_change().await;
+        }
         Ok(deleted > 0)
     }
 

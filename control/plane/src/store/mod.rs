@@ -12,12 +12,15 @@
 //! claimers, two processes migrating) is settled by the database, not by this process, so that
 //! it holds across processes.
 
+mod changes;
 mod deployments;
 mod error;
 mod functions;
+mod logs;
 mod schema;
 mod tokens;
 
+pub use changes::Changes;
 pub use error::StoreError;
 
 use crate::model::{DeploymentStatus, Platform, Timestamp};
@@ -62,6 +65,9 @@ pub struct MetadataStore {
     backend: Backend,
     /// The URL without its password, for `Debug`.
     url: Arc<str>,
+    /// The URL as given (password included), for PostgreSQL's notification connection; never
+    /// shown.
+    connect_url: Arc<str>,
 }
 
 impl fmt::Debug for MetadataStore {
@@ -117,6 +123,7 @@ impl MetadataStore {
             pool,
             backend,
             url: redacted.into(),
+            connect_url: url.into(),
         })
     }
 

@@ -27,11 +27,12 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Append only: a released migration never changes, since
 /// databases out there have recorded it as applied.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "functions, releases, blobs, deployments, tokens, secrets",
-    statements: &[
-        "CREATE TABLE functions (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "functions, releases, blobs, deployments, tokens, secrets",
+        statements: &[
+            "CREATE TABLE functions (
             id TEXT PRIMARY KEY,
             owner_id TEXT NOT NULL,
             name TEXT,
@@ -44,20 +45,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL
         )",
-        "CREATE INDEX functions_by_owner ON functions (owner_id, created_at, id)",
-        // Uploaded bytes, by content: the artifact store keeps one object per hash, shared by
-        // every release (of any function) with these bytes. `touched_at` is renewed by every
-        // upload before it stores the bytes, and `deleting` marks a collection under way: the
-        // two make uploads and the garbage collector safe against each other (see
-        // `MetadataStore::touch_blob`).
-        "CREATE TABLE blobs (
+            "CREATE INDEX functions_by_owner ON functions (owner_id, created_at, id)",
+            // Uploaded bytes, by content: the artifact store keeps one object per hash, shared by
+            // every release (of any function) with these bytes. `touched_at` is renewed by every
+            // upload before it stores the bytes, and `deleting` marks a collection under way: the
+            // two make uploads and the garbage collector safe against each other (see
+            // `MetadataStore::touch_blob`).
+            "CREATE TABLE blobs (
             sha256 TEXT PRIMARY KEY,
             size BIGINT NOT NULL,
             created_at BIGINT NOT NULL,
             touched_at BIGINT NOT NULL,
             deleting BIGINT NOT NULL DEFAULT 0
         )",
-        "CREATE TABLE releases (
+            "CREATE TABLE releases (
             id TEXT PRIMARY KEY,
             function_id TEXT NOT NULL REFERENCES functions (id) ON DELETE CASCADE,
             platform TEXT NOT NULL,
@@ -67,12 +68,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             UNIQUE (function_id, sha256),
             UNIQUE (id, function_id)
         )",
-        // The garbage collector looks for blobs no release references.
-        "CREATE INDEX releases_by_blob ON releases (sha256)",
-        // owner_id repeats the function's so that scoping a query to an owner is one condition;
-        // the composite key on the release makes a deployment of another function's release
-        // impossible; lease_holder/lease_until say which process works on it until when.
-        "CREATE TABLE deployments (
+            // The garbage collector looks for blobs no release references.
+            "CREATE INDEX releases_by_blob ON releases (sha256)",
+            // owner_id repeats the function's so that scoping a query to an owner is one condition;
+            // the composite key on the release makes a deployment of another function's release
+            // impossible; lease_holder/lease_until say which process works on it until when.
+            "CREATE TABLE deployments (
             id TEXT PRIMARY KEY,
             function_id TEXT NOT NULL REFERENCES functions (id) ON DELETE CASCADE,
             owner_id TEXT NOT NULL,
@@ -90,23 +91,40 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT NOT NULL,
             FOREIGN KEY (release_id, function_id) REFERENCES releases (id, function_id)
         )",
-        "CREATE INDEX deployments_by_function ON deployments (function_id, created_at, id)",
-        "CREATE INDEX deployments_by_status ON deployments (status, created_at, id)",
-        "CREATE INDEX deployments_by_release ON deployments (release_id, function_id)",
-        "CREATE TABLE api_tokens (
+            "CREATE INDEX deployments_by_function ON deployments (function_id, created_at, id)",
+            "CREATE INDEX deployments_by_status ON deployments (status, created_at, id)",
+            "CREATE INDEX deployments_by_release ON deployments (release_id, function_id)",
+            "CREATE TABLE api_tokens (
             token_hash TEXT PRIMARY KEY,
             org_id TEXT NOT NULL,
             label TEXT,
             created_at BIGINT NOT NULL
         )",
-        // Values are lowercase hex: bytes without a database-specific type.
-        "CREATE TABLE secrets (
+            // Values are lowercase hex: bytes without a database-specific type.
+            "CREATE TABLE secrets (
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL,
             created_at BIGINT NOT NULL
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "invocation logs",
+        statements: &[
+            // Guests' stderr, the latest entries of each Function; ordered by (at, id).
+            "CREATE TABLE invocation_logs (
+                id TEXT PRIMARY KEY,
+                function_id TEXT NOT NULL REFERENCES functions (id) ON DELETE CASCADE,
+                deployment_id TEXT NOT NULL,
+                invocation_id TEXT NOT NULL,
+                at BIGINT NOT NULL,
+                text TEXT NOT NULL
+            )",
+            "CREATE INDEX invocation_logs_by_function ON invocation_logs (function_id, at, id)",
+        ],
+    },
+];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does
 /// not collide with another application's lock in a shared database.

@@ -1,0 +1,380 @@
+//! The worker's HTTP endpoint: `ANY /{functionId}[/path]` runs the function's serving
+//! deployment in a fresh instance (`/metrics` and `/healthz` beside). hyper serves HTTP/1.1 on
+//! the tokio reactor; a request's body is read in full first (bounded in size and time, so a
+//! slow client holds no instance), then an instance permit of the Function is taken (bounded
+//! wait, then 503), and the invocation runs on an invoker thread; the reactor meanwhile keeps
+//! accepting. Every response carries a receipt, `Fnvm-Invocation`, saying what it cost.
+
+use super::invoker::Invoker;
+use super::respond::{self, Answer, Call};
+use super::Worker;
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Limits of the endpoint.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: u64,
+    /// Largest request head (line and headers), in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Largest response body a guest may write, in bytes (502 beyond).
+    pub max_response_bytes: usize,
+    /// How long a request waits for one of its Function's instances (503 after).
+    pub instance_wait: Duration,
+    /// How long a client may take to send a request's head.
+    pub header_timeout: Duration,
+    /// How long a client may stay silent while sending a body (408 after).
+    pub body_idle_timeout: Duration,
+    /// How long a client may take to send a whole body (408 after).
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 16 << 20,
+            max_header_bytes: 64 << 10,
+            max_response_bytes: 16 << 20,
+            instance_wait: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a request needs.
+#[derive(Debug)]
+struct Endpoint {
+    worker: Arc<Worker>,
+    invoker: Arc<Invoker>,
+    config: HttpConfig,
+    /// Invocation ids: a random prefix of this process and a counter.
+    id_prefix: u32,
+    next_id: AtomicU64,
+}
+
+/// Serves `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    worker: Arc<Worker>,
+    invoker: Arc<Invoker>,
+    config: HttpConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut prefix = [0u8; 4];
+    let _ = getrandom::fill(&mut prefix);
+    let endpoint = Arc::new(Endpoint {
+        worker,
+        invoker,
+        config,
+        id_prefix: u32::from_le_bytes(prefix),
+        next_id: AtomicU64::new(1),
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, typically: wait a little rather than spin.
+                    tracing::warn!(error = %e, "worker: accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let endpoint = endpoint.clone();
+                async move { Ok::<_, Infallible>(endpoint.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                // A backstop for the connection's buffer; the head's own limit is checked per
+                // request (431).
+                .max_buf_size(256 << 10)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "worker: connection ended");
+            }
+        });
+    }
+}
+
+/// A response from an answer.
+fn response(answer: Answer, extra: Option<(&str, String)>) -> Response<Full<Bytes>> {
+    let mut b = Response::builder().status(answer.status);
+    for (k, v) in &answer.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    if let Some((k, v)) = extra {
+        b = b.header(k, v);
+    }
+    if let Some(reason) = answer.reason {
+        b = b.extension(reason);
+    }
+    b.body(Full::new(answer.body)).unwrap_or_else(|_| {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"the function's response could not be encoded\n",
+        )));
+        *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+        r
+    })
+}
+
+/// Splits fnvm's own query parameters (`debug`, `trigger=http`) from the function's.
+fn split_query(query: Option<&str>) -> (bool, bool, String) {
+    let (mut debug, mut http) = (false, false);
+    let mut rest = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (k, v) {
+            ("debug", _) => debug = true,
+            ("trigger", "http") => http = true,
+            ("trigger", _) => {}
+            _ => rest.push(pair),
+        }
+    }
+    (debug, http, rest.join("&"))
+}
+
+impl Endpoint {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let start = Instant::now();
+        let path = req.uri().path();
+        if path == "/metrics" {
+            let mut a = Answer::text(200, self.worker.metrics.render());
+            a.headers = vec![("content-type".into(), "text/plain; version=0.0.4".into())];
+            return response(a, None);
+        }
+        if path == "/healthz" {
+            return response(Answer::text(200, "ok\n"), None);
+        }
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let (fid, path_info) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let Some((served, state)) = self.worker.route(fid) else {
+            return response(
+                Answer::text(404, "no function is served here under that id\n"),
+                None,
+            );
+        };
+        let fm = self.worker.metrics.function(fid);
+        let (debug, http_trigger, query) = split_query(req.uri().query());
+        let full_url = format!(
+            "http://{}{}",
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+            req.uri()
+        );
+        let head_bytes: usize = req.uri().to_string().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > self.config.max_header_bytes {
+            fm.status(431);
+            return response(
+                Answer::text(
+                    431,
+                    format!(
+                        "the request's head is larger than {} bytes\n",
+                        self.config.max_header_bytes
+                    ),
+                ),
+                None,
+            );
+        }
+        let path_info = path_info.to_string();
+        let method = req.method().as_str().to_string();
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(req.headers().len());
+        for (name, value) in req.headers() {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            match headers.iter_mut().find(|(k, _)| k == name.as_str()) {
+                Some((_, v)) => {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                }
+                None => headers.push((name.as_str().to_string(), value)),
+            }
+        }
+        let body = match self.read_body(req.into_body(), &headers).await {
+            Ok(b) => b,
+            Err(a) => {
+                fm.status(a.status);
+                return response(a, None);
+            }
+        };
+        let permit = match tokio::time::timeout(
+            self.config.instance_wait,
+            state.instances.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                fm.status(503);
+                let a = Answer::text(
+                    503,
+                    format!(
+                        "all {} instances of this function are busy; retry shortly\n",
+                        state.function.max_instances
+                    ),
+                );
+                let mut r = response(a, None);
+                r.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                return r;
+            }
+        };
+        let call = Call {
+            method,
+            path_info,
+            query,
+            headers,
+            body,
+            full_url,
+            debug,
+            http_trigger,
+        };
+        let invocation =
+            respond::invocation(&call, &state.function, self.config.max_response_bytes);
+        let id = format!(
+            "{:08x}{:08x}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Answer, String)>();
+        let worker = self.worker.clone();
+        let job_fm = fm.clone();
+        let job_id = id.clone();
+        let job = Box::new(move || {
+            let _permit = permit;
+            let _in_use = job_fm.instance();
+            let mut tx = Some(tx);
+            let fid = state.function.id.clone();
+            let runner = worker.runner().clone();
+            let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
+                job_fm.instantiate.observe(outcome.instantiate_time);
+                job_fm.run.observe(outcome.run_time);
+                worker
+                    .logs
+                    .push(&fid, &served.deployment.id, &job_id, &outcome.stderr);
+                let receipt = format!(
+                    "id={job_id}, deployment={}, instantiate_us={}, run_us={}, pages={}, hostcalls={}",
+                    served.deployment.id,
+                    outcome.instantiate_time.as_micros(),
+                    outcome.run_time.as_micros(),
+                    outcome.memory_pages,
+                    outcome.hostcalls,
+                );
+                let answer = respond::answer(&mut outcome, &call, &served, &state.function);
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send((answer, receipt));
+                }
+            });
+            if let (Err(e), Some(tx)) = (result, tx.take()) {
+                let _ = tx.send((respond::answer_error(&e), format!("id={job_id}")));
+            }
+        });
+        if self.invoker.submit(job).is_err() {
+            fm.status(503);
+            return response(Answer::text(503, "the worker is shutting down\n"), None);
+        }
+        let (answer, receipt) = rx.await.unwrap_or_else(|_| {
+            (
+                Answer::text(500, "the invocation ended without an answer\n"),
+                format!("id={id}"),
+            )
+        });
+        fm.status(answer.status);
+        fm.total.observe(start.elapsed());
+        response(answer, Some(("fnvm-invocation", receipt)))
+    }
+
+    /// Reads a whole body within the size and time limits.
+    async fn read_body(
+        &self,
+        mut body: Incoming,
+        headers: &[(String, String)],
+    ) -> Result<Bytes, Answer> {
+        let max = self.config.max_body_bytes;
+        let too_large = || {
+            Answer::text(
+                413,
+                format!("the request body is larger than {max} bytes\n"),
+            )
+        };
+        let declared = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let deadline = Instant::now() + self.config.body_timeout;
+        let mut buf = BytesMut::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.min(self.config.body_idle_timeout);
+            let frame = match tokio::time::timeout(wait, body.frame()).await {
+                Err(_) => return Err(Answer::text(408, "the request body came too slowly\n")),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(Answer::text(
+                        400,
+                        format!("reading the request body: {e}\n"),
+                    ))
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                if buf.len() as u64 + data.len() as u64 > max {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnvm_parameters_leave_the_query() {
+        assert_eq!(split_query(None), (false, false, String::new()));
+        assert_eq!(
+            split_query(Some("debug&trigger=http&x=1&y")),
+            (true, true, "x=1&y".into())
+        );
+        assert_eq!(split_query(Some("debug=1")), (true, false, String::new()));
+        assert_eq!(
+            split_query(Some("trigger=pulsar&a=b")),
+            (false, false, "a=b".into())
+        );
+    }
+}
