@@ -128,6 +128,15 @@ struct ServeArgs {
     /// Milliseconds a request waits for one of its function's instances (503 after).
     #[arg(long, default_value_t = 1000)]
     instance_wait_ms: u64,
+    /// Milliseconds a client may take to send a request's head (the connection is closed after).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Milliseconds a client may stay silent while sending a body (408 after).
+    #[arg(long, default_value_t = 10_000)]
+    body_idle_timeout_ms: u64,
+    /// Milliseconds a client may take to send a whole body (408 after).
+    #[arg(long, default_value_t = 60_000)]
+    body_timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -448,6 +457,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             max_body_bytes: args.max_request_bytes,
             max_response_bytes: args.max_response_bytes,
             instance_wait: std::time::Duration::from_millis(args.instance_wait_ms),
+            header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
+            body_idle_timeout: std::time::Duration::from_millis(args.body_idle_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
             ..fnvm_control::worker::http::HttpConfig::default()
         },
         ..serve_config(args.data_dir, args.database_url)

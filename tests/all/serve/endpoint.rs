@@ -348,3 +348,105 @@ fn a_busy_function_does_not_slow_another() {
         "p99 {during:?} beside the busy function (alone: {before:?})"
     );
 }
+
+/// A client that sends its request slowly holds no instance (the body is read before a slot
+/// is taken) and is cut off after the idle timeout; one that never finishes its head is
+/// disconnected after the head timeout.
+#[test]
+fn slow_clients_hold_no_instance() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let server = Server::start(
+        "slow-clients",
+        Backends::embedded(),
+        &[
+            "--instance-wait-ms",
+            "100",
+            "--body-idle-timeout-ms",
+            "1000",
+            "--header-timeout-ms",
+            "1000",
+        ],
+    );
+    let token = server.token(Some("org-s"));
+    let fid = server.deploy_function(
+        "org-s",
+        &token,
+        r#"{"name": "mapper", "maxInstances": 1}"#,
+        &mapper_wasm(),
+    );
+    let url = format!("{}/{fid}", server.http());
+    let addr = server.http().trim_start_matches("http://").to_string();
+    let read_all = |mut c: TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+    };
+
+    // A body that stalls after 2 of its 10 bytes.
+    let mut body_staller = TcpStream::connect(&addr).unwrap();
+    write!(
+        body_staller,
+        "POST /{fid} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab"
+    )
+    .unwrap();
+    // A head that never ends.
+    let mut head_staller = TcpStream::connect(&addr).unwrap();
+    write!(head_staller, "POST /{fid} HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The only instance is free for others meanwhile.
+    for _ in 0..3 {
+        let (s, _, body) = call("POST", &url, &[], b"");
+        assert_eq!((s, body.as_slice()), (200, &b"ok\n"[..]));
+    }
+    let (waited, answer) = read_all(body_staller);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let (waited, answer) = read_all(head_staller);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+}
+
+/// `maxMemory` caps a guest's linear memory: growing past it fails inside the guest (as
+/// `memory.grow` does), and the receipt shows the 64 KiB pages the guest ended with.
+#[test]
+fn max_memory_caps_the_guest() {
+    let server = Server::start("max-memory", Backends::embedded(), &[]);
+    let token = server.token(Some("org-m"));
+    // Starts with 1 page; grows by 15 (to 1 MiB), then by 1 more; prints which succeeded.
+    let grower = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "YN")
+          (func $say (param $ok i32)
+            (i32.store (i32.const 0)
+              (select (i32.const 100) (i32.const 101) (local.get $ok)))
+            (i32.store (i32.const 4) (i32.const 1))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+          (func (export "_start")
+            (call $say (i32.ne (memory.grow (i32.const 15)) (i32.const -1)))
+            (call $say (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))))"#,
+    )
+    .unwrap();
+    let capped = server.deploy_function(
+        "org-m",
+        &token,
+        r#"{"name": "capped", "maxMemory": 1048576}"#,
+        &grower,
+    );
+    let roomy = server.deploy_function("org-m", &token, r#"{"name": "roomy"}"#, &grower);
+    let (s, hs, body) = call("GET", &format!("{}/{capped}", server.http()), &[], b"");
+    assert_eq!((s, body.as_slice()), (200, &b"YN"[..]));
+    let receipt = header(&hs, "fnvm-invocation").unwrap();
+    assert!(receipt.contains("pages=16,"), "{receipt}");
+    let (s, hs, body) = call("GET", &format!("{}/{roomy}", server.http()), &[], b"");
+    assert_eq!((s, body.as_slice()), (200, &b"YY"[..]));
+    let receipt = header(&hs, "fnvm-invocation").unwrap();
+    assert!(receipt.contains("pages=17,"), "{receipt}");
+}

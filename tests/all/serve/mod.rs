@@ -8,6 +8,7 @@
 mod endpoint;
 mod guests;
 mod journey;
+mod outages;
 mod refusals;
 mod reliability;
 

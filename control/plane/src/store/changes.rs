@@ -9,6 +9,9 @@ use std::time::Duration;
 /// The channel workers listen on.
 const CHANNEL: &str = "fnvm_changes";
 
+/// How long subscribing may take.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A subscription to change notifications.
 #[derive(Debug)]
 pub struct Changes {
@@ -39,16 +42,23 @@ impl MetadataStore {
         if self.backend != Backend::Postgres {
             return None;
         }
-        let mut listener = sqlx::postgres::PgListener::connect(&self.connect_url)
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "store: subscribing to notifications"))
-            .ok()?;
-        listener
-            .listen(CHANNEL)
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "store: subscribing to notifications"))
-            .ok()?;
-        Some(Changes { listener })
+        // Bounded: an unreachable database must not hold the caller (it polls meanwhile).
+        let subscribe = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&self.connect_url).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe).await {
+            Ok(Ok(listener)) => Some(Changes { listener }),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store: subscribing to notifications");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("store: subscribing to notifications timed out");
+                None
+            }
+        }
     }
 
     /// Tells workers that something they serve changed (PostgreSQL; nothing elsewhere). A lost

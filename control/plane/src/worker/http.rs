@@ -79,6 +79,7 @@ pub async fn serve(
         id_prefix: u32::from_le_bytes(prefix),
         next_id: AtomicU64::new(1),
     });
+    let header_timeout = endpoint.config.header_timeout;
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -102,7 +103,7 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 // A backstop for the connection's buffer; the head's own limit is checked per
                 // request (431).
                 .max_buf_size(256 << 10)

@@ -144,7 +144,12 @@ pub async fn run(
     worker: Arc<Worker>,
     poll: Duration,
 ) {
+    // How often a worker that lost its subscription (the database went away) tries again; it
+    // polls meanwhile.
+    const RESUBSCRIBE: Duration = Duration::from_secs(5);
+    let notifying = store.backend() == crate::store::Backend::Postgres;
     let mut changes = store.changes().await;
+    let mut subscribed_at = tokio::time::Instant::now();
     loop {
         if let Err(e) = sync(&store, &artifacts, &worker).await {
             tracing::warn!(error = %e, "worker: syncing with the metadata store");
@@ -154,11 +159,17 @@ pub async fn run(
                 // Notified, or a fallback poll in case a notification was missed.
                 if let Err(e) = c.wait(poll * 10).await {
                     tracing::warn!(error = %e, "worker: change notifications lost; polling");
+                    changes = None;
                     tokio::time::sleep(poll).await;
-                    changes = store.changes().await;
                 }
             }
-            None => tokio::time::sleep(poll).await,
+            None => {
+                tokio::time::sleep(poll).await;
+                if notifying && subscribed_at.elapsed() >= RESUBSCRIBE {
+                    changes = store.changes().await;
+                    subscribed_at = tokio::time::Instant::now();
+                }
+            }
         }
     }
 }

@@ -1,0 +1,184 @@
+//! A worker cut off from the metadata store and the API keeps serving what it has, and catches
+//! up (subscribes to notifications again, loads the new deployment) once the store is back. The
+//! database "goes down" for the worker alone: it reaches PostgreSQL through a TCP relay that the
+//! test cuts and restores, while other tests keep using the same server.
+
+use super::*;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A TCP relay to one address, which can be cut (every connection closed, none accepted) and
+/// restored on the same port.
+struct Relay {
+    port: u16,
+    target: SocketAddr,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(target: SocketAddr) -> Relay {
+        let mut r = Relay {
+            port: 0,
+            target,
+            open: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            acceptor: None,
+        };
+        r.restore();
+        r
+    }
+
+    /// Listens (again) and relays every connection.
+    fn restore(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("binding the relay");
+        self.port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        self.open.store(true, Ordering::SeqCst);
+        let (open, conns, target) = (self.open.clone(), self.conns.clone(), self.target);
+        self.acceptor = Some(std::thread::spawn(move || {
+            while open.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut all = conns.lock().unwrap();
+                all.push(client.try_clone().unwrap());
+                all.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        }));
+    }
+
+    /// Closes every relayed connection and stops listening.
+    fn cut(&mut self) {
+        self.open.store(false, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            a.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Deploys `wasm` as a new version of `fid`, through the CLI (waits until READY).
+fn redeploy(api: &Server, org: &str, token: &str, fid: &str, wasm: &[u8]) {
+    let file = api.data_dir.with_extension("v2.wasm");
+    std::fs::write(&file, wasm).unwrap();
+    ok(api.cli(org, token, &["deploy", file.to_str().unwrap(), fid]));
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_worker_keeps_serving_while_the_database_and_the_api_are_down() {
+    let backends = Backends::with(true, true, "outage");
+    let direct = backends.database_url.clone().unwrap();
+    // postgres://user:password@HOST:PORT/database
+    let (credentials, rest) = direct.split_once('@').unwrap();
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let mut relay = Relay::start(host_port.parse().unwrap());
+    let relayed = format!("{credentials}@127.0.0.1:{}/{database}", relay.port);
+
+    let mut api = Server::start("outage-api", backends.clone(), &["--role", "api"]);
+    let worker_backends = Backends {
+        database_url: Some(relayed),
+        s3: backends.s3.clone(),
+    };
+    let worker = Server::start_worker_sharing("outage-worker", worker_backends, &api);
+    let token = api.token(Some("org-o"));
+    let fid = api.deploy_function("org-o", &token, r#"{"name": "hello"}"#, &hello_wasm());
+    let url = format!("{}/{fid}", worker.http());
+    let get = || endpoint::call("GET", &url, &[], b"");
+    let (s, _, body) = get();
+    assert_eq!((s, body.as_slice()), (200, &b"Hello World\n"[..]));
+
+    // The database and the API go away; calls keep being answered until the worker has failed
+    // a pass against the store (its pool gives up on the database after 10 s), and a while.
+    relay.cut();
+    api.kill9();
+    let start = Instant::now();
+    let mut calls = 0;
+    let mut noticed = None;
+    while noticed.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2)) {
+        if noticed.is_none()
+            && worker
+                .log_text()
+                .contains("syncing with the metadata store")
+        {
+            noticed = Some(Instant::now());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker never noticed the outage:\n{}",
+            worker.log_text()
+        );
+        let (s, _, body) = get();
+        assert_eq!(
+            (s, body.as_slice()),
+            (200, &b"Hello World\n"[..]),
+            "call {calls} during the outage\n{}",
+            worker.log_text()
+        );
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Back: a new version deployed through the API reaches the worker, which reports it READY
+    // and switches to it.
+    relay.restore();
+    api.spawn();
+    let again = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 8) "Hello again\n")
+          (func (export "_start")
+            (i32.store (i32.const 0) (i32.const 8))
+            (i32.store (i32.const 4) (i32.const 12))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))))"#,
+    )
+    .unwrap();
+    redeploy(&api, "org-o", &token, &fid, &again);
+    let start = Instant::now();
+    loop {
+        let (s, _, body) = get();
+        assert_eq!(s, 200);
+        if body == b"Hello again\n" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still the old version\n{}",
+            worker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(calls > 20, "only {calls} calls during the outage");
+}
