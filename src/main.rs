@@ -137,6 +137,11 @@ struct ServeArgs {
     /// Milliseconds a client may take to send a whole body (408 after).
     #[arg(long, default_value_t = 60_000)]
     body_timeout_ms: u64,
+    /// Whether invocations of Functions whose recent runs were all short (under 1 ms) may run
+    /// on the HTTP reactor's threads, all but one of them at once, instead of being handed to
+    /// an invoker thread (which costs several context switches per request).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    inline_short_jobs: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -460,6 +465,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
             body_idle_timeout: std::time::Duration::from_millis(args.body_idle_timeout_ms),
             body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
+            inline_short_jobs: args.inline_short_jobs,
             ..fnvm_control::worker::http::HttpConfig::default()
         },
         ..serve_config(args.data_dir, args.database_url)

@@ -109,6 +109,8 @@ pub struct Metrics {
     functions: RwLock<HashMap<String, Arc<FunctionMetrics>>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    jobs_inline: AtomicU64,
+    jobs_queued: AtomicU64,
     /// Compilations by the packager.
     pub compile: Histogram,
     pool: RwLock<Option<PoolStats>>,
@@ -146,6 +148,16 @@ impl Metrics {
     }
 
     /// Counts an artifact found in (or missing from) the local cache.
+    /// Counts an invocation run on the reactor's thread (`inline`) or an invoker thread.
+    pub fn job(&self, inline: bool) {
+        let c = if inline {
+            &self.jobs_inline
+        } else {
+            &self.jobs_queued
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn artifact_cache(&self, hit: bool) {
         let c = if hit {
             &self.cache_hits
@@ -234,6 +246,17 @@ impl Metrics {
             "fnvm_artifact_cache_total{{result=\"miss\"}} {}",
             self.cache_misses.load(Ordering::Relaxed)
         );
+        out.push_str(
+            "# HELP fnvm_jobs_total Invocations by the thread they ran on: the reactor's (inline) or an invoker's (queued).\n",
+        );
+        out.push_str("# TYPE fnvm_jobs_total counter\n");
+        for (label, c) in [("inline", &self.jobs_inline), ("queued", &self.jobs_queued)] {
+            let _ = writeln!(
+                out,
+                "fnvm_jobs_total{{thread=\"{label}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP fnvm_compile_seconds Compilations by the packager.\n");
         out.push_str("# TYPE fnvm_compile_seconds histogram\n");
         self.compile.render(&mut out, "fnvm_compile_seconds", "");
@@ -257,6 +280,7 @@ mod tests {
         f.total.observe(Duration::from_millis(2));
         let guard = f.instance();
         m.artifact_cache(true);
+        m.job(true);
         m.compile.observe(Duration::from_millis(500));
         m.set_pool(Arc::new(|| (8, 3)));
         let text = m.render();
@@ -275,6 +299,8 @@ mod tests {
         assert!(text.contains("fnvm_instances_in_use{function=\"f1\"} 1\n"));
         assert!(text.contains("fnvm_pool_slots{state=\"in_use\"} 3\n"));
         assert!(text.contains("fnvm_artifact_cache_total{result=\"hit\"} 1\n"));
+        assert!(text.contains("fnvm_jobs_total{thread=\"inline\"} 1\n"));
+        assert!(text.contains("fnvm_jobs_total{thread=\"queued\"} 0\n"));
         assert!(text.contains("fnvm_compile_seconds_count 1\n"), "{text}");
         drop(guard);
         assert!(m

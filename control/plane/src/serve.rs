@@ -201,7 +201,14 @@ pub async fn serve(
             config.data_dir.join("artifact-cache"),
             metrics.clone(),
         ));
-        let invoker = Arc::new(Invoker::new(threads).map_err(ServeError::Invoker)?);
+        // Short jobs may run on all but one of the reactor's threads (none if it has one).
+        let reactor_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        let inline_slots = if config.http.inline_short_jobs {
+            reactor_threads.saturating_sub(1)
+        } else {
+            0
+        };
+        let invoker = Arc::new(Invoker::new(threads, inline_slots).map_err(ServeError::Invoker)?);
         tasks.spawn(worker::run(
             store.clone(),
             artifacts.clone(),

@@ -347,6 +347,19 @@ fn a_busy_function_does_not_slow_another() {
         during < Duration::from_millis(150),
         "p99 {during:?} beside the busy function (alone: {before:?})"
     );
+    // The quick function's calls ran on the reactor's threads, the busy one's on invoker
+    // threads.
+    let (_, _, text) = call("GET", &format!("{}/metrics", server.http()), &[], b"");
+    let text = String::from_utf8(text).unwrap();
+    let jobs = |thread: &str| -> u64 {
+        let prefix = format!("fnvm_jobs_total{{thread=\"{thread}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    };
+    assert!(jobs("inline") > 100, "{text}");
+    assert!(jobs("queued") > 10, "{text}");
 }
 
 /// A client that sends its request slowly holds no instance (the body is read before a slot

@@ -5,7 +5,7 @@
 //! wait, then 503), and the invocation runs on an invoker thread; the reactor meanwhile keeps
 //! accepting. Every response carries a receipt, `Fnvm-Invocation`, saying what it cost.
 
-use super::invoker::Invoker;
+use super::invoker::{Invoker, Placement};
 use super::respond::{self, Answer, Call};
 use super::Worker;
 use bytes::{Bytes, BytesMut};
@@ -35,6 +35,9 @@ pub struct HttpConfig {
     pub body_idle_timeout: Duration,
     /// How long a client may take to send a whole body (408 after).
     pub body_timeout: Duration,
+    /// Whether jobs of Functions known to be short may run on the reactor's threads (see
+    /// [`super::invoker`]).
+    pub inline_short_jobs: bool,
 }
 
 impl Default for HttpConfig {
@@ -47,6 +50,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            inline_short_jobs: true,
         }
     }
 }
@@ -266,6 +270,7 @@ impl Endpoint {
             self.id_prefix,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
+        let short = self.config.inline_short_jobs && state.runs.is_short();
         let (tx, rx) = tokio::sync::oneshot::channel::<(Answer, String)>();
         let worker = self.worker.clone();
         let job_fm = fm.clone();
@@ -277,6 +282,9 @@ impl Endpoint {
             let fid = state.function.id.clone();
             let runner = worker.runner().clone();
             let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
+                state
+                    .runs
+                    .record(outcome.instantiate_time + outcome.run_time);
                 job_fm.instantiate.observe(outcome.instantiate_time);
                 job_fm.run.observe(outcome.run_time);
                 worker
@@ -299,9 +307,12 @@ impl Endpoint {
                 let _ = tx.send((respond::answer_error(&e), format!("id={job_id}")));
             }
         });
-        if self.invoker.submit(job).is_err() {
-            fm.status(503);
-            return response(Answer::text(503, "the worker is shutting down\n"), None);
+        match self.invoker.dispatch(job, short) {
+            Ok(placed) => self.worker.metrics.job(placed == Placement::Inline),
+            Err(_) => {
+                fm.status(503);
+                return response(Answer::text(503, "the worker is shutting down\n"), None);
+            }
         }
         let (answer, receipt) = rx.await.unwrap_or_else(|_| {
             (

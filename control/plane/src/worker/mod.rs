@@ -46,6 +46,8 @@ pub struct FunctionState {
     pub function: Function,
     /// One permit per instance the Function may have at once on this worker.
     pub instances: Arc<Semaphore>,
+    /// Whether its invocations are short enough to run on the reactor.
+    pub runs: invoker::RunHistory,
 }
 
 /// What the worker serves.
@@ -204,6 +206,7 @@ async fn sync(
                 // Changed: new settings; requests in flight keep the permits they hold.
                 _ => Arc::new(FunctionState {
                     instances: Arc::new(Semaphore::new(f.max_instances as usize)),
+                    runs: invoker::RunHistory::default(),
                     function: f,
                 }),
             };
