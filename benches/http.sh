@@ -33,6 +33,9 @@
 # wrk: `wrk -t2 -cC -dDs --latency` (-t1 for C=1). The servers are started once and kept
 # running across rounds and concurrencies (see benches/README.md, "HTTP").
 #
+# FNVM_SERVE_ARGS="..." adds arguments to `fnvm serve` for (b) (e.g. `--slot-reset background`,
+# `--inline-short-jobs false`), word-split.
+#
 # Builds what it needs: the compare binaries (CARGO_TARGET_DIR, default target/compare) and,
 # for (b), `cargo build --release --bin fnvm` in the repository root (skipped if FNVM=PATH names
 # a binary to use). Installs wrk and curl from Debian if missing. Results go to
@@ -236,7 +239,7 @@ start_b() {
     data=$(mktemp -d "$out/fnvm-data.XXXXXX")
     tmp_dirs+=("$data")
     "$fnvm" serve --data-dir "$data" --api-listen "127.0.0.1:$api_port" \
-        --http-listen "127.0.0.1:$http_port" >"$out/logs/fnvm.log" 2>&1 &
+        --http-listen "127.0.0.1:$http_port" ${FNVM_SERVE_ARGS:-} >"$out/logs/fnvm.log" 2>&1 &
     pid[b]=$!
     local deadline=$((SECONDS + 60))
     until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$api_port/healthz"; do

@@ -142,6 +142,16 @@ struct ServeArgs {
     /// an invoker thread (which costs several context switches per request).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     inline_short_jobs: bool,
+    /// How pool slots are reset after an invocation: `inline` by the thread that ran it, after
+    /// the response went out, or `background` by a reset thread.
+    #[arg(long, value_enum, default_value = "inline")]
+    slot_reset: SlotReset,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SlotReset {
+    Inline,
+    Background,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -416,6 +426,7 @@ fn serve_config(
         gc_interval: std::time::Duration::from_secs(60),
         gc_grace: fnvm_control::packager::BLOB_GRACE,
         invoker_threads: 4,
+        background_reset: false,
         http: fnvm_control::worker::http::HttpConfig::default(),
     }
 }
@@ -455,6 +466,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         gc_interval: std::time::Duration::from_secs(args.gc_interval_secs.max(1)),
         gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+        background_reset: args.slot_reset == SlotReset::Background,
         invoker_threads: args.invoker_threads.unwrap_or_else(|| {
             (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(4)
         }),

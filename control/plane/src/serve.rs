@@ -63,6 +63,9 @@ pub struct ServeConfig {
     pub gc_grace: Duration,
     /// Threads guest code runs on (and instance slots of the pool).
     pub invoker_threads: usize,
+    /// Whether a pool slot is reset by a reset thread after use instead of by the thread that
+    /// used it (inline, after the response went out: the default, cheaper on a busy worker).
+    pub background_reset: bool,
     /// Limits of the worker's HTTP endpoint.
     pub http: HttpConfig,
 }
@@ -183,9 +186,10 @@ pub async fn serve(
             pool: fnvm_runtime::PoolConfig {
                 slots: u32::try_from(threads).unwrap_or(u32::MAX),
                 max_memory_pages: 65536,
-                // A busy worker is the normal case: the invoking thread resets the slot after
-                // the response went out, instead of handing every slot to a reset thread.
-                background_reset: false,
+                // A busy worker is the normal case: by default the invoking thread resets the
+                // slot after the response went out, instead of handing every slot to a reset
+                // thread (benches/README.md, "HTTP", measures both).
+                background_reset: config.background_reset,
                 ..fnvm_runtime::PoolConfig::default()
             },
             ..RunnerConfig::default()
