@@ -37,6 +37,7 @@ mod pool;
 mod store;
 mod table;
 mod traphandlers;
+mod usage;
 pub mod vm;
 
 pub use backend::{BackendInstance, BackendStats, ExecutionBackend, InstanceLimits};
@@ -49,6 +50,7 @@ pub use link::LinkedModule;
 pub use module::{MappedFile, Module};
 pub use pool::{InstancePool, PoolConfig, PoolError, PooledInstance, PooledModule};
 pub use store::{Extern, Func, Global, Instance, Memory, Store, Table};
+pub use usage::ThreadUsage;
 
 use fnvm_abi::TrapCode;
 use std::fmt;

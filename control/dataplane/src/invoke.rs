@@ -212,6 +212,9 @@ pub struct Outcome {
     pub instantiate_time: Duration,
     /// The entry's run.
     pub run_time: Duration,
+    /// What the run used of its thread: CPU time, and whether it waited (voluntary switches)
+    /// or was preempted; tells a long `run_time` that the guest caused from scheduling noise.
+    pub run_usage: fnvm_runtime::ThreadUsage,
     /// Hostcalls the guest made.
     pub hostcalls: u64,
     /// Size of the guest's linear memory at the end, in wasm pages (64 KiB).
@@ -336,7 +339,9 @@ impl<B: ExecutionBackend> Runner<B> {
             d.start(start_time);
         }
         let t_run = Instant::now();
+        let usage_before = fnvm_runtime::ThreadUsage::now();
         let result = inst.call(&inv.entry, &[]);
+        let run_usage = fnvm_runtime::ThreadUsage::now().since(&usage_before);
         let run_time = t_run.elapsed();
         let (status, frames) = match result {
             Ok(_) => (Status::Exited(0), Vec::new()),
@@ -395,6 +400,7 @@ impl<B: ExecutionBackend> Runner<B> {
             report,
             instantiate_time: start_time,
             run_time,
+            run_usage,
             hostcalls,
             memory_pages,
         });

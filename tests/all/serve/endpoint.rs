@@ -117,6 +117,7 @@ fn statuses_debug_receipts_limits_logs_and_metrics() {
         "id=",
         "instantiate_us=",
         "run_us=",
+        "cpu_us=",
         "pages=2",
         "hostcalls=2",
     ] {

@@ -80,6 +80,11 @@ impl fmt::Debug for MetadataStore {
     }
 }
 
+/// How many migrations this build applies (rows of `fnvm_schema_migrations` once migrated).
+pub fn known_migrations() -> usize {
+    schema::MIGRATIONS.len()
+}
+
 impl MetadataStore {
     /// Connects to the database at `url` and brings its schema up to date.
     ///

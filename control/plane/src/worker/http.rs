@@ -282,19 +282,21 @@ impl Endpoint {
             let fid = state.function.id.clone();
             let runner = worker.runner().clone();
             let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
-                state
-                    .runs
-                    .record(outcome.instantiate_time + outcome.run_time);
+                state.runs.record(
+                    outcome.instantiate_time + outcome.run_time,
+                    &outcome.run_usage,
+                );
                 job_fm.instantiate.observe(outcome.instantiate_time);
                 job_fm.run.observe(outcome.run_time);
                 worker
                     .logs
                     .push(&fid, &served.deployment.id, &job_id, &outcome.stderr);
                 let receipt = format!(
-                    "id={job_id}, deployment={}, instantiate_us={}, run_us={}, pages={}, hostcalls={}",
+                    "id={job_id}, deployment={}, instantiate_us={}, run_us={}, cpu_us={}, pages={}, hostcalls={}",
                     served.deployment.id,
                     outcome.instantiate_time.as_micros(),
                     outcome.run_time.as_micros(),
+                    outcome.run_usage.cpu.as_micros(),
                     outcome.memory_pages,
                     outcome.hostcalls,
                 );

@@ -38,7 +38,10 @@ pub enum Placement {
     Queued,
 }
 
-/// A run at least this long makes its Function's next jobs go to the invoker threads.
+/// A run that computed this long, or waited in a hostcall and lasted this long, makes its
+/// Function's next jobs go to the invoker threads. A run that only lasted long because the
+/// scheduler preempted its thread does not: a busy machine does that to short runs all the
+/// time, and must not lose the fast path exactly when it is busiest.
 pub const SHORT_RUN: Duration = Duration::from_millis(1);
 
 /// Short runs in a row before a Function's jobs may run inline.
@@ -84,9 +87,10 @@ impl RunHistory {
             && self.now_ms() >= self.penalty_until_ms.load(Ordering::Relaxed)
     }
 
-    /// Records a run (instantiation included).
-    pub fn record(&self, took: Duration) {
-        if took < SHORT_RUN {
+    /// Records a run: its wall time (instantiation included) and what it used of its thread.
+    pub fn record(&self, took: Duration, usage: &fnvm_runtime::ThreadUsage) {
+        let long = usage.cpu >= SHORT_RUN || (took >= SHORT_RUN && usage.voluntary_switches > 0);
+        if !long {
             let _ = self
                 .streak
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -258,24 +262,47 @@ mod tests {
 
     #[test]
     fn a_function_is_short_after_a_streak_and_not_after_a_long_run() {
+        use fnvm_runtime::ThreadUsage;
+        let quick = ThreadUsage {
+            cpu: Duration::from_micros(5),
+            ..ThreadUsage::default()
+        };
+        let computed = ThreadUsage {
+            cpu: SHORT_RUN,
+            ..ThreadUsage::default()
+        };
+        let waited = ThreadUsage {
+            cpu: Duration::from_micros(5),
+            voluntary_switches: 1,
+            involuntary_switches: 0,
+        };
+        let preempted = ThreadUsage {
+            cpu: Duration::from_micros(5),
+            voluntary_switches: 0,
+            involuntary_switches: 1,
+        };
         let h = RunHistory::default();
         assert!(!h.is_short(), "nothing known yet");
         for _ in 0..SHORT_STREAK {
-            h.record(Duration::from_micros(5));
+            h.record(Duration::from_micros(5), &quick);
         }
         assert!(h.is_short());
-        h.record(SHORT_RUN);
+        // Preempted: long on the wall clock, not the guest's doing.
+        h.record(Duration::from_millis(20), &preempted);
+        assert!(h.is_short());
+        // Waited in a hostcall.
+        h.record(Duration::from_millis(20), &waited);
         assert!(!h.is_short());
         for _ in 0..SHORT_STREAK {
-            h.record(Duration::from_micros(5));
+            h.record(Duration::from_micros(5), &quick);
         }
         assert!(!h.is_short(), "still within the penalty");
         assert_eq!(h.last_penalty_ms.load(Ordering::SeqCst), 1000);
-        // Long again soon after: the penalty doubles.
-        h.record(SHORT_RUN);
+        // Long again soon after (computing): the penalty doubles.
+        h.record(SHORT_RUN, &computed);
         assert_eq!(h.last_penalty_ms.load(Ordering::SeqCst), 2000);
         for _ in 0..20 {
-            h.record(SHORT_RUN * 2);
+            h.record(SHORT_RUN * 2, &computed);
         }
         assert_eq!(
             h.last_penalty_ms.load(Ordering::SeqCst),
