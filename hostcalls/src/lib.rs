@@ -25,6 +25,7 @@ pub use ctx::{BuildError, Output, Stdin, WasiCtx, WasiCtxBuilder, DEFAULT_OUTPUT
 pub use errno::Errno;
 pub use fdtable::DEFAULT_MAX_FDS;
 pub use memory::{GuestMemory, Iovec, MAX_IOVECS};
+pub use poll::blocking_waits;
 pub use table::{lookup, resolve, Hostcall, FNVM_MODULE, HOSTCALLS, WASI_MODULE};
 pub use trace::{Dmesg, DEFAULT_LIMIT as DEFAULT_TRACE_LIMIT};
 

@@ -144,6 +144,23 @@ pub(crate) fn deadline_ns(limit: Option<std::time::Instant>) -> Result<Option<u6
     Ok(Some(now(clockid::MONOTONIC)?.saturating_add(left)))
 }
 
+std::thread_local! {
+    /// Waits that may have blocked this thread (a sleep, a wait for a descriptor with a time
+    /// limit other than "just check"). Every hostcall that can block counts here.
+    static BLOCKING_WAITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times hostcalls on this thread waited (or may have): read before and after a
+/// guest's run, it tells a run that was long because it waited from one that computed or
+/// was preempted.
+pub fn blocking_waits() -> u64 {
+    BLOCKING_WAITS.with(|w| w.get())
+}
+
+fn count_blocking_wait() {
+    BLOCKING_WAITS.with(|w| w.set(w.get().wrapping_add(1)));
+}
+
 /// How waiting for a descriptor ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
@@ -161,6 +178,9 @@ pub(crate) fn wait_fd(
     limit: Option<u64>,
 ) -> Result<Wait, Errno> {
     let events = if write { PollFlags::OUT } else { PollFlags::IN };
+    if limit != Some(0) {
+        count_blocking_wait();
+    }
     loop {
         let mut fds = [PollFd::new(&fd, events)];
         let timeout = match limit {
@@ -186,6 +206,7 @@ pub(crate) fn poll_stdin(deadline: Option<u64>) -> Result<bool, Errno> {
 
 /// Sleeps until the monotonic clock reaches `deadline`.
 fn sleep_until(deadline: u64) -> Result<(), Errno> {
+    count_blocking_wait();
     let t = timespec(deadline);
     loop {
         match rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &t) {

@@ -50,7 +50,7 @@ pub use link::LinkedModule;
 pub use module::{MappedFile, Module};
 pub use pool::{InstancePool, PoolConfig, PoolError, PooledInstance, PooledModule};
 pub use store::{Extern, Func, Global, Instance, Memory, Store, Table};
-pub use usage::ThreadUsage;
+pub use usage::thread_cpu_time;
 
 use fnvm_abi::TrapCode;
 use std::fmt;

@@ -235,6 +235,13 @@ fn a_deadline_ends_a_guest_blocked_in_poll_oneoff_and_frees_its_slot() {
             "{took:?}"
         );
         assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        // It waited, and used little CPU doing so: a worker must tell this from computing.
+        assert!(out.run_waited);
+        assert!(
+            out.run_cpu_time < timeout / 2,
+            "{:?} of CPU",
+            out.run_cpu_time
+        );
         if debug {
             let d = out.report.unwrap().dmesg;
             assert!(d.contains(")\n\tDEADLINE EXCEEDED\n"), "{d}");
@@ -256,6 +263,7 @@ fn a_deadline_ends_a_guest_blocked_in_poll_oneoff_and_frees_its_slot() {
             )
             .unwrap();
         assert_eq!(next.status, Status::Exited(0));
+        assert!(!next.run_waited);
     }
     assert_eq!(runner.backend().stats().capacity, 1);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -212,9 +212,11 @@ pub struct Outcome {
     pub instantiate_time: Duration,
     /// The entry's run.
     pub run_time: Duration,
-    /// What the run used of its thread: CPU time, and whether it waited (voluntary switches)
-    /// or was preempted; tells a long `run_time` that the guest caused from scheduling noise.
-    pub run_usage: fnvm_runtime::ThreadUsage,
+    /// The CPU time the run used (its thread's): with `run_waited`, tells a long `run_time`
+    /// that the guest caused from scheduling noise.
+    pub run_cpu_time: Duration,
+    /// Whether a hostcall of the run waited (a sleep, a wait for a descriptor).
+    pub run_waited: bool,
     /// Hostcalls the guest made.
     pub hostcalls: u64,
     /// Size of the guest's linear memory at the end, in wasm pages (64 KiB).
@@ -339,9 +341,13 @@ impl<B: ExecutionBackend> Runner<B> {
             d.start(start_time);
         }
         let t_run = Instant::now();
-        let usage_before = fnvm_runtime::ThreadUsage::now();
+        let (cpu_before, waits_before) = (
+            fnvm_runtime::thread_cpu_time(),
+            fnvm_hostcalls::blocking_waits(),
+        );
         let result = inst.call(&inv.entry, &[]);
-        let run_usage = fnvm_runtime::ThreadUsage::now().since(&usage_before);
+        let run_cpu_time = fnvm_runtime::thread_cpu_time().saturating_sub(cpu_before);
+        let run_waited = fnvm_hostcalls::blocking_waits() != waits_before;
         let run_time = t_run.elapsed();
         let (status, frames) = match result {
             Ok(_) => (Status::Exited(0), Vec::new()),
@@ -400,7 +406,8 @@ impl<B: ExecutionBackend> Runner<B> {
             report,
             instantiate_time: start_time,
             run_time,
-            run_usage,
+            run_cpu_time,
+            run_waited,
             hostcalls,
             memory_pages,
         });

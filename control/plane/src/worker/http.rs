@@ -284,7 +284,8 @@ impl Endpoint {
             let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
                 state.runs.record(
                     outcome.instantiate_time + outcome.run_time,
-                    &outcome.run_usage,
+                    outcome.run_cpu_time,
+                    outcome.run_waited,
                 );
                 job_fm.instantiate.observe(outcome.instantiate_time);
                 job_fm.run.observe(outcome.run_time);
@@ -296,7 +297,7 @@ impl Endpoint {
                     served.deployment.id,
                     outcome.instantiate_time.as_micros(),
                     outcome.run_time.as_micros(),
-                    outcome.run_usage.cpu.as_micros(),
+                    outcome.run_cpu_time.as_micros(),
                     outcome.memory_pages,
                     outcome.hostcalls,
                 );

@@ -87,9 +87,10 @@ impl RunHistory {
             && self.now_ms() >= self.penalty_until_ms.load(Ordering::Relaxed)
     }
 
-    /// Records a run: its wall time (instantiation included) and what it used of its thread.
-    pub fn record(&self, took: Duration, usage: &fnvm_runtime::ThreadUsage) {
-        let long = usage.cpu >= SHORT_RUN || (took >= SHORT_RUN && usage.voluntary_switches > 0);
+    /// Records a run: its wall time (instantiation included), its CPU time, and whether a
+    /// hostcall of it waited.
+    pub fn record(&self, took: Duration, cpu: Duration, waited: bool) {
+        let long = cpu >= SHORT_RUN || (took >= SHORT_RUN && waited);
         if !long {
             let _ = self
                 .streak
@@ -262,47 +263,29 @@ mod tests {
 
     #[test]
     fn a_function_is_short_after_a_streak_and_not_after_a_long_run() {
-        use fnvm_runtime::ThreadUsage;
-        let quick = ThreadUsage {
-            cpu: Duration::from_micros(5),
-            ..ThreadUsage::default()
-        };
-        let computed = ThreadUsage {
-            cpu: SHORT_RUN,
-            ..ThreadUsage::default()
-        };
-        let waited = ThreadUsage {
-            cpu: Duration::from_micros(5),
-            voluntary_switches: 1,
-            involuntary_switches: 0,
-        };
-        let preempted = ThreadUsage {
-            cpu: Duration::from_micros(5),
-            voluntary_switches: 0,
-            involuntary_switches: 1,
-        };
+        let us = Duration::from_micros;
         let h = RunHistory::default();
         assert!(!h.is_short(), "nothing known yet");
         for _ in 0..SHORT_STREAK {
-            h.record(Duration::from_micros(5), &quick);
+            h.record(us(5), us(5), false);
         }
         assert!(h.is_short());
         // Preempted: long on the wall clock, not the guest's doing.
-        h.record(Duration::from_millis(20), &preempted);
+        h.record(Duration::from_millis(20), us(5), false);
         assert!(h.is_short());
         // Waited in a hostcall.
-        h.record(Duration::from_millis(20), &waited);
+        h.record(Duration::from_millis(20), us(5), true);
         assert!(!h.is_short());
         for _ in 0..SHORT_STREAK {
-            h.record(Duration::from_micros(5), &quick);
+            h.record(us(5), us(5), false);
         }
         assert!(!h.is_short(), "still within the penalty");
         assert_eq!(h.last_penalty_ms.load(Ordering::SeqCst), 1000);
         // Long again soon after (computing): the penalty doubles.
-        h.record(SHORT_RUN, &computed);
+        h.record(SHORT_RUN, SHORT_RUN, false);
         assert_eq!(h.last_penalty_ms.load(Ordering::SeqCst), 2000);
         for _ in 0..20 {
-            h.record(SHORT_RUN * 2, &computed);
+            h.record(SHORT_RUN * 2, SHORT_RUN * 2, false);
         }
         assert_eq!(
             h.last_penalty_ms.load(Ordering::SeqCst),
