@@ -4,8 +4,12 @@
 //! body read: what the HTTP stack alone costs on this machine.
 //!
 //! ```text
-//! hyper_hello --listen 127.0.0.1:PORT
+//! hyper_hello --listen 127.0.0.1:PORT [--work-us N]
 //! ```
+//!
+//! `--work-us N` spins N µs of CPU in every request before answering: a calibration, to see
+//! how the ceiling falls when each request costs that much more (on a machine whose cores wrk
+//! shares, the fall is steep; see benches/README.md, "HTTP").
 //!
 //! A multi-thread Tokio runtime with one worker per CPU (Tokio's default, which follows the
 //! process's CPU affinity), keep-alive on (hyper's default, set explicitly), `TCP_NODELAY` on
@@ -24,7 +28,17 @@ use std::net::SocketAddr;
 
 const BODY: &[u8] = b"Hello World\n";
 
+/// CPU time spent in every request (`--work-us`).
+static WORK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let work = WORK.get().copied().unwrap_or_default();
+    if !work.is_zero() {
+        let start = std::time::Instant::now();
+        while start.elapsed() < work {
+            std::hint::spin_loop();
+        }
+    }
     let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -32,7 +46,7 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 fn usage() -> ! {
-    eprintln!("usage: hyper_hello --listen ADDR:PORT");
+    eprintln!("usage: hyper_hello --listen ADDR:PORT [--work-us N]");
     std::process::exit(2);
 }
 
@@ -42,6 +56,13 @@ fn parse_args() -> SocketAddr {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--listen" => listen = it.next().and_then(|s| s.parse().ok()),
+            "--work-us" => {
+                let us: u64 = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage());
+                let _ = WORK.set(std::time::Duration::from_micros(us));
+            }
             "-h" | "--help" => usage(),
             other => {
                 eprintln!("hyper_hello: unknown argument {other:?}");
