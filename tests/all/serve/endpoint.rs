@@ -223,20 +223,12 @@ fn statuses_debug_receipts_limits_logs_and_metrics() {
 fn a_redeploy_under_load_fails_no_request() {
     let server = Server::start("redeploy", Backends::embedded(), &[]);
     let token = server.token(Some("org-d"));
-    let version = |v: &str| {
-        wat::parse_str(format!(
-            r#"(module
-              (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-              (memory (export "memory") 1)
-              (data (i32.const 8) "{v}")
-              (func (export "_start")
-                (i32.store (i32.const 0) (i32.const 8))
-                (i32.store (i32.const 4) (i32.const 2))
-                (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))))"#
-        ))
-        .unwrap()
-    };
-    let fid = server.deploy_function("org-d", &token, r#"{"maxInstances": 16}"#, &version("v1"));
+    let fid = server.deploy_function(
+        "org-d",
+        &token,
+        r#"{"maxInstances": 16}"#,
+        &printing_wasm("v1"),
+    );
     let url = format!("{}/{fid}", server.http());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
@@ -255,7 +247,7 @@ fn a_redeploy_under_load_fails_no_request() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let file = server.data_dir.with_extension("v2.wasm");
-    std::fs::write(&file, version("v2")).unwrap();
+    std::fs::write(&file, printing_wasm("v2")).unwrap();
     ok(server.cli("org-d", &token, &["deploy", file.to_str().unwrap(), &fid]));
     let start = Instant::now();
     while call("GET", &url, &[], b"").2 != b"v2" {

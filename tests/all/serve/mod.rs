@@ -25,17 +25,25 @@ const FNVM: &str = env!("CARGO_BIN_EXE_fnvm");
 
 /// A WASI hello world (prints `Hello World\n`), as a client would upload it.
 pub fn hello_wasm() -> Vec<u8> {
-    wat::parse_str(
+    printing_wasm("Hello World\n")
+}
+
+/// A WASI module that prints `text` (at most 200 bytes, no `"` or `\`) and exits 0.
+pub fn printing_wasm(text: &str) -> Vec<u8> {
+    assert!(text.len() <= 200 && !text.contains(['"', '\\']));
+    wat::parse_str(format!(
         r#"(module
           (import "wasi_snapshot_preview1" "fd_write"
             (func $fd_write (param i32 i32 i32 i32) (result i32)))
           (memory (export "memory") 1)
-          (data (i32.const 8) "Hello World\n")
+          (data (i32.const 8) "{}")
           (func (export "_start")
             (i32.store (i32.const 0) (i32.const 8))
-            (i32.store (i32.const 4) (i32.const 12))
-            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))))"#,
-    )
+            (i32.store (i32.const 4) (i32.const {}))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 256)))))"#,
+        text.replace('\n', "\\n"),
+        text.len()
+    ))
     .unwrap()
 }
 
@@ -122,8 +130,23 @@ pub struct Server {
 impl Server {
     /// Starts a server with a fresh data directory named after `name`.
     pub fn start(name: &str, backends: Backends, extra: &[&str]) -> Server {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = Server::new(
+            name,
+            backends,
+            extra,
+            format!("{name}-{}", std::process::id()),
+        );
+        s.api = format!("http://127.0.0.1:{}", s.api_port);
+        s.spawn();
+        s
+    }
+
+    /// A server not started yet, with a fresh data directory named after `name` and its
+    /// artifacts (on S3) under `prefix`.
+    fn new(name: &str, backends: Backends, extra: Vec<String>, prefix: String) -> Server {
         let data_dir = scratch_dir(name);
-        let mut s = Server {
+        Server {
             child: None,
             log: data_dir.with_extension("log"),
             data_dir,
@@ -131,12 +154,9 @@ impl Server {
             http_port: free_port(),
             api: String::new(),
             backends,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            prefix: format!("{name}-{}", std::process::id()),
-        };
-        s.api = format!("http://127.0.0.1:{}", s.api_port);
-        s.spawn();
-        s
+            extra,
+            prefix,
+        }
     }
 
     fn command(&self) -> Command {
@@ -169,18 +189,8 @@ impl Server {
     /// Starts a process that plays only the worker role (no API to wait for), on the stores
     /// of `api` (its own data directory, as on another machine).
     pub fn start_worker_sharing(name: &str, backends: Backends, api: &Server) -> Server {
-        let data_dir = scratch_dir(name);
-        let mut s = Server {
-            child: None,
-            log: data_dir.with_extension("log"),
-            data_dir,
-            api_port: free_port(),
-            http_port: free_port(),
-            api: String::new(),
-            backends,
-            extra: vec!["--role".into(), "worker".into()],
-            prefix: api.prefix.clone(),
-        };
+        let extra = vec!["--role".into(), "worker".into()];
+        let mut s = Server::new(name, backends, extra, api.prefix.clone());
         s.start_process();
         s
     }
@@ -230,6 +240,16 @@ impl Server {
     /// Creates a Function of `org` with `settings` (JSON) and deploys `wasm` to it through the
     /// CLI; its id once READY.
     pub fn deploy_function(&self, org: &str, token: &str, settings: &str, wasm: &[u8]) -> String {
+        let fid = self.create_function(org, token, settings);
+        let file = self.data_dir.with_extension(format!("{fid}.wasm"));
+        std::fs::write(&file, wasm).unwrap();
+        ok(self.cli(org, token, &["deploy", file.to_str().unwrap(), &fid]));
+        let _ = std::fs::remove_file(&file);
+        fid
+    }
+
+    /// Creates a Function of `org` with `settings` (JSON) through the API; its id.
+    pub fn create_function(&self, org: &str, token: &str, settings: &str) -> String {
         let base = format!("{}/v4/functions/organisations/{org}/functions", self.api);
         let (s, f) = request(
             "POST",
@@ -239,12 +259,7 @@ impl Server {
             Some(settings.as_bytes().to_vec()),
         );
         assert_eq!(s, 201, "{f}");
-        let fid = f["id"].as_str().unwrap().to_string();
-        let file = self.data_dir.with_extension(format!("{fid}.wasm"));
-        std::fs::write(&file, wasm).unwrap();
-        ok(self.cli(org, token, &["deploy", file.to_str().unwrap(), &fid]));
-        let _ = std::fs::remove_file(&file);
-        fid
+        f["id"].as_str().unwrap().to_string()
     }
 
     /// Kills the process with SIGKILL: no chance to clean up.
@@ -402,12 +417,25 @@ pub fn wait_settled(url: &str, token: &str) -> Value {
 /// Creates a WASM deployment of `fid`, uploads the hello module and triggers it; the id.
 pub fn deploy_raw(api: &str, org: &str, token: &str, fid: &str) -> Option<String> {
     let deps = format!("{api}/v4/functions/organisations/{org}/functions/{fid}/deployments");
+    upload_and_trigger(&deps, token, "WASM", "application/wasm", hello_wasm())
+}
+
+/// Through the API at `deps` (a Function's deployments): creates a deployment of `platform`,
+/// uploads `bytes` as `content_type` and triggers packaging; its id, or `None` as soon as a
+/// step is refused or the server cannot be reached.
+pub fn upload_and_trigger(
+    deps: &str,
+    token: &str,
+    platform: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> Option<String> {
     let (s, d) = try_request(
         "POST",
-        &deps,
+        deps,
         Some(token),
         Some("application/json"),
-        Some(br#"{"platform":"WASM"}"#.to_vec()),
+        Some(format!(r#"{{"platform":"{platform}"}}"#).into_bytes()),
     )?;
     if s != 201 {
         return None;
@@ -416,13 +444,7 @@ pub fn deploy_raw(api: &str, org: &str, token: &str, fid: &str) -> Option<String
         d["uploadUrl"].as_str()?.to_string(),
         d["id"].as_str()?.to_string(),
     );
-    let (s, _) = try_request(
-        "PUT",
-        &url,
-        None,
-        Some("application/wasm"),
-        Some(hello_wasm()),
-    )?;
+    let (s, _) = try_request("PUT", &url, None, Some(content_type), Some(bytes))?;
     if s != 200 {
         return None;
     }

@@ -153,18 +153,7 @@ fn a_worker_keeps_serving_while_the_database_and_the_api_are_down() {
     // and switches to it.
     relay.restore();
     api.spawn();
-    let again = wat::parse_str(
-        r#"(module
-          (import "wasi_snapshot_preview1" "fd_write"
-            (func $fd_write (param i32 i32 i32 i32) (result i32)))
-          (memory (export "memory") 1)
-          (data (i32.const 8) "Hello again\n")
-          (func (export "_start")
-            (i32.store (i32.const 0) (i32.const 8))
-            (i32.store (i32.const 4) (i32.const 12))
-            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))))"#,
-    )
-    .unwrap();
+    let again = printing_wasm("Hello again\n");
     redeploy(&api, "org-o", &token, &fid, &again);
     let start = Instant::now();
     loop {

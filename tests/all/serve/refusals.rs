@@ -200,34 +200,14 @@ fn the_api_refuses_clearly() {
         404
     );
     // An invalid module that starts like one: ERROR with the compiler's reason.
-    let (_, d) = request(
-        "POST",
+    let did = upload_and_trigger(
         &deps,
-        Some(&a),
-        Some("application/json"),
-        Some(br#"{"platform":"WASM"}"#.to_vec()),
-    );
-    let url = d["uploadUrl"].as_str().unwrap();
-    let did = d["id"].as_str().unwrap();
-    let (s, _) = request(
-        "PUT",
-        url,
-        None,
-        Some("application/wasm"),
-        Some(b"\0asm\x01\0\0\0\x01\xff".to_vec()),
-    );
-    assert_eq!(s, 200);
-    assert_eq!(
-        request(
-            "POST",
-            &format!("{deps}/{did}/trigger"),
-            Some(&a),
-            None,
-            None
-        )
-        .0,
-        200
-    );
+        &a,
+        "WASM",
+        "application/wasm",
+        b"\0asm\x01\0\0\0\x01\xff".to_vec(),
+    )
+    .expect("creating, uploading and triggering a deployment");
     let d = wait_settled(&format!("{deps}/{did}"), &a);
     assert_eq!(d["status"], "ERROR", "{d}");
     assert!(
@@ -239,36 +219,8 @@ fn the_api_refuses_clearly() {
     );
     // Source platforms are accepted and end in ERROR with a clear reason (until server-side
     // compilation exists).
-    let (_, d) = request(
-        "POST",
-        &deps,
-        Some(&a),
-        Some("application/json"),
-        Some(br#"{"platform":"RUST"}"#.to_vec()),
-    );
-    let (url, did) = (d["uploadUrl"].as_str().unwrap(), d["id"].as_str().unwrap());
-    assert_eq!(
-        request(
-            "PUT",
-            url,
-            None,
-            Some("text/plain"),
-            Some(b"fn main() {}".to_vec())
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        request(
-            "POST",
-            &format!("{deps}/{did}/trigger"),
-            Some(&a),
-            None,
-            None
-        )
-        .0,
-        200
-    );
+    let did = upload_and_trigger(&deps, &a, "RUST", "text/plain", b"fn main() {}".to_vec())
+        .expect("creating, uploading and triggering a deployment");
     let d = wait_settled(&format!("{deps}/{did}"), &a);
     assert_eq!(d["status"], "ERROR", "{d}");
     assert!(d["errorReason"].as_str().unwrap().contains("RUST"), "{d}");

@@ -127,15 +127,7 @@ fn concurrent_clients_lose_no_update() {
     let server = Server::start("concurrency", Backends::embedded(), &[]);
     let token = server.token(Some("org-c"));
     let base = format!("{}/v4/functions/organisations/org-c/functions", server.api);
-    let (s, f) = request(
-        "POST",
-        &base,
-        Some(&token),
-        Some("application/json"),
-        Some(b"{}".to_vec()),
-    );
-    assert_eq!(s, 201);
-    let one = format!("{base}/{}", f["id"].as_str().unwrap());
+    let one = format!("{base}/{}", server.create_function("org-c", &token, "{}"));
     let writers: Vec<_> = (0..16u32)
         .map(|i| {
             let (one, token, base) = (one.clone(), token.clone(), base.clone());
@@ -205,15 +197,7 @@ fn api_and_worker_processes_meet_only_in_the_stores() {
     let api = Server::start("roles-api", backends.clone(), &["--role", "api"]);
     let token = api.token(Some("org-r"));
     let base = format!("{}/v4/functions/organisations/org-r/functions", api.api);
-    let (s, f) = request(
-        "POST",
-        &base,
-        Some(&token),
-        Some("application/json"),
-        Some(b"{}".to_vec()),
-    );
-    assert_eq!(s, 201);
-    let fid = f["id"].as_str().unwrap().to_string();
+    let fid = api.create_function("org-r", &token, "{}");
     let did = deploy_raw(&api.api, "org-r", &token, &fid).unwrap();
     // With no worker, the deployment is packaged and waits in DEPLOYING.
     let url = format!("{base}/{fid}/deployments/{did}");
