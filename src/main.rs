@@ -262,7 +262,7 @@ const TRAP_EXIT_STATUS: i32 = 134;
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     use fnvm_dataplane::{Invocation, Runner, RunnerConfig, Status};
-    use fnvm_hostcalls::{Output, Stdin};
+    use fnvm_hostcalls::{CStrings, Output, Stdin};
     let Some(file) = args.command.first() else {
         anyhow::bail!("no program given");
     };
@@ -329,8 +329,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let outcome = runner.invoke(
         &function,
         Invocation {
-            args: args.command.clone(),
-            env,
+            args: CStrings::from_args(&args.command).context("an argument")?,
+            env: CStrings::from_vars(env).context("an environment variable")?,
             preopens,
             stdin,
             stdout: Output::Inherit,

@@ -6,6 +6,7 @@
 //! fd table, so it survives the guest closing or renumbering fds 1 and 2, and the embedder takes
 //! it afterwards with [`WasiCtx::take_stdout`] / [`WasiCtx::take_stderr`].
 
+use crate::cstrings::{CStringError, CStrings};
 use crate::errno::Errno;
 use crate::fdtable::{Desc, Dir, FdTable, DEFAULT_MAX_FDS};
 use crate::fs;
@@ -81,8 +82,10 @@ enum Preopen {
 
 /// Builds a [`WasiCtx`].
 pub struct WasiCtxBuilder {
-    args: Vec<String>,
-    env: Vec<(String, String)>,
+    args: CStrings,
+    env: CStrings,
+    /// The first argument or variable refused, returned by `build`.
+    refused: Option<CStringError>,
     preopens: Vec<(Preopen, String)>,
     stdin: Stdin,
     stdout: Output,
@@ -121,8 +124,9 @@ impl WasiCtxBuilder {
     /// No arguments, no environment, no preopens, stdin empty, stdout/stderr captured.
     pub fn new() -> Self {
         WasiCtxBuilder {
-            args: Vec::new(),
-            env: Vec::new(),
+            args: CStrings::new(),
+            env: CStrings::new(),
+            refused: None,
             preopens: Vec::new(),
             stdin: Stdin::Null,
             stdout: Output::Buffer,
@@ -136,36 +140,71 @@ impl WasiCtxBuilder {
     }
 
     /// Appends one argument (the first one is `argv[0]`, given as the host wants it).
-    pub fn arg(mut self, arg: impl Into<String>) -> Self {
-        self.args.push(arg.into());
-        self
+    pub fn arg(mut self, arg: impl AsRef<[u8]>) -> Self {
+        let r = self.args.push_arg(arg);
+        self.refuse(r)
     }
 
     /// Appends arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: AsRef<[u8]>,
     {
-        self.args.extend(args.into_iter().map(Into::into));
+        for a in args {
+            let r = self.args.push_arg(a);
+            self = self.refuse(r);
+        }
+        self
+    }
+
+    /// Appends arguments already packed (checked when they were). The first call takes the
+    /// list as it is, without copying.
+    pub fn arg_list(mut self, args: CStrings) -> Self {
+        if self.args.is_empty() {
+            self.args = args;
+        } else {
+            self.args.extend_from(&args);
+        }
         self
     }
 
     /// Appends one environment variable.
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
+    pub fn env(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        let r = self.env.push_var(key, value);
+        self.refuse(r)
     }
 
     /// Appends environment variables.
     pub fn envs<I, K, V>(mut self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
     {
-        self.env
-            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        for (k, v) in vars {
+            let r = self.env.push_var(k, v);
+            self = self.refuse(r);
+        }
+        self
+    }
+
+    /// Appends an environment already packed (checked when it was). The first call takes the
+    /// list as it is, without copying.
+    pub fn environ(mut self, vars: CStrings) -> Self {
+        if self.env.is_empty() {
+            self.env = vars;
+        } else {
+            self.env.extend_from(&vars);
+        }
+        self
+    }
+
+    /// Keeps the first refusal for `build`.
+    fn refuse(mut self, r: Result<(), CStringError>) -> Self {
+        if let Err(e) = r {
+            self.refused.get_or_insert(e);
+        }
         self
     }
 
@@ -238,15 +277,10 @@ impl WasiCtxBuilder {
 
     /// Opens the preopens and assembles the context.
     pub fn build(self) -> Result<WasiCtx, BuildError> {
-        for a in &self.args {
-            if a.contains('\0') {
-                return Err(BuildError::Arg(a.clone()));
-            }
-        }
-        for (k, v) in &self.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(BuildError::Env(format!("{k}={v}")));
-            }
+        match self.refused {
+            Some(CStringError::Arg(a)) => return Err(BuildError::Arg(a)),
+            Some(CStringError::Var(v)) => return Err(BuildError::Env(v)),
+            None => {}
         }
         let needed = u32::try_from(self.preopens.len())
             .ok()
@@ -398,8 +432,8 @@ impl OutputState {
 /// Everything a WASI guest's hostcalls act on: the host state of the instances they serve
 /// (the hostcalls are `HostFn<WasiCtx>`s).
 pub struct WasiCtx {
-    pub(crate) args: Vec<String>,
-    pub(crate) env: Vec<(String, String)>,
+    pub(crate) args: CStrings,
+    pub(crate) env: CStrings,
     pub(crate) fds: FdTable,
     pub(crate) stdin: StdinState,
     pub(crate) stdout: OutputState,
@@ -471,12 +505,12 @@ impl WasiCtx {
     }
 
     /// The arguments the guest sees.
-    pub fn args(&self) -> &[String] {
+    pub fn args(&self) -> &CStrings {
         &self.args
     }
 
     /// The environment the guest sees.
-    pub fn env(&self) -> &[(String, String)] {
+    pub fn env(&self) -> &CStrings {
         &self.env
     }
 
@@ -527,6 +561,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(ctx.open_fds(), 3);
-        assert_eq!(ctx.args(), ["prog".to_string()]);
+        assert_eq!(ctx.args().iter().collect::<Vec<_>>(), [b"prog"]);
+        assert_eq!(ctx.env().var("K"), Some(&b"V"[..]));
     }
 }

@@ -66,7 +66,8 @@ pub(crate) struct FdTable {
 impl FdTable {
     pub fn new(max: u32) -> Self {
         FdTable {
-            slots: Vec::new(),
+            // Stdio and a preopen or two without growing.
+            slots: Vec::with_capacity(8),
             free: BTreeSet::new(),
             max,
         }

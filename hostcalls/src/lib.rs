@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cstrings;
 mod ctx;
 mod errno;
 mod fdtable;
@@ -21,10 +22,11 @@ mod trace;
 pub mod types;
 mod wasi;
 
+pub use cstrings::{valid_var, CStringError, CStrings};
 pub use ctx::{BuildError, Output, Stdin, WasiCtx, WasiCtxBuilder, DEFAULT_OUTPUT_LIMIT};
 pub use errno::Errno;
 pub use fdtable::DEFAULT_MAX_FDS;
-pub use memory::{GuestMemory, Iovec, MAX_IOVECS};
+pub use memory::{GuestMemory, Iovec, Iovecs, INLINE_IOVECS, MAX_IOVECS};
 pub use poll::blocking_waits;
 pub use table::{lookup, resolve, Hostcall, FNVM_MODULE, HOSTCALLS, WASI_MODULE};
 pub use trace::{Dmesg, DEFAULT_LIMIT as DEFAULT_TRACE_LIMIT};

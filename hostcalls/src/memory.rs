@@ -9,12 +9,19 @@
 
 use crate::errno::Errno;
 use crate::types::size;
+use smallvec::SmallVec;
 use std::ops::Range;
 
 /// Upper bound on the iovecs one read or write call processes (Linux's `IOV_MAX`). Larger
 /// arrays are legal but are served partially, as a short read or write, so a guest cannot make
 /// the host allocate in proportion to a huge array.
 pub const MAX_IOVECS: usize = 1024;
+
+/// Iovecs kept without an allocation: a write of stdio from any libc uses one or two.
+pub const INLINE_IOVECS: usize = 4;
+
+/// The iovecs of one call.
+pub type Iovecs = SmallVec<[Iovec; INLINE_IOVECS]>;
 
 /// The guest's linear memory as a hostcall sees it.
 pub struct GuestMemory<'a> {
@@ -173,10 +180,10 @@ impl<'a> GuestMemory<'a> {
     /// The first [`MAX_IOVECS`] entries of the iovec array of `count` entries at `array`, each
     /// of whose buffers is in bounds. Empty buffers are skipped. Fails with `EFAULT` if the
     /// array or a used buffer is out of bounds.
-    pub fn iovecs(&self, array: u32, count: u32) -> Result<Vec<Iovec>, Errno> {
+    pub fn iovecs(&self, array: u32, count: u32) -> Result<Iovecs, Errno> {
         self.array_range(array, count, size::IOVEC)?;
         let used = (count as usize).min(MAX_IOVECS);
-        let mut out = Vec::with_capacity(used);
+        let mut out = Iovecs::with_capacity(used);
         for i in 0..used as u32 {
             let iov = self.read_iovec(array, i)?;
             self.check(iov.ptr, iov.len)?;
@@ -188,7 +195,7 @@ impl<'a> GuestMemory<'a> {
     }
 
     /// The buffers of `iovs` as slices (they may overlap; they are only read).
-    pub fn gather(&self, iovs: &[Iovec]) -> Result<Vec<&[u8]>, Errno> {
+    pub fn gather(&self, iovs: &[Iovec]) -> Result<SmallVec<[&[u8]; INLINE_IOVECS]>, Errno> {
         iovs.iter().map(|v| self.slice(v.ptr, v.len)).collect()
     }
 
@@ -259,8 +266,8 @@ mod tests {
         m.write_u32(20, 8).unwrap();
         let v = m.iovecs(0, 3).unwrap();
         assert_eq!(
-            v,
-            vec![Iovec { ptr: 32, len: 4 }, Iovec { ptr: 40, len: 8 }]
+            &v[..],
+            [Iovec { ptr: 32, len: 4 }, Iovec { ptr: 40, len: 8 }]
         );
         assert_eq!(m.scatter(&v, b"abcdefg").unwrap(), 7);
         assert_eq!(m.slice(32, 4).unwrap(), b"abcd");

@@ -77,7 +77,7 @@ fn invocations_sharing_a_slot_are_isolated() {
                 Invocation {
                     entry: "leak".into(),
                     preopens: vec![(data.clone(), "/data".into())],
-                    env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+                    env: fnvm_hostcalls::CStrings::from_vars([("A", "1"), ("B", "2")]).unwrap(),
                     ..Invocation::default()
                 },
             )
@@ -89,7 +89,7 @@ fn invocations_sharing_a_slot_are_isolated() {
                 &f,
                 Invocation {
                     entry: "probe".into(),
-                    env: vec![("ONLY".into(), "me".into())],
+                    env: fnvm_hostcalls::CStrings::from_vars([("ONLY", "me")]).unwrap(),
                     ..Invocation::default()
                 },
             )

@@ -15,6 +15,6 @@ pub mod report;
 pub use cache::{ArtifactCache, CacheError, CacheOutcome};
 pub use invoke::{
     Invocation, InvokeError, Outcome, PrepareError, PreparedModule, Runner, RunnerConfig,
-    SetupError, Status,
+    SetupError, Status, CPU_TIME_FROM,
 };
 pub use report::{DebugReport, Trigger};

@@ -2,6 +2,7 @@
 //! scheduling, signals and exit.
 
 use super::{Args, Cx};
+use crate::cstrings::CStrings;
 use crate::ctx::WasiCtx;
 use crate::errno::Errno;
 use crate::memory::GuestMemory;
@@ -10,76 +11,40 @@ use crate::types::{clockid, SIGNAL_MAX};
 use fnvm_host_interface::{Caller, HostExit};
 use rustix::time::ClockId;
 
-/// Writes C-string vectors (`argv`/`environ`): the NUL-terminated strings packed at `buf`
-/// (`total` bytes), pointers to them at `ptrs`. Every string is given as parts to concatenate
-/// (`key`, `=`, `value`). Both areas are checked before anything is written.
-fn write_cstr_vec<'s, I>(
+/// Writes a C-string vector (`argv`/`environ`): the packed NUL-terminated strings at `buf`,
+/// pointers to them at `ptrs`. Both areas are checked before anything is written.
+fn write_cstrings(
     mem: &mut GuestMemory<'_>,
     ptrs: u32,
     buf: u32,
-    items: I,
-    count: usize,
-    total: usize,
-) -> Result<(), Errno>
-where
-    I: Iterator<Item = [&'s [u8]; 3]> + Clone,
-{
-    let count = u32::try_from(count).map_err(|_| Errno::Overflow)?;
-    let total = u32::try_from(total).map_err(|_| Errno::Overflow)?;
+    list: &CStrings,
+) -> Result<(), Errno> {
+    let count = u32::try_from(list.len()).map_err(|_| Errno::Overflow)?;
+    let total = u32::try_from(list.as_bytes().len()).map_err(|_| Errno::Overflow)?;
     mem.array_range(ptrs, count, 4)?;
-    let blob = mem.slice_mut(buf, total)?;
-    let mut off = 0usize;
-    for parts in items.clone() {
-        for p in parts {
-            blob.get_mut(off..off + p.len())
-                .ok_or(Errno::Fault)?
-                .copy_from_slice(p);
-            off += p.len();
-        }
-        *blob.get_mut(off).ok_or(Errno::Fault)? = 0;
-        off += 1;
-    }
+    mem.slice_mut(buf, total)?.copy_from_slice(list.as_bytes());
     // Every string starts before `buf + total`, which is in bounds, so the sums fit.
     let mut off = 0u32;
-    for (i, parts) in (0u32..).zip(items) {
+    for (i, s) in (0u32..).zip(list.iter()) {
         let slot = i
             .checked_mul(4)
             .and_then(|o| ptrs.checked_add(o))
             .ok_or(Errno::Fault)?;
         mem.write_u32(slot, buf.checked_add(off).ok_or(Errno::Fault)?)?;
-        let len = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
-        off = off
-            .checked_add(u32::try_from(len).map_err(|_| Errno::Overflow)?)
-            .ok_or(Errno::Overflow)?;
+        let len = u32::try_from(s.len() + 1).map_err(|_| Errno::Overflow)?;
+        off = off.checked_add(len).ok_or(Errno::Overflow)?;
     }
     Ok(())
 }
 
-fn args_size(ctx: &WasiCtx) -> usize {
-    ctx.args.iter().map(|a| a.len() + 1).sum()
-}
-
-fn environ_size(ctx: &WasiCtx) -> usize {
-    ctx.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
-}
-
 pub(crate) fn args_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
-    let total = args_size(cx.ctx);
-    let items = cx.ctx.args.iter().map(|s| [s.as_bytes(), &[][..], &[][..]]);
-    write_cstr_vec(
-        &mut cx.mem,
-        a.u32(0),
-        a.u32(1),
-        items,
-        cx.ctx.args.len(),
-        total,
-    )?;
+    write_cstrings(&mut cx.mem, a.u32(0), a.u32(1), &cx.ctx.args)?;
     Ok(Ret::None)
 }
 
 pub(crate) fn args_sizes_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let argc = u32::try_from(cx.ctx.args.len()).map_err(|_| Errno::Overflow)?;
-    let size = u32::try_from(args_size(cx.ctx)).map_err(|_| Errno::Overflow)?;
+    let size = u32::try_from(cx.ctx.args.as_bytes().len()).map_err(|_| Errno::Overflow)?;
     cx.mem.check(a.u32(0), 4)?;
     cx.mem.check(a.u32(1), 4)?;
     cx.mem.write_u32(a.u32(0), argc)?;
@@ -88,26 +53,13 @@ pub(crate) fn args_sizes_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
 }
 
 pub(crate) fn environ_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
-    let total = environ_size(cx.ctx);
-    let items = cx
-        .ctx
-        .env
-        .iter()
-        .map(|(k, v)| [k.as_bytes(), &b"="[..], v.as_bytes()]);
-    write_cstr_vec(
-        &mut cx.mem,
-        a.u32(0),
-        a.u32(1),
-        items,
-        cx.ctx.env.len(),
-        total,
-    )?;
+    write_cstrings(&mut cx.mem, a.u32(0), a.u32(1), &cx.ctx.env)?;
     Ok(Ret::None)
 }
 
 pub(crate) fn environ_sizes_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let count = u32::try_from(cx.ctx.env.len()).map_err(|_| Errno::Overflow)?;
-    let size = u32::try_from(environ_size(cx.ctx)).map_err(|_| Errno::Overflow)?;
+    let size = u32::try_from(cx.ctx.env.as_bytes().len()).map_err(|_| Errno::Overflow)?;
     cx.mem.check(a.u32(0), 4)?;
     cx.mem.check(a.u32(1), 4)?;
     cx.mem.write_u32(a.u32(0), count)?;

@@ -321,7 +321,8 @@ pub(crate) fn write(
     let bufs = cx.mem.gather(iovs)?;
     let n = match cx.ctx.fds.get(fd)? {
         Desc::File(f) => {
-            let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+            let slices: smallvec::SmallVec<[IoSlice<'_>; crate::memory::INLINE_IOVECS]> =
+                bufs.iter().map(|b| IoSlice::new(b)).collect();
             loop {
                 let r = match offset {
                     // On an O_APPEND file Linux appends even here; wasmtime documents the same.

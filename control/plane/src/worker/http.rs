@@ -5,15 +5,18 @@
 //! wait, then 503), and the invocation runs on an invoker thread; the reactor meanwhile keeps
 //! accepting. Every response carries a receipt, `Fnvm-Invocation`, saying what it cost.
 
-use super::invoker::{Invoker, Placement};
+use super::invoker::{Dispatched, Invoker};
 use super::respond::{self, Answer, Call};
 use super::Worker;
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt as _;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,25 +123,44 @@ pub async fn serve(
     }
 }
 
-/// A response from an answer.
-fn response(answer: Answer, extra: Option<(&str, String)>) -> Response<Full<Bytes>> {
-    let mut b = Response::builder().status(answer.status);
-    for (k, v) in &answer.headers {
-        b = b.header(k.as_str(), v.as_str());
+/// A response from an answer, with the receipt when there is one.
+fn response(answer: Answer, receipt: Option<HeaderValue>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(answer.body));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(answer.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    let headers = r.headers_mut();
+    if let Some(ct) = answer.content_type {
+        headers.insert(CONTENT_TYPE, ct);
     }
-    if let Some((k, v)) = extra {
-        b = b.header(k, v);
+    for (k, v) in answer.headers {
+        headers.append(k, v);
+    }
+    if let Some(receipt) = receipt {
+        headers.insert(FNVM_INVOCATION, receipt);
     }
     if let Some(reason) = answer.reason {
-        b = b.extension(reason);
+        r.extensions_mut().insert(reason);
     }
-    b.body(Full::new(answer.body)).unwrap_or_else(|_| {
-        let mut r = Response::new(Full::new(Bytes::from_static(
-            b"the function's response could not be encoded\n",
-        )));
-        *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-        r
-    })
+    r
+}
+
+/// The receipt header.
+const FNVM_INVOCATION: HeaderName = HeaderName::from_static("fnvm-invocation");
+
+/// An invocation's id: this process's random prefix and a counter, in hex.
+#[derive(Clone, Copy, Debug)]
+struct InvocationId(u32, u64);
+
+impl std::fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}{:08x}", self.0, self.1)
+    }
+}
+
+/// A receipt as a header value (ids and numbers: always a valid one).
+fn receipt_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
 }
 
 /// Splits fnvm's own query parameters (`debug`, `trigger=http`) from the function's.
@@ -163,7 +185,7 @@ impl Endpoint {
         let path = req.uri().path();
         if path == "/metrics" {
             let mut a = Answer::text(200, self.worker.metrics.render());
-            a.headers = vec![("content-type".into(), "text/plain; version=0.0.4".into())];
+            a.content_type = Some(HeaderValue::from_static("text/plain; version=0.0.4"));
             return response(a, None);
         }
         if path == "/healthz" {
@@ -180,19 +202,13 @@ impl Endpoint {
                 None,
             );
         };
-        let fm = self.worker.metrics.function(fid);
+        let fm = state.metrics.clone();
         let (debug, http_trigger, query) = split_query(req.uri().query());
-        let full_url = format!(
-            "http://{}{}",
-            req.headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(""),
-            req.uri()
-        );
-        let head_bytes: usize = req.uri().to_string().len()
-            + req
-                .headers()
+        let path_info = path_info.to_string();
+        let (parts, body) = req.into_parts();
+        let head_bytes: usize = respond::uri_len(&parts.uri)
+            + parts
+                .headers
                 .iter()
                 .map(|(k, v)| k.as_str().len() + v.len() + 4)
                 .sum::<usize>();
@@ -209,91 +225,76 @@ impl Endpoint {
                 None,
             );
         }
-        let path_info = path_info.to_string();
-        let method = req.method().as_str().to_string();
-        let mut headers: Vec<(String, String)> = Vec::with_capacity(req.headers().len());
-        for (name, value) in req.headers() {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            match headers.iter_mut().find(|(k, _)| k == name.as_str()) {
-                Some((_, v)) => {
-                    v.push_str(", ");
-                    v.push_str(&value);
-                }
-                None => headers.push((name.as_str().to_string(), value)),
-            }
-        }
-        let body = match self.read_body(req.into_body(), &headers).await {
+        let body = match self.read_body(body, &parts.headers).await {
             Ok(b) => b,
             Err(a) => {
                 fm.status(a.status);
                 return response(a, None);
             }
         };
-        let permit = match tokio::time::timeout(
-            self.config.instance_wait,
-            state.instances.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            _ => {
-                fm.status(503);
-                let a = Answer::text(
-                    503,
-                    format!(
-                        "all {} instances of this function are busy; retry shortly\n",
-                        state.function.max_instances
-                    ),
-                );
-                let mut r = response(a, None);
-                r.headers_mut().insert(
-                    hyper::header::RETRY_AFTER,
-                    hyper::header::HeaderValue::from_static("1"),
-                );
-                return r;
-            }
+        // Most requests find a free instance: no timer then.
+        let permit = match state.instances.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(tokio::sync::TryAcquireError::Closed) => None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout(
+                self.config.instance_wait,
+                state.instances.clone().acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+        };
+        let Some(permit) = permit else {
+            fm.status(503);
+            let a = Answer::text(
+                503,
+                format!(
+                    "all {} instances of this function are busy; retry shortly\n",
+                    state.function.max_instances
+                ),
+            )
+            .with("retry-after", "1");
+            return response(a, None);
         };
         let call = Call {
-            method,
+            method: parts.method,
+            uri: parts.uri,
             path_info,
             query,
-            headers,
+            headers: parts.headers,
             body,
-            full_url,
             debug,
             http_trigger,
         };
-        let invocation =
-            respond::invocation(&call, &state.function, self.config.max_response_bytes);
-        let id = format!(
-            "{:08x}{:08x}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let invocation = respond::invocation(&call, &state, self.config.max_response_bytes);
+        let id = InvocationId(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let short = self.config.inline_short_jobs && state.runs.is_short();
-        let (tx, rx) = tokio::sync::oneshot::channel::<(Answer, String)>();
         let worker = self.worker.clone();
-        let job_fm = fm.clone();
-        let job_id = id.clone();
-        let job = Box::new(move || {
+        let job = move |reply: &mut dyn FnMut((Answer, HeaderValue))| {
             let _permit = permit;
-            let _in_use = job_fm.instance();
-            let mut tx = Some(tx);
-            let fid = state.function.id.clone();
+            let _in_use = state.metrics.instance();
             let runner = worker.runner().clone();
+            let mut replied = false;
             let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
                 state.runs.record(
                     outcome.instantiate_time + outcome.run_time,
                     outcome.run_cpu_time,
                     outcome.run_waited,
                 );
-                job_fm.instantiate.observe(outcome.instantiate_time);
-                job_fm.run.observe(outcome.run_time);
-                worker
-                    .logs
-                    .push(&fid, &served.deployment.id, &job_id, &outcome.stderr);
-                let receipt = format!(
-                    "id={job_id}, deployment={}, instantiate_us={}, run_us={}, cpu_us={}, pages={}, hostcalls={}",
+                state.metrics.instantiate.observe(outcome.instantiate_time);
+                state.metrics.run.observe(outcome.run_time);
+                if !outcome.stderr.is_empty() {
+                    worker.logs.push(
+                        &state.function.id,
+                        &served.deployment.id,
+                        &id.to_string(),
+                        &outcome.stderr,
+                    );
+                }
+                let mut receipt = String::with_capacity(160);
+                let _ = write!(
+                    receipt,
+                    "id={id}, deployment={}, instantiate_us={}, run_us={}, cpu_us={}, pages={}, hostcalls={}",
                     served.deployment.id,
                     outcome.instantiate_time.as_micros(),
                     outcome.run_time.as_micros(),
@@ -302,38 +303,43 @@ impl Endpoint {
                     outcome.hostcalls,
                 );
                 let answer = respond::answer(&mut outcome, &call, &served, &state.function);
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send((answer, receipt));
-                }
+                replied = true;
+                reply((answer, receipt_value(receipt)));
             });
-            if let (Err(e), Some(tx)) = (result, tx.take()) {
-                let _ = tx.send((respond::answer_error(&e), format!("id={job_id}")));
+            if let (Err(e), false) = (result, replied) {
+                reply((respond::answer_error(&e), receipt_value(format!("id={id}"))));
             }
-        });
-        match self.invoker.dispatch(job, short) {
-            Ok(placed) => self.worker.metrics.job(placed == Placement::Inline),
+        };
+        let reply = match self.invoker.dispatch(job, short) {
+            Ok(Dispatched::Inline(reply)) => {
+                self.worker.metrics.job(true);
+                reply
+            }
+            Ok(Dispatched::Queued(rx)) => {
+                self.worker.metrics.job(false);
+                rx.await.ok()
+            }
             Err(_) => {
                 fm.status(503);
                 return response(Answer::text(503, "the worker is shutting down\n"), None);
             }
-        }
-        let (answer, receipt) = rx.await.unwrap_or_else(|_| {
+        };
+        let (answer, receipt) = reply.unwrap_or_else(|| {
             (
                 Answer::text(500, "the invocation ended without an answer\n"),
-                format!("id={id}"),
+                receipt_value(format!("id={id}")),
             )
         });
         fm.status(answer.status);
         fm.total.observe(start.elapsed());
-        response(answer, Some(("fnvm-invocation", receipt)))
+        response(answer, Some(receipt))
     }
 
     /// Reads a whole body within the size and time limits.
-    async fn read_body(
-        &self,
-        mut body: Incoming,
-        headers: &[(String, String)],
-    ) -> Result<Bytes, Answer> {
+    async fn read_body(&self, mut body: Incoming, headers: &HeaderMap) -> Result<Bytes, Answer> {
+        if body.is_end_stream() {
+            return Ok(Bytes::new());
+        }
         let max = self.config.max_body_bytes;
         let too_large = || {
             Answer::text(
@@ -342,36 +348,60 @@ impl Endpoint {
             )
         };
         let declared = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse::<u64>().ok());
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
             return Err(too_large());
         }
         let deadline = Instant::now() + self.config.body_timeout;
+        // A body in one frame (the usual case) is kept as it came, without a copy.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wait = left.min(self.config.body_idle_timeout);
-            let frame = match tokio::time::timeout(wait, body.frame()).await {
-                Err(_) => return Err(Answer::text(408, "the request body came too slowly\n")),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
+            // What hyper already buffered needs no timer.
+            let frame = match body.frame().now_or_never() {
+                Some(frame) => frame,
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let wait = left.min(self.config.body_idle_timeout);
+                    match tokio::time::timeout(wait, body.frame()).await {
+                        Err(_) => {
+                            return Err(Answer::text(408, "the request body came too slowly\n"))
+                        }
+                        Ok(frame) => frame,
+                    }
+                }
+            };
+            let frame = match frame {
+                None => break,
+                Some(Err(e)) => {
                     return Err(Answer::text(
                         400,
                         format!("reading the request body: {e}\n"),
                     ))
                 }
-                Ok(Some(Ok(f))) => f,
+                Some(Ok(f)) => f,
             };
             if let Ok(data) = frame.into_data() {
-                if buf.len() as u64 + data.len() as u64 > max {
+                let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                if held as u64 + data.len() as u64 > max {
                     return Err(too_large());
                 }
-                buf.extend_from_slice(&data);
+                if first.is_none() && buf.is_empty() {
+                    first = Some(data);
+                } else {
+                    if let Some(f) = first.take() {
+                        buf.extend_from_slice(&f);
+                    }
+                    buf.extend_from_slice(&data);
+                }
             }
         }
-        Ok(buf.freeze())
+        Ok(match first {
+            Some(f) => f,
+            None => buf.freeze(),
+        })
     }
 }
 

@@ -29,14 +29,19 @@ pub struct Invoker {
     _joins: Arc<Joins>,
 }
 
-/// Where a job ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// On the calling (reactor) thread, already finished.
-    Inline,
+/// Where a job went: run here already, with what it replied (`None` if it did not, a bug),
+/// or queued for an invoker thread, which replies on the channel.
+#[derive(Debug)]
+pub enum Dispatched<R> {
+    /// On the calling (reactor) thread, finished.
+    Inline(Option<R>),
     /// Queued for an invoker thread.
-    Queued,
+    Queued(tokio::sync::oneshot::Receiver<R>),
 }
+
+/// The invoker threads are gone (the worker is shutting down).
+#[derive(Debug)]
+pub struct Closed;
 
 /// A run that computed this long, or waited in a hostcall and lasted this long, makes its
 /// Function's next jobs go to the invoker threads. A run that only lasted long because the
@@ -173,18 +178,40 @@ impl Invoker {
         self.tx.send(job).map_err(|e| e.into_inner())
     }
 
-    /// Runs `job` here if it is `short` and an inline slot is free, else queues it.
-    pub fn dispatch(&self, job: Job, short: bool) -> Result<Placement, Job> {
+    /// Runs `job` here if it is `short` and an inline slot is free, else queues it. The job
+    /// replies through the function it is given as soon as it has its result (before cleaning
+    /// up: a queued job's reply then reaches the caller early); a job run here costs neither a
+    /// box nor a channel.
+    pub fn dispatch<R, F>(&self, job: F, short: bool) -> Result<Dispatched<R>, Closed>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn FnMut(R)) + Send + 'static,
+    {
         if short && self.inline_slots.fetch_sub(1, Ordering::Acquire) > 0 {
+            let mut out = None;
             // Given back even if the job panics (a bug), which must not reach the reactor.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job(&mut |r| {
+                    out.get_or_insert(r);
+                })
+            }));
             self.inline_slots.fetch_add(1, Ordering::Release);
-            return Ok(Placement::Inline);
+            return Ok(Dispatched::Inline(out));
         }
         if short {
             self.inline_slots.fetch_add(1, Ordering::Release);
         }
-        self.submit(job).map(|()| Placement::Queued)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move || {
+            let mut tx = Some(tx);
+            job(&mut |r| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(r);
+                }
+            })
+        }))
+        .map_err(|_| Closed)?;
+        Ok(Dispatched::Queued(rx))
     }
 }
 
@@ -213,52 +240,64 @@ mod tests {
         assert!(got.iter().all(|(_, t)| *t != caller));
     }
 
+    /// The thread a job ran on, and where it was placed.
+    fn thread_of(inv: &Invoker, short: bool) -> (Option<std::thread::ThreadId>, bool) {
+        match inv
+            .dispatch(|reply| reply(std::thread::current().id()), short)
+            .unwrap()
+        {
+            Dispatched::Inline(t) => (t, true),
+            Dispatched::Queued(rx) => (rx.blocking_recv().ok(), false),
+        }
+    }
+
     #[test]
     fn short_jobs_run_inline_while_a_slot_is_free() {
         let inv = Arc::new(Invoker::new(1, 1).unwrap());
         let caller = std::thread::current().id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = tx.clone();
-        let placed = inv
+        assert_eq!(thread_of(&inv, true), (Some(caller), true));
+        // Not short: queued, on another thread.
+        let (t, inline) = thread_of(&inv, false);
+        assert!(!inline);
+        assert_ne!(t, Some(caller));
+        assert!(t.is_some());
+        // The only slot taken by a job that dispatches another: that one is queued.
+        let inv2 = inv.clone();
+        let outer = inv
+            .dispatch(move |reply| reply(thread_of(&inv2, true)), true)
+            .unwrap();
+        match outer {
+            Dispatched::Inline(Some((t, inline))) => {
+                assert!(!inline);
+                assert_ne!(t, Some(caller));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A panicking inline job gives its slot back and replies nothing.
+        let panicked = inv
+            .dispatch(|_reply: &mut dyn FnMut(())| panic!("a buggy job"), true)
+            .unwrap();
+        assert!(matches!(panicked, Dispatched::Inline(None)));
+        assert_eq!(inv.inline_slots.load(Ordering::SeqCst), 1);
+        // A reply comes before the job ends; only the first counts.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let queued = inv
             .dispatch(
-                Box::new(move || t.send(std::thread::current().id()).unwrap()),
-                true,
-            )
-            .unwrap_or_else(|_| panic!("dispatch"));
-        assert_eq!(placed, Placement::Inline);
-        assert_eq!(rx.recv().unwrap(), caller);
-        // Not short: queued.
-        let t = tx.clone();
-        let placed = inv
-            .dispatch(
-                Box::new(move || t.send(std::thread::current().id()).unwrap()),
+                move |reply| {
+                    reply(1);
+                    reply(2);
+                    std::thread::sleep(Duration::from_millis(50));
+                    done_tx.send(()).unwrap();
+                },
                 false,
             )
-            .unwrap_or_else(|_| panic!("dispatch"));
-        assert_eq!(placed, Placement::Queued);
-        assert_ne!(rx.recv().unwrap(), caller);
-        // The only slot taken by a job that dispatches another: that one is queued.
-        let (inv2, t) = (inv.clone(), tx.clone());
-        let placed = inv
-            .dispatch(
-                Box::new(move || {
-                    let t2 = t.clone();
-                    let inner = inv2
-                        .dispatch(
-                            Box::new(move || t2.send(std::thread::current().id()).unwrap()),
-                            true,
-                        )
-                        .unwrap_or_else(|_| panic!("dispatch"));
-                    assert_eq!(inner, Placement::Queued);
-                }),
-                true,
-            )
-            .unwrap_or_else(|_| panic!("dispatch"));
-        assert_eq!(placed, Placement::Inline);
-        assert_ne!(rx.recv().unwrap(), caller);
-        // A panicking inline job gives its slot back.
-        let _ = inv.dispatch(Box::new(|| panic!("a buggy job")), true);
-        assert_eq!(inv.inline_slots.load(Ordering::SeqCst), 1);
+            .unwrap();
+        let Dispatched::Queued(rx) = queued else {
+            panic!("not queued")
+        };
+        assert_eq!(rx.blocking_recv().unwrap(), 1);
+        assert!(done_rx.try_recv().is_err(), "replied before the job ended");
+        done_rx.recv().unwrap();
     }
 
     #[test]

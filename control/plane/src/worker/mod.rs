@@ -18,10 +18,11 @@ pub mod logs;
 pub mod respond;
 
 use crate::artifacts::ArtifactStore;
-use crate::metrics::Metrics;
+use crate::metrics::{FunctionMetrics, Metrics};
 use crate::model::{Deployment, DeploymentStatus, Function};
 use crate::store::MetadataStore;
 use fnvm_dataplane::{PreparedModule, Runner};
+use fnvm_hostcalls::CStrings;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -48,6 +49,25 @@ pub struct FunctionState {
     pub instances: Arc<Semaphore>,
     /// Whether its invocations are short enough to run on the reactor.
     pub runs: invoker::RunHistory,
+    /// Its arguments and environment as the guest receives them, packed once.
+    pub args: CStrings,
+    pub environment: CStrings,
+    /// Its series in `/metrics`.
+    pub metrics: Arc<FunctionMetrics>,
+}
+
+impl FunctionState {
+    fn new(f: Function, metrics: &Metrics) -> FunctionState {
+        let (args, environment) = respond::packed_args_and_environment(&f);
+        FunctionState {
+            instances: Arc::new(Semaphore::new(f.max_instances as usize)),
+            runs: invoker::RunHistory::default(),
+            args,
+            environment,
+            metrics: metrics.function(&f.id),
+            function: f,
+        }
+    }
 }
 
 /// What the worker serves.
@@ -204,11 +224,7 @@ async fn sync(
                 // Unchanged: keep it (and the instances in use).
                 Some(s) if s.function == f => s.clone(),
                 // Changed: new settings; requests in flight keep the permits they hold.
-                _ => Arc::new(FunctionState {
-                    instances: Arc::new(Semaphore::new(f.max_instances as usize)),
-                    runs: invoker::RunHistory::default(),
-                    function: f,
-                }),
+                _ => Arc::new(FunctionState::new(f, &worker.metrics)),
             };
             states.insert(state.function.id.clone(), state);
         }

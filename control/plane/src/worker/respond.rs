@@ -6,30 +6,34 @@
 //! backtrace, never a host address), deadline → 504, output over the limit or a malformed
 //! structured response → 502 saying what was wrong; `?debug` answers the JSON report instead.
 
-use super::Served;
+use super::{FunctionState, Served};
 use crate::model::Function;
 use base64::Engine as _;
 use bytes::Bytes;
 use fnvm_dataplane::{Invocation, InvokeError, Outcome, Status, Trigger};
-use fnvm_hostcalls::{Output, Stdin};
+use fnvm_hostcalls::{CStrings, Output, Stdin};
 use fnvm_runtime::{InstanceLimits, InstantiationError};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Uri};
+use std::borrow::Cow;
 use std::time::Duration;
 
-/// A request as the endpoint read it.
+/// A request as the endpoint read it. Kept in hyper's types: the hot path copies nothing it
+/// does not pass on.
 #[derive(Clone, Debug)]
 pub struct Call {
     /// `GET`, `POST`, ...
-    pub method: String,
+    pub method: Method,
+    /// The URI as the client sent it.
+    pub uri: Uri,
     /// The path after `/{functionId}` (`""` or `/...`).
     pub path_info: String,
     /// The query without fnvm's own parameters (`debug`, `trigger`).
     pub query: String,
-    /// Headers, names lowercase, repeated ones joined with `", "`.
-    pub headers: Vec<(String, String)>,
+    /// Headers.
+    pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
-    /// The URL as the client asked for it.
-    pub full_url: String,
     /// `?debug`: answer the report.
     pub debug: bool,
     /// `?trigger=http`: the structured ABI.
@@ -37,12 +41,35 @@ pub struct Call {
 }
 
 impl Call {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    /// The values of header `name` joined with `", "` (HTTP's rule for repeated fields), as
+    /// text (invalid UTF-8 replaced); `None` without one.
+    fn header(&self, name: impl hyper::header::AsHeaderName) -> Option<Cow<'_, str>> {
+        let mut values = self.headers.get_all(name).iter();
+        let first = values.next()?;
+        let mut text = String::from_utf8_lossy(first.as_bytes());
+        for v in values {
+            let t = text.to_mut();
+            t.push_str(", ");
+            t.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+        Some(text)
     }
+}
+
+/// The URI as the client sent it, in pieces: the scheme and authority of an absolute-form
+/// request (`http://host`, else empty) and the path and query.
+fn uri_pieces(uri: &Uri) -> (Cow<'_, str>, &str) {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(s), Some(a)) => (Cow::Owned(format!("{s}://{a}")), pq),
+        _ => (Cow::Borrowed(""), pq),
+    }
+}
+
+/// Length of the URI as the client sent it.
+pub fn uri_len(uri: &Uri) -> usize {
+    let (prefix, pq) = uri_pieces(uri);
+    prefix.len() + pq.len()
 }
 
 /// What the client gets.
@@ -52,60 +79,98 @@ pub struct Answer {
     pub status: u16,
     /// The HTTP/1.1 reason phrase, when the function chose one.
     pub reason: Option<hyper::ext::ReasonPhrase>,
+    /// The content type, unless `headers` give one.
+    pub content_type: Option<HeaderValue>,
     /// Headers.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Bytes,
 }
 
+/// `text/plain; charset=utf-8`.
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
 impl Answer {
     /// A plain-text answer.
-    pub fn text(status: u16, text: impl Into<String>) -> Answer {
+    pub fn text(status: u16, text: impl Into<Bytes>) -> Answer {
         Answer {
             status,
             reason: None,
-            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
-            body: Bytes::from(text.into()),
+            content_type: Some(TEXT),
+            headers: Vec::new(),
+            body: text.into(),
         }
     }
 
-    fn with(mut self, name: &str, value: impl Into<String>) -> Answer {
-        self.headers.push((name.to_string(), value.into()));
+    /// Adds a header (a value that is not a valid one is left out: fnvm's own are).
+    pub fn with(mut self, name: &'static str, value: impl AsRef<str>) -> Answer {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
         self
     }
 }
 
-/// The CGI-style variables of a request (after the Function's own environment).
-fn cgi_env(call: &Call) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("REQUEST_METHOD".to_string(), call.method.clone()),
-        ("PATH_INFO".to_string(), call.path_info.clone()),
-        ("QUERY_STRING".to_string(), call.query.clone()),
-        ("SERVER_PROTOCOL".to_string(), "HTTP/1.1".to_string()),
-        ("X_FULL_URL".to_string(), call.full_url.clone()),
-        ("CONTENT_LENGTH".to_string(), call.body.len().to_string()),
-    ];
-    if let Some(ct) = call.header("content-type") {
-        env.push(("CONTENT_TYPE".to_string(), ct.to_string()));
-    }
-    for (name, value) in &call.headers {
-        let var: String = name
-            .chars()
-            .map(|c| {
-                if c == '-' {
-                    '_'
-                } else {
-                    c.to_ascii_uppercase()
-                }
-            })
-            .collect();
-        // Names that cannot be environment variable names are left out (a header name may
-        // hold characters a variable's may not); values are printable by HTTP's rules.
-        if crate::model::valid_env_name(&var) && !value.contains('\0') {
-            env.push((format!("HTTP_{var}"), value.clone()));
+/// Appends the decimal digits of `n` to a stack buffer; returns them.
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
         }
     }
-    env
+}
+
+/// Appends the CGI-style variables of a request to `env`.
+fn cgi_env(call: &Call, env: &mut CStrings) {
+    // The names are fixed and valid; a value with a NUL (which HTTP's parser lets through in
+    // no field) would be left out.
+    let _ = env.push_var("REQUEST_METHOD", call.method.as_str());
+    let _ = env.push_var("PATH_INFO", &call.path_info);
+    let _ = env.push_var("QUERY_STRING", &call.query);
+    let _ = env.push_var("SERVER_PROTOCOL", "HTTP/1.1");
+    let host = call
+        .headers
+        .get(hyper::header::HOST)
+        .map_or(&b""[..], |h| h.as_bytes());
+    let (prefix, pq) = uri_pieces(&call.uri);
+    let _ = if prefix.is_empty() {
+        env.push_var_parts(b"X_FULL_URL", &[b"http://", host, pq.as_bytes()])
+    } else {
+        env.push_var_parts(b"X_FULL_URL", &[prefix.as_bytes(), pq.as_bytes()])
+    };
+    let mut digits = [0u8; 20];
+    let _ = env.push_var(
+        "CONTENT_LENGTH",
+        decimal(call.body.len() as u64, &mut digits),
+    );
+    if let Some(ct) = call.header(CONTENT_TYPE) {
+        let _ = env.push_var("CONTENT_TYPE", ct.as_bytes());
+    }
+    let mut var = String::with_capacity(32);
+    for name in call.headers.keys() {
+        var.clear();
+        var.push_str("HTTP_");
+        var.extend(name.as_str().chars().map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        }));
+        // Names that cannot be environment variable names are left out (a header name may
+        // hold characters a variable's may not); values are printable by HTTP's rules (and
+        // made UTF-8, which programs expect of an environment).
+        if crate::model::valid_env_name(&var) {
+            if let Some(value) = call.header(name) {
+                let _ = env.push_var(&var, value.as_bytes());
+            }
+        }
+    }
 }
 
 /// The request as the HTTP trigger's JSON document.
@@ -124,11 +189,17 @@ fn trigger_request(call: &Call) -> Vec<u8> {
     };
     let headers: serde_json::Map<String, serde_json::Value> = call
         .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .keys()
+        .filter_map(|k| {
+            let v = call.header(k)?;
+            Some((
+                k.as_str().to_string(),
+                serde_json::Value::String(v.into_owned()),
+            ))
+        })
         .collect();
     serde_json::to_vec(&serde_json::json!({
-        "method": call.method,
+        "method": call.method.as_str(),
         "uri": uri,
         "path": call.path_info,
         "query": call.query,
@@ -139,21 +210,32 @@ fn trigger_request(call: &Call) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// A Function's arguments (its id as the program's name) and environment, packed once when the
+/// worker learns of its settings.
+pub fn packed_args_and_environment(f: &Function) -> (CStrings, CStrings) {
+    let mut args = CStrings::new();
+    // An id is a plain token; were it not, the program would see no name.
+    let _ = args.push_arg(&f.id);
+    let mut env = CStrings::new();
+    for (k, v) in &f.environment {
+        // The API validated them; an entry that is not valid anyway is left out.
+        let _ = env.push_var(k, v);
+    }
+    (args, env)
+}
+
 /// The invocation a request makes.
-pub fn invocation(call: &Call, f: &Function, output_limit: usize) -> Invocation {
-    let mut env: Vec<(String, String)> = f
-        .environment
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.extend(cgi_env(call));
+pub fn invocation(call: &Call, f: &FunctionState, output_limit: usize) -> Invocation {
+    let mut env = CStrings::with_capacity(f.environment.as_bytes().len() + 256);
+    env.extend_from(&f.environment);
+    cgi_env(call, &mut env);
     let stdin = if call.http_trigger {
         trigger_request(call)
     } else {
         call.body.to_vec()
     };
     Invocation {
-        args: vec![f.id.clone()],
+        args: f.args.clone(),
         env,
         stdin: Stdin::Bytes(stdin),
         stdout: Output::Buffer,
@@ -165,8 +247,8 @@ pub fn invocation(call: &Call, f: &Function, output_limit: usize) -> Invocation 
             Trigger::Std
         },
         limits: InstanceLimits {
-            max_memory_bytes: Some(f.max_memory),
-            timeout: Some(Duration::from_millis(f.timeout_ms)),
+            max_memory_bytes: Some(f.function.max_memory),
+            timeout: Some(Duration::from_millis(f.function.timeout_ms)),
             ..InstanceLimits::default()
         },
         output_limit,
@@ -272,12 +354,13 @@ fn trigger_response(stdout: &[u8]) -> Result<Answer, String> {
         let value = value
             .as_str()
             .ok_or_else(|| format!("header `{name}`'s value is not a string"))?;
-        hyper::header::HeaderName::from_bytes(name.as_bytes())
+        let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("`{name}` is not a valid header name"))?;
-        hyper::header::HeaderValue::from_str(value)
+        let value = HeaderValue::from_str(value)
             .map_err(|_| format!("header `{name}` has an invalid value"))?;
-        if !is_framing_or_hop_by_hop(&name.to_ascii_lowercase()) {
-            headers.push((name, value.to_string()));
+        // `HeaderName`s are lowercase.
+        if !is_framing_or_hop_by_hop(header.as_str()) {
+            headers.push((header, value));
         }
     }
     let text = match wire.body {
@@ -299,15 +382,12 @@ fn trigger_response(stdout: &[u8]) -> Result<Answer, String> {
             ))
         }
     };
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-    {
-        headers.push(("content-type".into(), raw_content_type(&body).into()));
-    }
+    let content_type = (!headers.iter().any(|(k, _)| k == CONTENT_TYPE))
+        .then(|| HeaderValue::from_static(raw_content_type(&body)));
     Ok(Answer {
         status,
         reason,
+        content_type,
         headers,
         body,
     })
@@ -334,13 +414,15 @@ pub fn answer(outcome: &mut Outcome, call: &Call, served: &Served, f: &Function)
         Status::Exited(0) => Answer {
             status: 200,
             reason: None,
-            headers: vec![("content-type".into(), raw_content_type(&stdout).into())],
+            content_type: Some(HeaderValue::from_static(raw_content_type(&stdout))),
+            headers: Vec::new(),
             body: stdout,
         },
         Status::Exited(code) => Answer {
             status: 500,
             reason: None,
-            headers: vec![("content-type".into(), raw_content_type(&stdout).into())],
+            content_type: Some(HeaderValue::from_static(raw_content_type(&stdout))),
+            headers: Vec::new(),
             body: stdout,
         }
         .with("fnvm-exit-code", code.to_string()),
@@ -372,7 +454,8 @@ fn debug_answer(outcome: &mut Outcome, call: &Call, served: &Served) -> Answer {
     Answer {
         status: 200,
         reason: None,
-        headers: vec![("content-type".into(), "application/json".into())],
+        content_type: Some(HeaderValue::from_static("application/json")),
+        headers: Vec::new(),
         body: Bytes::from(report.to_json()),
     }
 }
@@ -409,7 +492,7 @@ mod tests {
         .unwrap();
         assert_eq!(ok.status, 201);
         assert_eq!(&ok.body[..], b"hi");
-        assert!(ok.headers.iter().any(|(k, v)| k == "X-A" && v == "1"));
+        assert!(ok.headers.iter().any(|(k, v)| k == "x-a" && v == "1"));
         assert_eq!(
             ok.reason.as_ref().map(|r| r.as_bytes()),
             Some(&b"Created"[..])
@@ -422,24 +505,18 @@ mod tests {
         let names: Vec<_> = ordered
             .headers
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
             .collect();
-        assert_eq!(
-            names,
-            [
-                "Z=1",
-                "Set-Cookie=a",
-                "A=2",
-                "Set-Cookie=b",
-                "content-type=text/plain; charset=utf-8"
-            ]
-        );
+        assert_eq!(names, ["z=1", "set-cookie=a", "a=2", "set-cookie=b"]);
+        assert_eq!(ordered.content_type, Some(TEXT));
         let bin = trigger_response(br#"{"body": "AAEC/w==", "bodyEncoding": "base64"}"#).unwrap();
         assert_eq!((bin.status, &bin.body[..]), (200, &[0u8, 1, 2, 255][..]));
-        assert!(bin
-            .headers
-            .iter()
-            .any(|(_, v)| v == "application/octet-stream"));
+        assert_eq!(
+            bin.content_type,
+            Some(HeaderValue::from_static("application/octet-stream"))
+        );
+        let typed = trigger_response(br#"{"headers": {"Content-Type": "text/html"}}"#).unwrap();
+        assert_eq!(typed.content_type, None, "the function's own type is kept");
         for (bad, why) in [
             (&b"not json"[..], "not one JSON document"),
             (b"[1]", "not a JSON object"),
@@ -464,32 +541,55 @@ mod tests {
 
     #[test]
     fn requests_become_cgi_variables_and_json() {
+        let mut headers = HeaderMap::new();
+        headers.append("user-agent", HeaderValue::from_static("curl/8"));
+        headers.append("content-type", HeaderValue::from_static("text/plain"));
+        headers.append("weird!name", HeaderValue::from_static("v"));
+        headers.append("x-twice", HeaderValue::from_static("1"));
+        headers.append("x-twice", HeaderValue::from_static("2"));
+        headers.append("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.append("host", HeaderValue::from_static("h"));
         let call = Call {
-            method: "POST".into(),
+            method: Method::POST,
+            uri: "/f/a/b?x=1&debug".parse().unwrap(),
             path_info: "/a/b".into(),
             query: "x=1".into(),
-            headers: vec![
-                ("user-agent".into(), "curl/8".into()),
-                ("content-type".into(), "text/plain".into()),
-                ("weird!name".into(), "v".into()),
-            ],
+            headers,
             body: Bytes::from_static(b"\xffbin"),
-            full_url: "http://h/f/a/b?x=1".into(),
             debug: false,
             http_trigger: true,
         };
-        let env = cgi_env(&call);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let mut env = CStrings::new();
+        cgi_env(&call, &mut env);
+        let get = |k: &str| env.var(k).map(|v| std::str::from_utf8(v).unwrap());
         assert_eq!(get("REQUEST_METHOD"), Some("POST"));
         assert_eq!(get("PATH_INFO"), Some("/a/b"));
         assert_eq!(get("QUERY_STRING"), Some("x=1"));
         assert_eq!(get("HTTP_USER_AGENT"), Some("curl/8"));
         assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
         assert_eq!(get("CONTENT_LENGTH"), Some("4"));
-        assert!(env.iter().all(|(n, _)| !n.contains('!')));
+        assert_eq!(get("HTTP_X_TWICE"), Some("1, 2"));
+        assert_eq!(get("HTTP_X_LATIN1"), Some("caf\u{fffd}"));
+        assert_eq!(get("X_FULL_URL"), Some("http://h/f/a/b?x=1&debug"));
+        assert!(env.vars().all(|(n, _)| !n.contains(&b'!')));
+        let absolute = Call {
+            uri: "http://example.com:8/f?q".parse().unwrap(),
+            ..call.clone()
+        };
+        let mut env = CStrings::new();
+        cgi_env(&absolute, &mut env);
+        assert_eq!(
+            env.var("X_FULL_URL"),
+            Some(&b"http://example.com:8/f?q"[..])
+        );
+        assert_eq!(uri_len(&absolute.uri), "http://example.com:8/f?q".len());
+        let mut digits = [0u8; 20];
+        assert_eq!(decimal(0, &mut digits), b"0");
+        assert_eq!(decimal(u64::MAX, &mut digits), b"18446744073709551615");
         let req: serde_json::Value = serde_json::from_slice(&trigger_request(&call)).unwrap();
         assert_eq!(req["uri"], "/a/b?x=1");
         assert_eq!(req["headers"]["user-agent"], "curl/8");
+        assert_eq!(req["headers"]["x-twice"], "1, 2");
         assert_eq!(req["bodyEncoding"], "base64");
         assert_eq!(req["body"], "/2Jpbg==");
     }
