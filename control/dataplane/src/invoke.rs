@@ -23,11 +23,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// The wall time from which a run's CPU time is read: the thread's CPU clock is a system call
-/// (about 0.4 µs on these machines, a few per cent of a hello request served over HTTP), and
-/// a shorter run is short whatever its CPU time.
-pub const CPU_TIME_FROM: Duration = Duration::from_millis(1);
-
 /// Why a runner could not be set up.
 #[derive(Debug, Error)]
 pub enum SetupError {
@@ -170,6 +165,10 @@ pub struct Invocation {
     pub entry: Cow<'static, str>,
     /// Cap on each captured output stream, in bytes.
     pub output_limit: usize,
+    /// Read the thread's CPU clock around the run ([`Outcome::run_cpu_time`]). It is a system
+    /// call each time (about 0.4 µs here, plus the preemption it invites: 5% of the CPU of a
+    /// hello request served over HTTP), so a server asks only when it needs to know.
+    pub measure_cpu: bool,
 }
 
 impl Default for Invocation {
@@ -186,6 +185,7 @@ impl Default for Invocation {
             limits: InstanceLimits::default(),
             entry: Cow::Borrowed("_start"),
             output_limit: fnvm_hostcalls::DEFAULT_OUTPUT_LIMIT,
+            measure_cpu: true,
         }
     }
 }
@@ -218,10 +218,10 @@ pub struct Outcome {
     pub instantiate_time: Duration,
     /// The entry's run.
     pub run_time: Duration,
-    /// The CPU time the run used (its thread's): with `run_waited`, tells a long `run_time`
-    /// that the guest caused from scheduling noise. Read only for a run that lasted
-    /// [`CPU_TIME_FROM`] or more; a shorter run gives its `run_time`, an upper bound.
-    pub run_cpu_time: Duration,
+    /// The CPU time the run used (its thread's), when [`Invocation::measure_cpu`] asked for
+    /// it: with `run_waited`, tells a long `run_time` that the guest caused from scheduling
+    /// noise.
+    pub run_cpu_time: Option<Duration>,
     /// Whether a hostcall of the run waited (a sleep, a wait for a descriptor).
     pub run_waited: bool,
     /// Hostcalls the guest made.
@@ -348,17 +348,12 @@ impl<B: ExecutionBackend> Runner<B> {
             d.start(start_time);
         }
         let t_run = Instant::now();
-        let (cpu_before, waits_before) = (
-            fnvm_runtime::thread_cpu_time(),
-            fnvm_hostcalls::blocking_waits(),
-        );
+        let cpu_before = inv.measure_cpu.then(fnvm_runtime::thread_cpu_time);
+        let waits_before = fnvm_hostcalls::blocking_waits();
         let result = inst.call(&inv.entry, &[]);
         let run_time = t_run.elapsed();
-        let run_cpu_time = if run_time >= CPU_TIME_FROM {
-            fnvm_runtime::thread_cpu_time().saturating_sub(cpu_before)
-        } else {
-            run_time
-        };
+        let run_cpu_time =
+            cpu_before.map(|before| fnvm_runtime::thread_cpu_time().saturating_sub(before));
         let run_waited = fnvm_hostcalls::blocking_waits() != waits_before;
         let (status, frames) = match result {
             Ok(_) => (Status::Exited(0), Vec::new()),

@@ -15,6 +15,6 @@ pub mod report;
 pub use cache::{ArtifactCache, CacheError, CacheOutcome};
 pub use invoke::{
     Invocation, InvokeError, Outcome, PrepareError, PreparedModule, Runner, RunnerConfig,
-    SetupError, Status, CPU_TIME_FROM,
+    SetupError, Status,
 };
 pub use report::{DebugReport, Trigger};

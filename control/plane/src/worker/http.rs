@@ -266,7 +266,8 @@ impl Endpoint {
             debug,
             http_trigger,
         };
-        let invocation = respond::invocation(&call, &state, self.config.max_response_bytes);
+        let mut invocation = respond::invocation(&call, &state, self.config.max_response_bytes);
+        invocation.measure_cpu = state.runs.wants_cpu_time();
         let id = InvocationId(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let short = self.config.inline_short_jobs && state.runs.is_short();
         let worker = self.worker.clone();
@@ -294,13 +295,18 @@ impl Endpoint {
                 let mut receipt = String::with_capacity(160);
                 let _ = write!(
                     receipt,
-                    "id={id}, deployment={}, instantiate_us={}, run_us={}, cpu_us={}, pages={}, hostcalls={}",
+                    "id={id}, deployment={}, instantiate_us={}, run_us={}",
                     served.deployment.id,
                     outcome.instantiate_time.as_micros(),
                     outcome.run_time.as_micros(),
-                    outcome.run_cpu_time.as_micros(),
-                    outcome.memory_pages,
-                    outcome.hostcalls,
+                );
+                if let Some(cpu) = outcome.run_cpu_time {
+                    let _ = write!(receipt, ", cpu_us={}", cpu.as_micros());
+                }
+                let _ = write!(
+                    receipt,
+                    ", pages={}, hostcalls={}",
+                    outcome.memory_pages, outcome.hostcalls,
                 );
                 let answer = respond::answer(&mut outcome, &call, &served, &state.function);
                 replied = true;

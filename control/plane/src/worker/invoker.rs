@@ -11,6 +11,11 @@
 //! takes one of `inline_slots`, fewer than the reactor's threads): the reactor always has a
 //! thread that accepts and reads. A guest that turns out slow costs that one thread once, then
 //! its Function runs on the invoker threads again.
+//!
+//! Telling a slow guest from a preempted one takes the run's CPU time, and the thread's CPU
+//! clock is a system call (5% of a hello request's CPU here). So a short Function's runs are
+//! not measured; one that lasts long on the wall clock puts the Function on probation, and the
+//! next runs, measured, decide ([`RunHistory::wants_cpu_time`]).
 
 use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,6 +57,10 @@ pub const SHORT_RUN: Duration = Duration::from_millis(1);
 /// Short runs in a row before a Function's jobs may run inline.
 const SHORT_STREAK: u32 = 16;
 
+/// Runs measured after one whose CPU time was not read and that took long on the wall clock
+/// (computing, or preempted: the measured runs tell).
+const PROBATION_RUNS: u32 = 4;
+
 /// How long a Function that ran long stays off the reactor, whatever it does meanwhile: doubled
 /// by each long run within [`LONG_RUN_MEMORY`] of the previous one, up to [`MAX_PENALTY`]. A
 /// run preempted by the scheduler looks long too; such noise costs a second of the slower path,
@@ -65,6 +74,8 @@ const LONG_RUN_MEMORY: Duration = Duration::from_secs(60);
 pub struct RunHistory {
     /// Short runs since the last long one.
     streak: AtomicU32,
+    /// Runs still to measure the CPU time of.
+    probation: AtomicU32,
     /// Until when (milliseconds since `epoch`) it stays off the reactor.
     penalty_until_ms: AtomicU64,
     /// The last penalty, in milliseconds, and when (since `epoch`) the last long run was.
@@ -77,6 +88,7 @@ impl Default for RunHistory {
     fn default() -> Self {
         RunHistory {
             streak: AtomicU32::new(0),
+            probation: AtomicU32::new(0),
             penalty_until_ms: AtomicU64::new(0),
             last_penalty_ms: AtomicU64::new(0),
             last_long_ms: AtomicU64::new(0),
@@ -92,16 +104,38 @@ impl RunHistory {
             && self.now_ms() >= self.penalty_until_ms.load(Ordering::Relaxed)
     }
 
-    /// Records a run: its wall time (instantiation included), its CPU time, and whether a
-    /// hostcall of it waited.
-    pub fn record(&self, took: Duration, cpu: Duration, waited: bool) {
-        let long = cpu >= SHORT_RUN || (took >= SHORT_RUN && waited);
+    /// Whether the next run's CPU time is needed: while the Function is not known short (its
+    /// runs then go to the invoker threads, where a system call is nothing to a long run), and
+    /// on probation. A short Function's runs are not measured: the CPU clock is a system call
+    /// that would cost every request.
+    pub fn wants_cpu_time(&self) -> bool {
+        !self.is_short() || self.probation.load(Ordering::Relaxed) > 0
+    }
+
+    /// Records a run: its wall time (instantiation included), its CPU time if it was measured,
+    /// and whether a hostcall of it waited.
+    pub fn record(&self, took: Duration, cpu: Option<Duration>, waited: bool) {
+        let long = match cpu {
+            Some(cpu) => cpu >= SHORT_RUN || (took >= SHORT_RUN && waited),
+            None => took >= SHORT_RUN && waited,
+        };
+        if !long && cpu.is_none() && took >= SHORT_RUN {
+            // Computing or preempted: unknown. Measure the next runs; one that computes long
+            // then makes the penalty, one preempted again changes nothing.
+            self.probation.store(PROBATION_RUNS, Ordering::Relaxed);
+            return;
+        }
         if !long {
             let _ = self
                 .streak
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     Some(n.saturating_add(1))
                 });
+            if cpu.is_some() {
+                let _ = self
+                    .probation
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
             return;
         }
         // Races between threads recording at once only blur the doubling; each store is whole.
@@ -301,30 +335,67 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_of_unmeasured_cpu_puts_a_function_on_probation() {
+        let us = Duration::from_micros;
+        let h = RunHistory::default();
+        assert!(h.wants_cpu_time(), "not known short yet");
+        for _ in 0..SHORT_STREAK {
+            h.record(us(5), Some(us(5)), false);
+        }
+        assert!(h.is_short() && !h.wants_cpu_time());
+        // Short, unmeasured: nothing changes.
+        h.record(us(5), None, false);
+        assert!(h.is_short() && !h.wants_cpu_time());
+        // Long on the wall clock, unmeasured: still short, but the next runs are measured.
+        h.record(Duration::from_millis(20), None, false);
+        assert!(h.is_short() && h.wants_cpu_time());
+        // Preempted, as the measured runs show: probation ends.
+        for _ in 0..PROBATION_RUNS {
+            h.record(us(5), Some(us(5)), false);
+        }
+        assert!(h.is_short() && !h.wants_cpu_time());
+        // Computing: the measured run after the unmeasured long one makes the penalty.
+        h.record(Duration::from_millis(20), None, false);
+        h.record(
+            Duration::from_millis(20),
+            Some(Duration::from_millis(19)),
+            false,
+        );
+        assert!(!h.is_short() && h.wants_cpu_time());
+        // Waiting long needs no measurement.
+        let w = RunHistory::default();
+        for _ in 0..SHORT_STREAK {
+            w.record(us(5), Some(us(5)), false);
+        }
+        w.record(Duration::from_millis(20), None, true);
+        assert!(!w.is_short());
+    }
+
+    #[test]
     fn a_function_is_short_after_a_streak_and_not_after_a_long_run() {
         let us = Duration::from_micros;
         let h = RunHistory::default();
         assert!(!h.is_short(), "nothing known yet");
         for _ in 0..SHORT_STREAK {
-            h.record(us(5), us(5), false);
+            h.record(us(5), Some(us(5)), false);
         }
         assert!(h.is_short());
         // Preempted: long on the wall clock, not the guest's doing.
-        h.record(Duration::from_millis(20), us(5), false);
+        h.record(Duration::from_millis(20), Some(us(5)), false);
         assert!(h.is_short());
         // Waited in a hostcall.
-        h.record(Duration::from_millis(20), us(5), true);
+        h.record(Duration::from_millis(20), Some(us(5)), true);
         assert!(!h.is_short());
         for _ in 0..SHORT_STREAK {
-            h.record(us(5), us(5), false);
+            h.record(us(5), Some(us(5)), false);
         }
         assert!(!h.is_short(), "still within the penalty");
         assert_eq!(h.last_penalty_ms.load(Ordering::SeqCst), 1000);
         // Long again soon after (computing): the penalty doubles.
-        h.record(SHORT_RUN, SHORT_RUN, false);
+        h.record(SHORT_RUN, Some(SHORT_RUN), false);
         assert_eq!(h.last_penalty_ms.load(Ordering::SeqCst), 2000);
         for _ in 0..20 {
-            h.record(SHORT_RUN * 2, SHORT_RUN * 2, false);
+            h.record(SHORT_RUN * 2, Some(SHORT_RUN * 2), false);
         }
         assert_eq!(
             h.last_penalty_ms.load(Ordering::SeqCst),
