@@ -133,6 +133,12 @@ fn cgi_env(call: &Call, env: &mut CStrings) {
     let _ = env.push_var("PATH_INFO", &call.path_info);
     let _ = env.push_var("QUERY_STRING", &call.query);
     let _ = env.push_var("SERVER_PROTOCOL", "HTTP/1.1");
+    // Which ABI stdin and stdout follow: a program that serves both modes (the JavaScript
+    // engine) tells them apart by this.
+    let _ = env.push_var(
+        "FNVM_TRIGGER",
+        if call.http_trigger { "http" } else { "std" },
+    );
     let host = call
         .headers
         .get(hyper::header::HOST)
@@ -563,6 +569,7 @@ mod tests {
         cgi_env(&call, &mut env);
         let get = |k: &str| env.var(k).map(|v| std::str::from_utf8(v).unwrap());
         assert_eq!(get("REQUEST_METHOD"), Some("POST"));
+        assert_eq!(get("FNVM_TRIGGER"), Some("http"));
         assert_eq!(get("PATH_INFO"), Some("/a/b"));
         assert_eq!(get("QUERY_STRING"), Some("x=1"));
         assert_eq!(get("HTTP_USER_AGENT"), Some("curl/8"));
