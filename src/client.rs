@@ -79,7 +79,7 @@ enum FunctionsCommand {
     },
     /// Deploy code: `deploy FILE [PLATFORM] FUNCTION`; or `deploy --release RELEASE FUNCTION` to
     /// deploy an earlier release again; `deploy list FUNCTION`; `deploy delete FUNCTION
-    /// DEPLOYMENT`.
+    /// DEPLOYMENT`; `deploy logs FUNCTION DEPLOYMENT` (a server-side build's log).
     #[command(args_conflicts_with_subcommands = true)]
     Deploy(DeployArgs),
     /// Delete a Function and its deployments.
@@ -127,6 +127,13 @@ enum DeployCommand {
     },
     /// Delete a deployment.
     Delete {
+        /// The Function.
+        function: String,
+        /// The deployment.
+        deployment: String,
+    },
+    /// Show the whole log of a deployment's server-side build.
+    Logs {
         /// The Function.
         function: String,
         /// The deployment.
@@ -509,6 +516,28 @@ fn deploy(c: &Client, args: DeployArgs, json: bool) -> Result<std::process::Exit
             }
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        Some(DeployCommand::Logs {
+            function,
+            deployment,
+        }) => {
+            let log: serde_json::Value = some(c.send(
+                "GET",
+                &format!("{}/{function}/deployments/{deployment}/logs", c.base()),
+                None,
+            )?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&log)?);
+            } else {
+                match log.get("log").and_then(|l| l.as_str()) {
+                    Some(text) => print!("{text}"),
+                    None => eprintln!(
+                        "no build log: nothing was built for {deployment} (a WebAssembly upload, \
+                         or a build not started yet)"
+                    ),
+                }
+            }
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         None => {}
     }
     let created: Created = if let Some(release) = &args.release {
@@ -625,6 +654,12 @@ fn follow(
                         "deployment failed: {}",
                         now.error_reason.unwrap_or_else(|| "no reason given".into())
                     );
+                    if now.platform != Platform::Wasm {
+                        eprintln!(
+                            "the whole build log: fnvm functions deploy logs {} {}",
+                            now.function_id, now.id
+                        );
+                    }
                 }
                 return Ok(std::process::ExitCode::FAILURE);
             }

@@ -463,6 +463,11 @@ pub struct Deployment {
     /// When it last changed.
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    /// The key of its artifact when it is not its release's (a source built on the server):
+    /// internal, not part of the API.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub artifact_key: Option<String>,
 }
 
 /// What a client sends to create a deployment: an upload to come, or an existing release to

@@ -176,6 +176,7 @@ both!(
     deployments_are_scoped_by_owner,
     a_release_is_set_only_while_waiting_for_upload,
     transitions_are_compare_and_set,
+    builds_keep_their_artifact_key_and_log,
     concurrent_claimers_never_share_a_deployment,
     leases_lapse_and_are_taken_over,
     tokens_belong_to_one_organisation,
@@ -551,6 +552,41 @@ async fn a_release_is_set_only_while_waiting_for_upload(db: &TestDb) -> R {
         .await?
         .is_some());
     assert_eq!(st.set_deployment_release(&d.id, &rf.id).await?, None);
+    Ok(())
+}
+
+async fn builds_keep_their_artifact_key_and_log(db: &TestDb) -> R {
+    let st = db.store().await;
+    let f = func(&st, "org", "f").await?;
+    let d = deploy(&st, &f, None, S::WaitingForUpload).await?;
+    assert_eq!(d.artifact_key, None);
+    // Only while packaging.
+    assert!(!st.set_artifact_key(&d.id, &sha(7)).await?);
+    let d = deploy(&st, &f, None, S::Packaging).await?;
+    assert!(st.set_artifact_key(&d.id, &sha(7)).await?);
+    let got = st.deployment(&d.id).await?.unwrap();
+    assert_eq!(got.artifact_key, Some(sha(7)));
+    // Kept through a transition.
+    let moved = st
+        .transition(&d.id, &[S::Packaging], S::Deploying, None, None)
+        .await?
+        .unwrap();
+    assert_eq!(moved.artifact_key, Some(sha(7)));
+    // Logs: none yet, then the latest one, scoped by owner and Function.
+    assert_eq!(st.build_log("org", &f.id, &d.id).await?, Some(None));
+    st.put_build_log(&d.id, "first").await?;
+    st.put_build_log(&d.id, "error[E0425]: cannot find value `x`")
+        .await?;
+    assert_eq!(
+        st.build_log("org", &f.id, &d.id).await?,
+        Some(Some("error[E0425]: cannot find value `x`".into()))
+    );
+    assert_eq!(st.build_log("other", &f.id, &d.id).await?, None);
+    assert_eq!(st.build_log("org", "nope", &d.id).await?, None);
+    // The log of a deleted deployment goes with it; one written after is not kept.
+    assert!(st.delete_deployment("org", &f.id, &d.id).await?);
+    st.put_build_log(&d.id, "late").await?;
+    assert_eq!(st.build_log("org", &f.id, &d.id).await?, None);
     Ok(())
 }
 

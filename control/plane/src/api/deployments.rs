@@ -153,6 +153,48 @@ pub(super) async fn get(
     }))
 }
 
+/// A deployment's build: where it stands and the whole log of its server-side build.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentLog {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Its status.
+    pub status: DeploymentStatus,
+    /// Why it failed (status `ERROR`): the compiler's message, trimmed.
+    pub error_reason: Option<String>,
+    /// The build's whole output (bounded; absent when nothing was built: a WebAssembly
+    /// upload, or a build not started yet).
+    pub log: Option<String>,
+}
+
+/// The log of a deployment's server-side build.
+#[utoipa::path(get, path = "/v4/functions/organisations/{ownerId}/functions/{functionId}/deployments/{deploymentId}/logs",
+    params(("ownerId" = String, Path), ("functionId" = String, Path), ("deploymentId" = String, Path)),
+    responses((status = 200, body = DeploymentLog), (status = 401), (status = 404)))]
+pub(super) async fn build_log(
+    State(state): State<ApiState>,
+    Org(owner): Org,
+    Path((_, fid, did)): Path<(String, String, String)>,
+) -> Result<Json<DeploymentLog>, ApiError> {
+    let d = state
+        .store
+        .get_deployment(&owner, &fid, &did)
+        .await?
+        .ok_or(ApiError::NotFound("deployment"))?;
+    let log = state
+        .store
+        .build_log(&owner, &fid, &did)
+        .await?
+        .ok_or(ApiError::NotFound("deployment"))?;
+    Ok(Json(DeploymentLog {
+        deployment_id: d.id,
+        status: d.status,
+        error_reason: d.error_reason,
+        log,
+    }))
+}
+
 /// Changes a deployment's name, description and tag.
 #[utoipa::path(put, path = "/v4/functions/organisations/{ownerId}/functions/{functionId}/deployments/{deploymentId}",
     params(("ownerId" = String, Path), ("functionId" = String, Path), ("deploymentId" = String, Path)),

@@ -217,6 +217,10 @@ pub fn router(state: ApiState) -> Router {
             post(deployments::trigger),
         )
         .route(
+            &format!("{org}/{{functionId}}/deployments/{{deploymentId}}/logs"),
+            get(deployments::build_log),
+        )
+        .route(
             &format!("{org}/{{functionId}}/releases"),
             get(deployments::list_releases),
         )

@@ -18,10 +18,12 @@ use utoipa::{Modify, OpenApi};
         functions::logs,
         deployments::list, deployments::create, deployments::get, deployments::update,
         deployments::delete, deployments::trigger, deployments::list_releases,
-        deployments::get_release, deployments::by_status, uploads::upload,
+        deployments::get_release, deployments::by_status, deployments::build_log,
+        uploads::upload,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
-        DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment)),
+        DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment,
+        deployments::DeploymentLog)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

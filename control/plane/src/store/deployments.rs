@@ -11,7 +11,7 @@ use std::time::Duration;
 macro_rules! deployment_columns {
     () => {
         "id, function_id, owner_id, name, description, tag, platform, status, error_reason, \
-         url, release_id, created_at, updated_at"
+         url, release_id, created_at, updated_at, artifact_key"
     };
 }
 
@@ -35,6 +35,7 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {
         release_id: r.get("release_id")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
+        artifact_key: r.get("artifact_key")?,
     })
 }
 
@@ -60,7 +61,7 @@ impl MetadataStore {
         let result = sqlx::query(concat!(
             "INSERT INTO deployments (",
             deployment_columns!(),
-            ") SELECT $1, id, owner_id, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $8 \
+            ") SELECT $1, id, owner_id, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $8, NULL \
              FROM functions WHERE id = $9 AND owner_id = $10 RETURNING ",
             deployment_columns!()
         ))
@@ -299,6 +300,70 @@ impl MetadataStore {
             self.notify_change().await;
         }
         Ok(d)
+    }
+
+    /// Records the key of the artifact the packager built for the deployment `id` while it
+    /// packages it; false if it is gone or no longer packaging.
+    pub async fn set_artifact_key(&self, id: &str, key: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE deployments SET artifact_key = $1 WHERE id = $2 AND status = $3")
+                .bind(key)
+                .bind(id)
+                .bind(DeploymentStatus::Packaging.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::query("set_artifact_key"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Keeps the log of the deployment `id`'s build (replacing an earlier one: a build taken
+    /// over after a crash logs again). Nothing if the deployment is gone.
+    pub async fn put_build_log(&self, id: &str, text: &str) -> Result<(), StoreError> {
+        const OP: &str = "put_build_log";
+        let mut tx = self.begin_write(OP).await?;
+        sqlx::query("DELETE FROM build_logs WHERE deployment_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+        // Through the deployment, so that the log of a deleted one is simply not kept.
+        sqlx::query(
+            "INSERT INTO build_logs (deployment_id, at, text) \
+             SELECT id, $2, $3 FROM deployments WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now())
+        .bind(text)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        tx.commit().await.map_err(StoreError::query(OP))
+    }
+
+    /// The build log of `owner`'s deployment `id` of Function `function_id`: `None` if there
+    /// is no such deployment, `Some(None)` if it has no log (nothing was built).
+    pub async fn build_log(
+        &self,
+        owner: &str,
+        function_id: &str,
+        id: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        if self.get_deployment(owner, function_id, id).await?.is_none() {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT text FROM build_logs WHERE deployment_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("build_log"))?;
+        let text = match row {
+            Some(r) => Some(
+                sqlx::Row::try_get::<String, _>(&r, "text")
+                    .map_err(StoreError::query("build_log"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(text))
     }
 
     /// Leases to `holder`, until `lease` from now, the oldest deployment in `status` that no

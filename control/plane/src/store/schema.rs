@@ -124,6 +124,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX invocation_logs_by_function ON invocation_logs (function_id, at, id)",
         ],
     },
+    Migration {
+        version: 3,
+        name: "server-side builds: the artifact of a built deployment, build logs",
+        statements: &[
+            // The key its artifact is stored under when it is not the release's (sources built
+            // on the server: the inputs' and the toolchain's hash).
+            "ALTER TABLE deployments ADD COLUMN artifact_key TEXT",
+            // The whole (bounded) log of a deployment's build.
+            "CREATE TABLE build_logs (
+                deployment_id TEXT PRIMARY KEY REFERENCES deployments (id) ON DELETE CASCADE,
+                at BIGINT NOT NULL,
+                text TEXT NOT NULL
+            )",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

@@ -335,9 +335,10 @@ async fn load(
         .map_err(|e| format!("reading the release: {e}"))?
         .ok_or_else(|| "the release no longer exists".to_string())?;
     let compat = fnvm_abi::artifact::compat_hash(fnvm_abi::CpuFeatures::host());
-    let cached = worker
-        .cache_dir
-        .join(format!("{}-{compat:016x}.fnvm", release.sha256));
+    // A source built on the server has its artifact under the build's key; an upload of
+    // WebAssembly, under its own hash.
+    let key = d.artifact_key.as_deref().unwrap_or(&release.sha256);
+    let cached = worker.cache_dir.join(format!("{key}-{compat:016x}.fnvm"));
     let bytes = match tokio::fs::read(&cached).await {
         Ok(b) => {
             worker.metrics.artifact_cache(true);
@@ -346,13 +347,20 @@ async fn load(
         Err(_) => {
             worker.metrics.artifact_cache(false);
             match artifacts
-                .get_artifact(&release.sha256, compat)
+                .get_artifact(key, compat)
                 .await
                 .map_err(|e| format!("reading the artifact: {e}"))?
             {
                 Some(a) => {
                     keep(&worker.cache_dir, &cached, &a).await;
                     a
+                }
+                // Only WebAssembly can be compiled here; a source needs the packager's build.
+                None if release.platform != crate::model::Platform::Wasm => {
+                    return Err(format!(
+                        "the artifact of this {} build is missing from the artifact store",
+                        release.platform
+                    ))
                 }
                 None => artifacts
                     .get_blob(&release.sha256)
