@@ -53,6 +53,12 @@ enum Command {
     Serve(ServeArgs),
     /// Manage Functions, their deployments and releases through the API.
     Functions(client::FunctionsArgs),
+    /// The toolchains of server-side builds: `fnvm toolchains check` says what is installed
+    /// and what is missing (exit status 1 if anything is).
+    Toolchains {
+        #[command(subcommand)]
+        command: ToolchainsCommand,
+    },
     /// Administer a platform directly through its metadata store.
     Admin {
         #[command(subcommand)]
@@ -106,9 +112,23 @@ struct ServeArgs {
     /// Largest upload accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_upload_bytes: u64,
-    /// Compilations at once (default: the number of CPUs).
+    /// Compilations and builds at once (default: the number of CPUs); deployments beyond
+    /// wait in the PACKAGING status, in order.
     #[arg(long)]
     packager_concurrency: Option<usize>,
+    /// Where the toolchains of server-side builds are (installed by scripts/toolchains.sh and
+    /// scripts/js-engine.sh; default DATA_DIR/toolchains; `fnvm toolchains check` lists them).
+    #[arg(long, env = "FNVM_TOOLCHAINS_DIR")]
+    toolchains_dir: Option<PathBuf>,
+    /// CPU seconds one server-side build may use.
+    #[arg(long, default_value_t = 300)]
+    build_cpu_secs: u64,
+    /// Wall-clock seconds one server-side build may take.
+    #[arg(long, default_value_t = 600)]
+    build_wall_secs: u64,
+    /// Memory (address space) of each process of a server-side build, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    build_memory_bytes: u64,
     /// Seconds between collections of unreferenced code.
     #[arg(long, default_value_t = 60)]
     gc_interval_secs: u64,
@@ -161,6 +181,19 @@ enum Role {
 }
 
 #[derive(Debug, Subcommand)]
+enum ToolchainsCommand {
+    /// What is there and what is missing, with versions.
+    Check {
+        /// The toolchains directory (default DATA_DIR/toolchains).
+        #[arg(long, env = "FNVM_TOOLCHAINS_DIR")]
+        dir: Option<PathBuf>,
+        /// The data directory `fnvm serve` uses.
+        #[arg(long, default_value = "./fnvm-data", env = "FNVM_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// API tokens.
     Token {
@@ -206,6 +239,9 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve(args),
         Command::Functions(args) => client::run(args),
+        Command::Toolchains {
+            command: ToolchainsCommand::Check { dir, data_dir },
+        } => toolchains_check(dir.unwrap_or_else(|| data_dir.join("toolchains"))),
         Command::Admin { command } => admin(command),
         Command::Wast {
             files,
@@ -408,6 +444,7 @@ fn serve_config(
     data_dir: PathBuf,
     database_url: Option<String>,
 ) -> fnvm_control::serve::ServeConfig {
+    let toolchains_dir = data_dir.join("toolchains");
     fnvm_control::serve::ServeConfig {
         data_dir,
         database_url,
@@ -425,6 +462,8 @@ fn serve_config(
         packager_concurrency: 1,
         gc_interval: std::time::Duration::from_secs(60),
         gc_grace: fnvm_control::packager::BLOB_GRACE,
+        toolchains_dir,
+        build_limits: fnvm_builds::Limits::default(),
         invoker_threads: 4,
         background_reset: false,
         http: fnvm_control::worker::http::HttpConfig::default(),
@@ -466,6 +505,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         gc_interval: std::time::Duration::from_secs(args.gc_interval_secs.max(1)),
         gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+        toolchains_dir: args
+            .toolchains_dir
+            .unwrap_or_else(|| args.data_dir.join("toolchains")),
+        build_limits: fnvm_builds::Limits {
+            cpu_seconds: args.build_cpu_secs,
+            wall: std::time::Duration::from_secs(args.build_wall_secs),
+            memory_bytes: args.build_memory_bytes,
+            ..fnvm_builds::Limits::default()
+        },
         background_reset: args.slot_reset == SlotReset::Background,
         invoker_threads: args.invoker_threads.unwrap_or_else(|| {
             (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(4)
@@ -484,6 +532,31 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     runtime()?.block_on(fnvm_control::serve::serve(config, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fnvm toolchains check`: one line per toolchain.
+fn toolchains_check(dir: PathBuf) -> Result<ExitCode> {
+    let toolchains = fnvm_builds::Toolchains::new(&dir);
+    let mut missing = 0;
+    println!("toolchains in {}", dir.display());
+    for t in toolchains.check() {
+        if t.present {
+            println!(
+                "  {:<16} ok       {} {}",
+                t.name,
+                t.version.as_deref().unwrap_or(""),
+                t.detail
+            );
+        } else {
+            missing += 1;
+            println!("  {:<16} MISSING  {}", t.name, t.detail);
+        }
+    }
+    Ok(if missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn admin(command: AdminCommand) -> Result<ExitCode> {

@@ -113,6 +113,8 @@ pub struct Metrics {
     jobs_queued: AtomicU64,
     /// Compilations by the packager.
     pub compile: Histogram,
+    /// Server-side builds of sources by the packager.
+    pub build: Histogram,
     pool: RwLock<Option<PoolStats>>,
 }
 
@@ -260,6 +262,9 @@ impl Metrics {
         out.push_str("# HELP fnvm_compile_seconds Compilations by the packager.\n");
         out.push_str("# TYPE fnvm_compile_seconds histogram\n");
         self.compile.render(&mut out, "fnvm_compile_seconds", "");
+        out.push_str("# HELP fnvm_build_seconds Server-side builds of sources by the packager.\n");
+        out.push_str("# TYPE fnvm_build_seconds histogram\n");
+        self.build.render(&mut out, "fnvm_build_seconds", "");
         out
     }
 }
@@ -282,6 +287,7 @@ mod tests {
         m.artifact_cache(true);
         m.job(true);
         m.compile.observe(Duration::from_millis(500));
+        m.build.observe(Duration::from_secs(3));
         m.set_pool(Arc::new(|| (8, 3)));
         let text = m.render();
         assert!(
@@ -302,6 +308,7 @@ mod tests {
         assert!(text.contains("fnvm_jobs_total{thread=\"inline\"} 1\n"));
         assert!(text.contains("fnvm_jobs_total{thread=\"queued\"} 0\n"));
         assert!(text.contains("fnvm_compile_seconds_count 1\n"), "{text}");
+        assert!(text.contains("fnvm_build_seconds_count 1\n"), "{text}");
         drop(guard);
         assert!(m
             .render()

@@ -61,6 +61,10 @@ pub struct ServeConfig {
     /// How long code stays after an upload touched it, referenced or not (longer than any
     /// upload takes).
     pub gc_grace: Duration,
+    /// Where the toolchains of server-side builds are.
+    pub toolchains_dir: PathBuf,
+    /// Limits of one server-side build.
+    pub build_limits: fnvm_builds::Limits,
     /// Threads guest code runs on (and instance slots of the pool).
     pub invoker_threads: usize,
     /// Whether a pool slot is reset by a reset thread after use instead of by the thread that
@@ -287,6 +291,14 @@ pub async fn serve(
                 lease: Duration::from_secs(15),
                 poll: Duration::from_millis(500),
                 metrics: metrics.clone(),
+                toolchains: Arc::new(fnvm_builds::Toolchains::new(&config.toolchains_dir)),
+                build_limits: config.build_limits.clone(),
+                js_limits: fnvm_preinit::Limits {
+                    timeout: config.build_limits.wall.min(Duration::from_secs(60)),
+                    // The engine is compiled once, then found in the cache.
+                    cache_dir: Some(config.data_dir.join("cache")),
+                    ..fnvm_preinit::Limits::default()
+                },
             },
             wakeup,
         ));

@@ -217,13 +217,15 @@ fn the_api_refuses_clearly() {
             .contains("invalid module"),
         "{d}"
     );
-    // Source platforms are accepted and end in ERROR with a clear reason (until server-side
-    // compilation exists).
+    // A source, on a server without toolchains (none in its data directory): ERROR naming the
+    // missing toolchain and how to install it.
     let did = upload_and_trigger(&deps, &a, "RUST", "text/plain", b"fn main() {}".to_vec())
         .expect("creating, uploading and triggering a deployment");
     let d = wait_settled(&format!("{deps}/{did}"), &a);
     assert_eq!(d["status"], "ERROR", "{d}");
-    assert!(d["errorReason"].as_str().unwrap().contains("RUST"), "{d}");
+    let reason = d["errorReason"].as_str().unwrap();
+    assert!(reason.contains("toolchain rust is missing"), "{d}");
+    assert!(reason.contains("scripts/toolchains.sh"), "{d}");
 
     // The OpenAPI document describes the routes; /healthz answers.
     let (s, doc) = request(

@@ -1,19 +1,24 @@
 //! The packager: what turns an uploaded deployment into something workers can load. It claims
 //! `PACKAGING` deployments from the metadata store under a lease (so two API processes never
 //! package the same one, and one whose packager died is taken over when the lease lapses),
-//! compiles the release with fnvm's compiler in a child process under CPU-time, memory and
-//! wall-clock limits (hostile input cannot take the server down), stores the artifact in the
-//! artifact store keyed by release and compiler/CPU compatibility (an existing one is reused),
-//! and moves the deployment on to `DEPLOYING`, or to `ERROR` with the compiler's message.
+//! builds a source release into WebAssembly ([`build`]: Rust, Go, AssemblyScript in a
+//! sandbox, JavaScript on the QuickJS engine), compiles the module with fnvm's compiler in a
+//! child process under CPU-time, memory and wall-clock limits ([`compile`]: hostile input
+//! cannot take the server down), stores the artifact in the artifact store keyed by release
+//! (or build inputs) and compiler/CPU compatibility (an existing one is reused), and moves the
+//! deployment on to `DEPLOYING`, or to `ERROR` with the compiler's message. Deployments waiting
+//! for a free packager slot stay `PACKAGING` in the store: that is the build queue.
+
+mod build;
+mod compile;
 
 use crate::artifacts::ArtifactStore;
 use crate::model::{Deployment, DeploymentStatus, Platform};
 use crate::store::MetadataStore;
+use compile::compile;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, Semaphore};
 
 /// Settings of the packager.
@@ -38,13 +43,19 @@ pub struct PackagerConfig {
     pub lease: Duration,
     /// How often the store is polled when nothing wakes the packager.
     pub poll: Duration,
-    /// Where compile durations go.
+    /// Where compile and build durations go.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The toolchains of server-side builds.
+    pub toolchains: Arc<fnvm_builds::Toolchains>,
+    /// Limits of one sandboxed build.
+    pub build_limits: fnvm_builds::Limits,
+    /// Limits of evaluating a JavaScript function's script at packaging time.
+    pub js_limits: fnvm_preinit::Limits,
 }
 
 /// Why a deployment could not be packaged: the text becomes its `errorReason`.
 #[derive(Debug)]
-struct Failed(String);
+pub(crate) struct Failed(pub(crate) String);
 
 /// Runs the packager until the task is dropped.
 pub async fn run(
@@ -147,14 +158,10 @@ async fn package(
         .await
         .map_err(|e| internal("reading the release", &e))?
         .ok_or_else(|| Failed("the release no longer exists".into()))?;
-    if release.platform != Platform::Wasm {
-        return Err(Failed(format!(
-            "building {} sources on the server is not available yet: upload a compiled \
-             WebAssembly module (platform WASM)",
-            release.platform
-        )));
-    }
     let compat = fnvm_abi::artifact::compat_hash(fnvm_abi::CpuFeatures::host());
+    if release.platform != Platform::Wasm {
+        return build::package_source(store, artifacts, config, d, &release, compat).await;
+    }
     if artifacts
         .get_artifact(&release.sha256, compat)
         .await
@@ -181,102 +188,6 @@ async fn package(
         .put_artifact(&release.sha256, compat, artifact.into())
         .await
         .map_err(|e| internal("storing the artifact", &e))
-}
-
-/// Most bytes of the compiler's messages kept for `errorReason`.
-const MAX_REASON: usize = 2048;
-
-/// Compiles `wasm` in a child `fnvm compile` under the configured limits.
-async fn compile(config: &PackagerConfig, id: &str, wasm: &[u8]) -> Result<Vec<u8>, Failed> {
-    let io = |what: &str, e: std::io::Error| Failed(format!("{what}: {e}"));
-    tokio::fs::create_dir_all(&config.work_dir)
-        .await
-        .map_err(|e| io("creating the work directory", e))?;
-    let input = config.work_dir.join(format!("{id}.wasm"));
-    let output = config.work_dir.join(format!("{id}.fnvm"));
-    let _cleanup = RemoveOnDrop(vec![input.clone(), output.clone()]);
-    tokio::fs::write(&input, wasm)
-        .await
-        .map_err(|e| io("writing the compiler's input", e))?;
-    let mut child = tokio::process::Command::new(&config.compiler)
-        .arg("compile")
-        .arg("--max-cpu-seconds")
-        .arg(config.cpu_seconds.to_string())
-        .arg("--max-memory-bytes")
-        .arg(config.memory_bytes.to_string())
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| io("starting the compiler", e))?;
-    let mut stderr = child.stderr.take();
-    let messages = async {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            // Bounded: a compiler cannot make the server hold more than this of its output.
-            let _ = s.take(64 << 10).read_to_end(&mut buf).await;
-        }
-        buf
-    };
-    let waited = tokio::time::timeout(config.wall_timeout, async {
-        let (status, messages) = tokio::join!(child.wait(), messages);
-        (status, messages)
-    })
-    .await;
-    let (status, messages) = match waited {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = child.kill().await;
-            return Err(Failed(format!(
-                "compilation took longer than {:?} and was stopped",
-                config.wall_timeout
-            )));
-        }
-    };
-    let status = status.map_err(|e| io("waiting for the compiler", e))?;
-    if !status.success() {
-        let text = String::from_utf8_lossy(&messages);
-        let text = text.trim();
-        let reason = if text.is_empty() {
-            match status.code() {
-                Some(c) => format!("the compiler failed with status {c}"),
-                None => "the compiler was stopped by a signal (a CPU-time or memory limit)".into(),
-            }
-        } else {
-            text.to_string()
-        };
-        return Err(Failed(trim(reason)));
-    }
-    tokio::fs::read(&output)
-        .await
-        .map_err(|e| io("reading the compiler's output", e))
-}
-
-/// `s` cut to [`MAX_REASON`] bytes on a character boundary.
-fn trim(mut s: String) -> String {
-    if s.len() > MAX_REASON {
-        let mut at = MAX_REASON;
-        while !s.is_char_boundary(at) {
-            at -= 1;
-        }
-        s.truncate(at);
-        s.push_str(" [...]");
-    }
-    s
-}
-
-struct RemoveOnDrop(Vec<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 /// How long an uploaded blob is safe from collection after an upload touched it: longer than

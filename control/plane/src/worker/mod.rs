@@ -169,7 +169,6 @@ pub async fn run(
     // How often a worker that lost its subscription (the database went away) tries again; it
     // polls meanwhile.
     const RESUBSCRIBE: Duration = Duration::from_secs(5);
-    let notifying = store.backend() == crate::store::Backend::Postgres;
     let mut changes = store.changes().await;
     let mut subscribed_at = tokio::time::Instant::now();
     loop {
@@ -187,7 +186,8 @@ pub async fn run(
             }
             None => {
                 tokio::time::sleep(poll).await;
-                if notifying && subscribed_at.elapsed() >= RESUBSCRIBE {
+                // (`changes` is `None` at once where the database has no notifications.)
+                if subscribed_at.elapsed() >= RESUBSCRIBE {
                     changes = store.changes().await;
                     subscribed_at = tokio::time::Instant::now();
                 }
