@@ -95,6 +95,7 @@ pub struct WasiCtxBuilder {
     trace_limit: usize,
     trace_id: Option<u32>,
     max_fds: u32,
+    net: Option<crate::net::NetConfig>,
 }
 
 impl std::fmt::Debug for WasiCtxBuilder {
@@ -110,6 +111,7 @@ impl std::fmt::Debug for WasiCtxBuilder {
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
             .field("trace", &self.trace)
+            .field("net", &self.net.is_some())
             .finish()
     }
 }
@@ -136,6 +138,7 @@ impl WasiCtxBuilder {
             trace_limit: crate::trace::DEFAULT_LIMIT,
             trace_id: None,
             max_fds: DEFAULT_MAX_FDS,
+            net: None,
         }
     }
 
@@ -275,6 +278,13 @@ impl WasiCtxBuilder {
         self
     }
 
+    /// Grants outbound connections (`host_tcp_connect`, `host_tls_connect`) under `config`'s
+    /// egress policy and limits; without it both calls are `ENOTCAPABLE`.
+    pub fn net(mut self, config: crate::net::NetConfig) -> Self {
+        self.net = Some(config);
+        self
+    }
+
     /// Opens the preopens and assembles the context.
     pub fn build(self) -> Result<WasiCtx, BuildError> {
         match self.refused {
@@ -334,6 +344,7 @@ impl WasiCtxBuilder {
             stdout: OutputState::new(self.stdout, self.output_limit),
             stderr: OutputState::new(self.stderr, self.output_limit),
             hostcalls: 0,
+            net: self.net.map(|c| Box::new(crate::net::NetState::new(c))),
             dmesg: self.trace.then(|| {
                 Box::new(match self.trace_id {
                     Some(id) => Dmesg::with_id(id, self.trace_limit),
@@ -441,6 +452,8 @@ pub struct WasiCtx {
     pub(crate) dmesg: Option<Box<Dmesg>>,
     /// Hostcalls made so far.
     pub(crate) hostcalls: u64,
+    /// Outbound connections' configuration and budget (`None`: not granted).
+    pub(crate) net: Option<Box<crate::net::NetState>>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -512,6 +525,19 @@ impl WasiCtx {
     /// The environment the guest sees.
     pub fn env(&self) -> &CStrings {
         &self.env
+    }
+
+    /// Number of open outbound connections.
+    pub fn open_sockets(&self) -> usize {
+        self.fds
+            .iter()
+            .filter(|(_, d)| matches!(d, Desc::Socket(_)))
+            .count()
+    }
+
+    /// Bytes the guest's connections may still send or receive (`None` without network).
+    pub fn net_bytes_left(&self) -> Option<u64> {
+        self.net.as_deref().map(|n| n.bytes_left)
     }
 
     /// Number of open guest fds (stdio included).

@@ -53,6 +53,9 @@ pub(crate) enum Desc {
     Stderr,
     File(File),
     Dir(Dir),
+    /// An outbound connection (`host_tcp_connect` / `host_tls_connect`); boxed, as a TLS
+    /// session is large.
+    Socket(Box<crate::net::socket::Socket>),
 }
 
 /// The table.

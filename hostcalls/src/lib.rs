@@ -6,6 +6,9 @@
 //! state, and links imports with [`resolve`]. Each hostcall is a plain function pointer that
 //! reaches guest memory only through the checked [`GuestMemory`] accessor and reaches the host
 //! only through what the context grants; this crate has no `unsafe` code.
+//!
+//! Outbound sockets (`fnvm.host_tcp_connect`, `fnvm.host_tls_connect`) are granted with
+//! [`WasiCtxBuilder::net`] under an [`EgressPolicy`]: see [`net`] and `hostcalls/NET.md`.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +19,7 @@ mod fdtable;
 mod fs;
 mod host;
 mod memory;
+pub mod net;
 mod poll;
 mod table;
 mod trace;
@@ -27,6 +31,8 @@ pub use ctx::{BuildError, Output, Stdin, WasiCtx, WasiCtxBuilder, DEFAULT_OUTPUT
 pub use errno::Errno;
 pub use fdtable::DEFAULT_MAX_FDS;
 pub use memory::{GuestMemory, Iovec, Iovecs, INLINE_IOVECS, MAX_IOVECS};
+pub use net::policy::{EgressPolicy, PolicyError, Refusal};
+pub use net::{NetConfig, NetLimits, TlsConfigError};
 pub use poll::blocking_waits;
 pub use table::{lookup, resolve, Hostcall, FNVM_MODULE, HOSTCALLS, WASI_MODULE};
 pub use trace::{Dmesg, DEFAULT_LIMIT as DEFAULT_TRACE_LIMIT};

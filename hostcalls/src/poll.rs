@@ -4,7 +4,9 @@
 //! deadline; the call really sleeps until it (`clock_nanosleep` on an absolute monotonic time,
 //! so signals cannot shorten or lengthen it), but never past the invocation's own deadline: a
 //! wait that reaches it ends the invocation with the deadline trap, and frees its slot. Files, in-memory stdin and captured output are
-//! always ready, as in wasmtime; only inherited host stdin is polled with `poll(2)`. The
+//! always ready, as in wasmtime; inherited host stdin and outbound connections
+//! ([`crate::net`]) are polled with `poll(2)` (a TLS connection is readable once a whole record is
+//! decrypted, not when part of one arrived). The
 //! subscriptions are read from guest memory twice (to plan, then to report) rather than copied,
 //! so a guest cannot make the host allocate in proportion to `nsubscriptions`; events are
 //! written in subscription order, which is safe even when the event array aliases the
@@ -73,13 +75,81 @@ fn deadline(start: Start, id: u32, timeout: u64, flags: u16) -> Result<u64, Errn
     }
 }
 
-/// Whether a descriptor subscription is ready now, or depends on the host's stdin.
+/// Whether a descriptor subscription is ready now, or depends on the host's stdin or a socket.
 enum Readiness {
-    Ready { nbytes: u64, flags: u16 },
+    Ready {
+        nbytes: u64,
+        flags: u16,
+    },
     HostStdin,
+    /// A connection not ready now: wait on its host socket.
+    Socket,
 }
 
-fn readiness(cx: &Cx<'_>, fd: u32, write: bool) -> Result<Readiness, Errno> {
+/// A connection's readiness now (a zero-timeout `poll(2)` of its socket). Plaintext that
+/// rustls already decrypted makes a TLS connection readable whatever the socket says; a
+/// readable TLS socket may still hold only part of a record (a read then finds nothing yet).
+fn socket_readiness(
+    s: &mut crate::net::socket::Socket,
+    write: bool,
+    left: &mut u64,
+) -> Result<Readiness, Errno> {
+    if !write && s.tls.is_some() {
+        if !s.tls_read_ready(left) {
+            return Ok(Readiness::Socket);
+        }
+        let buffered = s.buffered() as u64;
+        return Ok(Readiness::Ready {
+            nbytes: buffered,
+            flags: if buffered == 0 {
+                eventrwflags::FD_READWRITE_HANGUP
+            } else {
+                0
+            },
+        });
+    }
+    let events = if write { PollFlags::OUT } else { PollFlags::IN };
+    let mut fds = [PollFd::new(&s.tcp, events)];
+    let n = loop {
+        match rustix::event::poll(&mut fds, Some(&timespec(0))) {
+            Ok(n) => break n,
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if n == 0 {
+        return Ok(Readiness::Socket);
+    }
+    let rev = fds[0].revents();
+    let hangup = rev.intersects(PollFlags::HUP | PollFlags::ERR);
+    let nbytes = if write {
+        1
+    } else {
+        rustix::io::ioctl_fionread(&s.tcp).map_or(1, u64::from)
+    };
+    Ok(Readiness::Ready {
+        nbytes,
+        flags: if hangup || (!write && nbytes == 0) {
+            eventrwflags::FD_READWRITE_HANGUP
+        } else {
+            0
+        },
+    })
+}
+
+fn readiness(cx: &mut Cx<'_>, fd: u32, write: bool) -> Result<Readiness, Errno> {
+    let ctx = &mut *cx.ctx;
+    if let Desc::Socket(s) = ctx.fds.get_mut(fd)? {
+        // TLS records a non-blocking write left queued go out now: a guest that wrote its
+        // request and polls for the answer must not wait on bytes still in the host.
+        let mut unlimited = u64::MAX;
+        let left = match ctx.net.as_deref_mut() {
+            Some(net) => &mut net.bytes_left,
+            None => &mut unlimited,
+        };
+        let _ = s.flush(left);
+        return socket_readiness(s, write, left);
+    }
     let ready = |nbytes: u64, hangup: bool| Readiness::Ready {
         nbytes,
         flags: if hangup {
@@ -217,6 +287,58 @@ fn sleep_until(deadline: u64) -> Result<(), Errno> {
     }
 }
 
+/// Whether a descriptor subscription other than host stdin is ready now.
+fn any_fd_ready(cx: &mut Cx<'_>, subs: u32, n: u32) -> Result<bool, Errno> {
+    for i in 0..n {
+        let (write, fd) = match read_sub(&cx.mem, subs, i)?.1 {
+            Sub::FdRead(fd) => (false, fd),
+            Sub::FdWrite(fd) => (true, fd),
+            Sub::Clock { .. } => continue,
+        };
+        if let Readiness::Ready { .. } = readiness(cx, fd, write)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Waits until the host's stdin (if `stdin`) or one of `sockets` is ready, or the monotonic
+/// clock reaches `wake`. Returns whether stdin is readable and whether anything was ready.
+fn wait_host(
+    cx: &Cx<'_>,
+    stdin: bool,
+    sockets: &std::collections::BTreeMap<u32, PollFlags>,
+    wake: Option<u64>,
+) -> Result<(bool, bool), Errno> {
+    use std::os::fd::AsFd;
+    count_blocking_wait();
+    let host_stdin = std::io::stdin();
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(sockets.len() + 1);
+    if stdin {
+        fds.push(PollFd::new(&host_stdin, PollFlags::IN));
+    }
+    for (&fd, &flags) in sockets {
+        if let Desc::Socket(s) = cx.ctx.fds.get(fd)? {
+            fds.push(PollFd::from_borrowed_fd(s.tcp.as_fd(), flags));
+        }
+    }
+    loop {
+        let timeout = match wake {
+            None => None,
+            Some(d) => Some(timespec(d.saturating_sub(now(clockid::MONOTONIC)?))),
+        };
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok((false, false)),
+            Ok(_) => {
+                let stdin_ready = stdin && fds.first().is_some_and(|f| !f.revents().is_empty());
+                return Ok((stdin_ready, true));
+            }
+            Err(e) if e == rustix::io::Errno::INTR => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 pub(crate) fn poll_oneoff(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let (subs, events, n, out) = (a.u32(0), a.u32(1), a.u32(2), a.u32(3));
     if n == 0 {
@@ -231,24 +353,29 @@ pub(crate) fn poll_oneoff(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
         real: now(clockid::REALTIME)?,
     };
 
-    // Plan: the earliest deadline, whether something is ready already, whether stdin matters.
+    // Plan: the earliest deadline, whether something is ready already, whether stdin matters,
+    // which sockets to wait on (a map, so its size is bounded by the fd table, not by
+    // `nsubscriptions`).
     let mut earliest: Option<u64> = None;
     let mut ready_now = false;
     let mut host_stdin = false;
+    let mut sockets: std::collections::BTreeMap<u32, PollFlags> = Default::default();
     for i in 0..n {
-        match read_sub(&cx.mem, subs, i)?.1 {
+        let sub = read_sub(&cx.mem, subs, i)?.1;
+        let write = matches!(sub, Sub::FdWrite(_));
+        match sub {
             Sub::Clock { id, timeout, flags } => {
                 let d = deadline(start, id, timeout, flags)?;
                 earliest = Some(earliest.map_or(d, |e| e.min(d)));
                 ready_now |= d <= start.mono;
             }
-            Sub::FdRead(fd) => match readiness(cx, fd, false)? {
+            Sub::FdRead(fd) | Sub::FdWrite(fd) => match readiness(cx, fd, write)? {
                 Readiness::Ready { .. } => ready_now = true,
                 Readiness::HostStdin => host_stdin = true,
-            },
-            Sub::FdWrite(fd) => match readiness(cx, fd, true)? {
-                Readiness::Ready { .. } => ready_now = true,
-                Readiness::HostStdin => host_stdin = true,
+                Readiness::Socket => {
+                    let f = if write { PollFlags::OUT } else { PollFlags::IN };
+                    *sockets.entry(fd).or_insert(PollFlags::empty()) |= f;
+                }
             },
         }
     }
@@ -263,6 +390,21 @@ pub(crate) fn poll_oneoff(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let wake = if cut_short { limit } else { earliest };
     let stdin_ready = if ready_now {
         host_stdin && poll_stdin(Some(0))?
+    } else if !sockets.is_empty() {
+        loop {
+            let (stdin_ready, any) = wait_host(cx, host_stdin, &sockets, wake)?;
+            if !any {
+                if cut_short {
+                    return Err(cx.expire());
+                }
+                break false;
+            }
+            // A TLS socket that woke with only part of a record has nothing to report yet:
+            // wait on (the clock's deadline is absolute, so the total wait is unchanged).
+            if stdin_ready || any_fd_ready(cx, subs, n)? {
+                break stdin_ready;
+            }
+        }
     } else if host_stdin {
         let ready = poll_stdin(wake)?;
         if !ready && cut_short {
@@ -301,7 +443,7 @@ pub(crate) fn poll_oneoff(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
                 match readiness(cx, fd, write)? {
                     Readiness::Ready { nbytes, flags } => (kind, nbytes, flags),
                     Readiness::HostStdin if stdin_ready => (kind, 1, 0),
-                    Readiness::HostStdin => continue,
+                    Readiness::HostStdin | Readiness::Socket => continue,
                 }
             }
         };

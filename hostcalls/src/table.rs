@@ -5,6 +5,7 @@
 
 use crate::ctx::WasiCtx;
 use crate::host::hc_host_halt;
+use crate::net;
 use crate::poll::poll_oneoff;
 use crate::wasi::env::{self, hc_proc_exit};
 use crate::wasi::{fd, path, sock};
@@ -77,6 +78,8 @@ macro_rules! table {
 
 table! {
     FNVM_MODULE "host_halt" "HOST_HALT" (I32) -> [] raw hc_host_halt;
+    FNVM_MODULE "host_tcp_connect" "HOST_TCP_CONNECT" (I32, I32, I32, I32) -> [I32] body net::host_tcp_connect;
+    FNVM_MODULE "host_tls_connect" "HOST_TLS_CONNECT" (I32, I32, I32, I32, I32, I32) -> [I32] body net::host_tls_connect;
     WASI_MODULE "args_get" "WASI_ARGS_GET" (I32, I32) -> [I32] body env::args_get;
     WASI_MODULE "args_sizes_get" "WASI_ARGS_SIZES_GET" (I32, I32) -> [I32] body env::args_sizes_get;
     WASI_MODULE "clock_res_get" "WASI_CLOCK_RES_GET" (I32, I32) -> [I32] body env::clock_res_get;

@@ -158,6 +158,20 @@ impl Dmesg {
         }
     }
 
+    /// Appends `\treason: why` under the last entry (dropped past the cap, like entries).
+    pub(crate) fn reason(&mut self, why: &str) {
+        if self.truncated {
+            return;
+        }
+        let mark = self.buf.len();
+        let _ = writeln!(self.buf, "\treason: {why}");
+        if self.buf.len() > self.limit {
+            self.buf.truncate(mark);
+            self.buf.push_str(TRUNCATED);
+            self.truncated = true;
+        }
+    }
+
     /// Appends a free-form result line for hostcalls that end the invocation (not subject to
     /// the cap: it says how the run ended).
     pub(crate) fn exit_entry(&mut self, name: &str, args: &[u64], line: &str) {

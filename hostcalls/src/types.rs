@@ -76,6 +76,14 @@ pub mod rights {
         | FD_FILESTAT_SET_TIMES
         | POLL_FD_READWRITE;
 
+    /// Rights of a connected stream socket.
+    pub const SOCKET: u64 = FD_READ
+        | FD_WRITE
+        | FD_FDSTAT_SET_FLAGS
+        | FD_FILESTAT_GET
+        | POLL_FD_READWRITE
+        | SOCK_SHUTDOWN;
+
     /// What a directory passes on to what is opened beneath it.
     pub const DIRECTORY_INHERITING: u64 = DIRECTORY_BASE | FILE;
 }
@@ -170,6 +178,10 @@ pub mod eventrwflags {
 
 /// `riflags` (u16) and `sdflags` (u8) masks; `siflags` has no bits.
 pub mod sock {
+    pub const RECV_PEEK: u32 = 1 << 0;
+    pub const RECV_WAITALL: u32 = 1 << 1;
+    pub const SHUT_RD: u32 = 1 << 0;
+    pub const SHUT_WR: u32 = 1 << 1;
     pub const RIFLAGS_ALL: u32 = 0b11;
     pub const SDFLAGS_ALL: u32 = 0b11;
 }

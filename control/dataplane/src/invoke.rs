@@ -169,6 +169,9 @@ pub struct Invocation {
     /// call each time (about 0.4 µs here, plus the preemption it invites: 5% of the CPU of a
     /// hello request served over HTTP), so a server asks only when it needs to know.
     pub measure_cpu: bool,
+    /// Outbound connections (`host_tcp_connect`, `host_tls_connect`): the egress policy,
+    /// limits and TLS roots; `None` (the default) grants none.
+    pub net: Option<fnvm_hostcalls::NetConfig>,
 }
 
 impl Default for Invocation {
@@ -186,6 +189,7 @@ impl Default for Invocation {
             entry: Cow::Borrowed("_start"),
             output_limit: fnvm_hostcalls::DEFAULT_OUTPUT_LIMIT,
             measure_cpu: true,
+            net: None,
         }
     }
 }
@@ -328,6 +332,9 @@ impl<B: ExecutionBackend> Runner<B> {
             .stderr(stderr)
             .output_limit(inv.output_limit)
             .trace(inv.debug);
+        if let Some(net) = inv.net {
+            builder = builder.net(net);
+        }
         for (host, guest) in &inv.preopens {
             builder = builder.preopen_dir(host.clone(), guest.clone());
         }

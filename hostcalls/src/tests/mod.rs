@@ -3,6 +3,8 @@
 
 mod fs;
 mod misc;
+mod net;
+mod net_tls;
 
 use crate::types::{fdflags, lookupflags, oflags, rights};
 use crate::{lookup, Errno, WasiCtx, WasiCtxBuilder, FNVM_MODULE, WASI_MODULE};

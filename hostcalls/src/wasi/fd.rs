@@ -31,7 +31,7 @@ pub(crate) fn file<'c>(cx: &'c Cx<'_>, fd: u32) -> Result<&'c File, Errno> {
 fn seekable<'c>(cx: &'c Cx<'_>, fd: u32) -> Result<&'c File, Errno> {
     match cx.ctx.fds.get(fd)? {
         Desc::File(f) => Ok(f),
-        Desc::Stdin | Desc::Stdout | Desc::Stderr => Err(Errno::Spipe),
+        Desc::Stdin | Desc::Stdout | Desc::Stderr | Desc::Socket(_) => Err(Errno::Spipe),
         Desc::Dir(_) => Err(Errno::Badf),
     }
 }
@@ -135,6 +135,12 @@ pub(crate) fn fd_fdstat_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
             let r = file_rights(f);
             (f.filetype, f.fdflags, r, r)
         }
+        Desc::Socket(s) => (
+            filetype::SOCKET_STREAM,
+            s.fdflags,
+            rights::SOCKET,
+            rights::SOCKET,
+        ),
     };
     let mut b = [0u8; size::FDSTAT as usize];
     b[0] = ft;
@@ -153,6 +159,14 @@ pub(crate) fn fd_fdstat_set_flags(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errn
     let flags = flags as u16;
     let f = match cx.ctx.fds.get_mut(a.u32(0))? {
         Desc::File(f) => f,
+        // A socket's only flag is NONBLOCK (the host socket never blocks either way).
+        Desc::Socket(s) => {
+            if flags & !fdflags::NONBLOCK != 0 {
+                return Err(Errno::Inval);
+            }
+            s.fdflags = flags;
+            return Ok(Ret::None);
+        }
         _ => return Err(Errno::Badf),
     };
     // Only APPEND and NONBLOCK may change, as in wasmtime.
@@ -186,6 +200,7 @@ pub(crate) fn fd_filestat_get(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
         Desc::File(crate::fdtable::File { fd, .. }) | Desc::Dir(crate::fdtable::Dir { fd, .. }) => {
             fs::filestat_bytes(&rustix::fs::fstat(fd)?)
         }
+        Desc::Socket(_) => fs::encode_filestat(0, 0, filetype::SOCKET_STREAM, 0, 0, 0, 0, 0),
         _ => fs::encode_filestat(0, 0, stdio_filetype(cx, desc), 0, 0, 0, 0, 0),
     };
     cx.mem.write_bytes(out, &b)?;
@@ -291,6 +306,7 @@ pub(crate) fn fd_read(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let n = match cx.ctx.fds.get(a.u32(0))? {
         Desc::File(_) => read_file(cx, a.u32(0), &iovs, None)?,
         Desc::Stdin => read_stdin(cx, &iovs)?,
+        Desc::Socket(_) => crate::net::recv(cx, a.u32(0), &iovs, false)?,
         _ => return Err(Errno::Badf),
     };
     cx.mem.write_u32(out, n as u32)?;
@@ -303,7 +319,7 @@ pub(crate) fn fd_pread(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let iovs = cx.mem.iovecs(a.u32(1), a.u32(2))?;
     match cx.ctx.fds.get(a.u32(0))? {
         Desc::File(_) => {}
-        Desc::Stdin => return Err(Errno::Spipe),
+        Desc::Stdin | Desc::Socket(_) => return Err(Errno::Spipe),
         _ => return Err(Errno::Badf),
     }
     let n = read_file(cx, a.u32(0), &iovs, Some(a.u64(3)))?;
@@ -318,6 +334,11 @@ pub(crate) fn write(
     iovs: &[Iovec],
     offset: Option<u64>,
 ) -> Result<u64, Errno> {
+    match cx.ctx.fds.get(fd)? {
+        Desc::Socket(_) if offset.is_some() => return Err(Errno::Spipe),
+        Desc::Socket(_) => return crate::net::send(cx, fd, iovs),
+        _ => {}
+    }
     let bufs = cx.mem.gather(iovs)?;
     let n = match cx.ctx.fds.get(fd)? {
         Desc::File(f) => {

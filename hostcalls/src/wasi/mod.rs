@@ -32,6 +32,8 @@ pub(crate) struct Cx<'a> {
     deadline: &'a dyn DeadlineSource,
     /// Set when a wait stopped at the deadline: the invocation ends instead of returning.
     expired: bool,
+    /// Why the call failed (or what it did), for dmesg: set only when tracing is on.
+    note: Option<String>,
 }
 
 impl Cx<'_> {
@@ -45,6 +47,14 @@ impl Cx<'_> {
     pub fn expire(&mut self) -> Errno {
         self.expired = true;
         Errno::Timedout
+    }
+
+    /// Records a reason dmesg prints under the call (`reason: ...`); `why` runs only when
+    /// tracing is on.
+    pub fn note(&mut self, why: impl FnOnce() -> String) {
+        if self.ctx.dmesg.is_some() {
+            self.note = Some(why());
+        }
     }
 }
 
@@ -111,16 +121,23 @@ pub(crate) fn run(
         ctx,
         deadline,
         expired: false,
+        note: None,
     };
     let result = body(&mut cx, &args);
     if cx.expired {
         if let Some(d) = cx.ctx.dmesg.as_deref_mut() {
             d.exit_entry(name, args.used(), "DEADLINE EXCEEDED");
+            if let Some(n) = cx.note.take() {
+                d.reason(&n);
+            }
         }
         return Err(HostExit::DeadlineExceeded);
     }
     if let Some(d) = cx.ctx.dmesg.as_deref_mut() {
         d.hostcall(name, args.used(), result);
+        if let Some(n) = cx.note.take() {
+            d.reason(&n);
+        }
     }
     let errno = match result {
         Ok(_) => Errno::Success,
