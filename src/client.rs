@@ -62,6 +62,10 @@ enum FunctionsCommand {
         /// Invocation timeout in milliseconds.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Where invocations may open connections: a `host:port` pattern or a CIDR
+        /// (repeatable; none: anywhere the platform's policy allows).
+        #[arg(long = "egress-allow", value_name = "RULE")]
+        egress_allow: Vec<String>,
     },
     /// List the organisation's Functions.
     List,
@@ -263,6 +267,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
             max_memory,
             max_instances,
             timeout_ms,
+            egress_allow,
         } => {
             let d = FunctionSpec::default();
             let spec = FunctionSpec {
@@ -273,6 +278,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 max_memory: max_memory.unwrap_or(d.max_memory),
                 max_instances: max_instances.unwrap_or(d.max_instances),
                 timeout_ms: timeout_ms.unwrap_or(d.timeout_ms),
+                egress_allow,
             };
             let f: Function =
                 some(c.send("POST", &c.base(), Some(&serde_json::to_value(&spec)?))?)?;
@@ -323,6 +329,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 max_memory: f.max_memory,
                 max_instances: f.max_instances,
                 timeout_ms: f.timeout_ms,
+                egress_allow: f.egress_allow,
             };
             let f: Function = some(c.send("PUT", &url, Some(&serde_json::to_value(&spec)?))?)?;
             print_function(&f, json)?;

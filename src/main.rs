@@ -50,7 +50,7 @@ enum Command {
     },
     /// Run the platform: the API (with the packager) and a worker, on the embedded defaults
     /// (SQLite and a local artifact store under --data-dir) unless told otherwise.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage Functions, their deployments and releases through the API.
     Functions(client::FunctionsArgs),
     /// The toolchains of server-side builds: `fnvm toolchains check` says what is installed
@@ -129,6 +129,27 @@ struct ServeArgs {
     /// Memory (address space) of each process of a server-side build, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     build_memory_bytes: u64,
+    /// Let functions connect here although the default policy refuses it (loopback, private,
+    /// link-local ranges...): a `host:port` pattern or a CIDR with an optional port
+    /// (repeatable; e.g. `127.0.0.0/8` for tests on loopback).
+    #[arg(long = "egress-allow", value_name = "RULE")]
+    egress_allow: Vec<String>,
+    /// Never let functions connect here (repeatable; wins over every allow).
+    #[arg(long = "egress-deny", value_name = "RULE")]
+    egress_deny: Vec<String>,
+    /// A PEM file of CA certificates `host_tls_connect` trusts besides the Mozilla roots
+    /// (repeatable).
+    #[arg(long = "egress-ca-file", value_name = "PEM")]
+    egress_ca_files: Vec<PathBuf>,
+    /// Connections one invocation may have open at once.
+    #[arg(long, default_value_t = 16)]
+    egress_max_connections: u32,
+    /// Bytes one invocation may send and receive over its connections.
+    #[arg(long, default_value_t = 64 << 20)]
+    egress_max_bytes: u64,
+    /// Milliseconds one connect (name resolution, TCP, TLS handshake) may take.
+    #[arg(long, default_value_t = 5000)]
+    egress_connect_timeout_ms: u64,
     /// Seconds between collections of unreferenced code.
     #[arg(long, default_value_t = 60)]
     gc_interval_secs: u64,
@@ -237,7 +258,7 @@ fn main() -> ExitCode {
         } => limit_self(max_cpu_seconds, max_memory_bytes)
             .and_then(|()| compile(&input, &output, emit_clif))
             .map(|()| ExitCode::SUCCESS),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Functions(args) => client::run(args),
         Command::Toolchains {
             command: ToolchainsCommand::Check { dir, data_dir },
@@ -464,6 +485,10 @@ fn serve_config(
         gc_grace: fnvm_control::packager::BLOB_GRACE,
         toolchains_dir,
         build_limits: fnvm_builds::Limits::default(),
+        egress_allow: Vec::new(),
+        egress_deny: Vec::new(),
+        egress_ca_pem: Vec::new(),
+        egress_limits: fnvm_hostcalls::NetLimits::default(),
         invoker_threads: 4,
         background_reset: false,
         http: fnvm_control::worker::http::HttpConfig::default(),
@@ -505,6 +530,21 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         gc_interval: std::time::Duration::from_secs(args.gc_interval_secs.max(1)),
         gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+        egress_allow: args.egress_allow,
+        egress_deny: args.egress_deny,
+        egress_ca_pem: {
+            let mut pem = Vec::new();
+            for f in &args.egress_ca_files {
+                pem.extend(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+                pem.push(b'\n');
+            }
+            pem
+        },
+        egress_limits: fnvm_hostcalls::NetLimits {
+            max_connections: args.egress_max_connections,
+            max_bytes: args.egress_max_bytes,
+            connect_timeout: std::time::Duration::from_millis(args.egress_connect_timeout_ms),
+        },
         toolchains_dir: args
             .toolchains_dir
             .unwrap_or_else(|| args.data_dir.join("toolchains")),

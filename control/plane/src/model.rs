@@ -36,6 +36,10 @@ pub mod limits {
     pub const MAX_ENV_NAME: usize = 256;
     /// Most bytes of all environment names and values together.
     pub const MAX_ENV_BYTES: usize = 128 << 10;
+    /// Most entries of a Function's egress allowlist.
+    pub const MAX_EGRESS_RULES: usize = 64;
+    /// Longest egress rule, in bytes.
+    pub const MAX_EGRESS_RULE: usize = 300;
 }
 
 /// A point in time, in milliseconds since the Unix epoch; RFC 3339 in JSON.
@@ -267,6 +271,10 @@ pub struct Function {
     pub max_instances: u32,
     /// How long one invocation may run, in milliseconds.
     pub timeout_ms: u64,
+    /// Where its invocations may open connections (`host:port` patterns and CIDRs); empty:
+    /// anywhere the platform's policy allows. An fnvm extension.
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -301,6 +309,11 @@ pub struct FunctionSpec {
     /// Invocation timeout in milliseconds (default 30 s).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Where its invocations may open connections: `host:port` patterns (`api.example.com:443`,
+    /// `*.example.com:*`) and CIDRs (`203.0.113.0/24`, with an optional `:port`); empty (the
+    /// default): anywhere the platform's egress policy allows.
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
 }
 
 fn default_max_memory() -> u64 {
@@ -323,6 +336,7 @@ impl Default for FunctionSpec {
             max_memory: DEFAULT_MAX_MEMORY,
             max_instances: DEFAULT_MAX_INSTANCES,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -404,6 +418,31 @@ impl FunctionSpec {
                 "environment",
                 format!("more than {} bytes in all", limits::MAX_ENV_BYTES),
             ));
+        }
+        if self.egress_allow.len() > limits::MAX_EGRESS_RULES {
+            return Err(ValidationError::new(
+                "egressAllow",
+                format!("more than {} rules", limits::MAX_EGRESS_RULES),
+            ));
+        }
+        for (i, rule) in self.egress_allow.iter().enumerate() {
+            if rule.is_empty()
+                || rule.len() > limits::MAX_EGRESS_RULE
+                || !rule.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(ValidationError::new(
+                    format!("egressAllow[{i}]"),
+                    format!(
+                        "a rule is a `host:port` pattern or a CIDR: printable ASCII without \
+                         spaces, at most {} bytes",
+                        limits::MAX_EGRESS_RULE
+                    ),
+                ));
+            }
+            // The worker parses them with the same parser: what passes here applies there.
+            if let Err(why) = fnvm_hostcalls::net::policy::Rule::parse(rule) {
+                return Err(ValidationError::new(format!("egressAllow[{i}]"), why));
+            }
         }
         if !(limits::MIN_MEMORY..=limits::MAX_MEMORY).contains(&self.max_memory) {
             return Err(ValidationError::new(
@@ -568,6 +607,7 @@ mod tests {
             max_memory: DEFAULT_MAX_MEMORY,
             max_instances: 1,
             timeout_ms: 30_000,
+            egress_allow: Vec::new(),
             created_at: Timestamp(1_764_590_400_123),
             updated_at: Timestamp(0),
         };
@@ -646,6 +686,30 @@ mod tests {
             }),
             "name"
         );
+        assert_eq!(
+            bad(FunctionSpec {
+                egress_allow: vec!["ok.example:443".into(), "two words".into()],
+                ..ok.clone()
+            }),
+            "egressAllow[1]"
+        );
+        assert_eq!(
+            bad(FunctionSpec {
+                egress_allow: vec!["10.0.0.0/99".into()],
+                ..ok.clone()
+            }),
+            "egressAllow[0]"
+        );
+        assert_eq!(
+            bad(FunctionSpec {
+                egress_allow: vec!["a:1".into(); limits::MAX_EGRESS_RULES + 1],
+                ..ok.clone()
+            }),
+            "egressAllow"
+        );
+        let spec: FunctionSpec =
+            serde_json::from_str(r#"{"egressAllow": ["10.0.0.0/8"]}"#).unwrap();
+        assert_eq!(spec.egress_allow, ["10.0.0.0/8"]);
         assert!(serde_json::from_str::<FunctionSpec>(r#"{"maxMemroy": 1}"#).is_err());
     }
 

@@ -65,6 +65,15 @@ pub struct ServeConfig {
     pub toolchains_dir: PathBuf,
     /// Limits of one server-side build.
     pub build_limits: fnvm_builds::Limits,
+    /// Where functions may open connections beyond the public internet (e.g. loopback, for
+    /// tests), as egress rules (`host:port` patterns, CIDRs).
+    pub egress_allow: Vec<String>,
+    /// Where functions may never connect.
+    pub egress_deny: Vec<String>,
+    /// CA certificates (PEM) trusted by `host_tls_connect` besides the Mozilla roots.
+    pub egress_ca_pem: Vec<u8>,
+    /// Per-invocation limits of outbound connections.
+    pub egress_limits: fnvm_hostcalls::NetLimits,
     /// Threads guest code runs on (and instance slots of the pool).
     pub invoker_threads: usize,
     /// Whether a pool slot is reset by a reset thread after use instead of by the thread that
@@ -110,6 +119,12 @@ pub enum ServeError {
     /// The invoker threads could not be started.
     #[error("starting the invoker threads: {0}")]
     Invoker(#[source] std::io::Error),
+    /// The server's egress rules do not parse.
+    #[error("egress policy: {0}")]
+    Egress(#[from] fnvm_hostcalls::PolicyError),
+    /// The extra CA certificates could not be used.
+    #[error("egress CA certificates: {0}")]
+    EgressCa(#[from] fnvm_hostcalls::TlsConfigError),
 }
 
 impl ServeConfig {
@@ -203,11 +218,21 @@ pub async fn serve(
             let s = pool.stats();
             (s.capacity, s.in_use)
         }));
+        let egress = crate::worker::Egress {
+            policy: fnvm_hostcalls::EgressPolicy::new(
+                &config.egress_allow,
+                &config.egress_deny,
+                &[] as &[String],
+            )?,
+            tls: fnvm_hostcalls::NetConfig::tls_config(&config.egress_ca_pem)?,
+            limits: config.egress_limits,
+        };
         let worker = Arc::new(Worker::new(
             Arc::new(runner),
             public_url,
             config.data_dir.join("artifact-cache"),
             metrics.clone(),
+            egress,
         ));
         // Short jobs may run on all but one of the reactor's threads (none if it has one).
         let reactor_threads = tokio::runtime::Handle::current().metrics().num_workers();

@@ -259,9 +259,11 @@ async fn functions_are_scoped_by_owner(db: &TestDb) -> R {
         max_memory: 4 << 30,
         max_instances: 1024,
         timeout_ms: 900_000,
+        egress_allow: vec!["api.example.com:443".into(), "10.0.0.0/8".into()],
         ..FunctionSpec::default()
     };
     let a1 = st.create_function("org-a", &sp).await?;
+    assert_eq!(a1.egress_allow, sp.egress_allow);
     assert_eq!(
         (a1.owner_id.as_str(), a1.name.as_deref()),
         ("org-a", Some("a1"))
@@ -304,6 +306,7 @@ async fn replace_is_all_or_nothing(db: &TestDb) -> R {
     let mut sp = spec("before");
     sp.tag = Some("t".into());
     sp.environment = BTreeMap::from([("A".into(), "1".into())]);
+    sp.egress_allow = vec!["*.example.com:*".into()];
     let f = st.create_function("org", &sp).await?;
     tick().await;
     // Every field is replaced: absent ones take their defaults.
@@ -318,6 +321,7 @@ async fn replace_is_all_or_nothing(db: &TestDb) -> R {
         (None, None, Some("d"))
     );
     assert!(r.environment.is_empty());
+    assert!(r.egress_allow.is_empty());
     assert_eq!((r.max_memory, r.max_instances), (1 << 20, 1));
     assert_eq!(r.created_at, f.created_at);
     assert!(r.updated_at > f.updated_at);

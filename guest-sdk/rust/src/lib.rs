@@ -19,7 +19,8 @@
 //! ```
 //!
 //! [`raw`] has small helpers for the default (raw) mode, where stdin is the body, stdout the
-//! response body and the request comes as CGI-style environment variables.
+//! response body and the request comes as CGI-style environment variables. [`net`] opens
+//! outbound TCP and TLS connections (`Read + Write` streams) through fnvm's host functions.
 //!
 //! The crate has no dependencies at all (its JSON and base64 are its own, small and strict), so
 //! that it builds offline with an empty cargo registry, and it never panics on bad input.
@@ -29,6 +30,7 @@
 mod base64;
 pub mod http;
 mod json;
+pub mod net;
 mod query;
 pub mod raw;
 

@@ -9,6 +9,7 @@ mod builds;
 mod endpoint;
 mod guests;
 mod journey;
+mod net;
 mod outages;
 mod refusals;
 mod reliability;

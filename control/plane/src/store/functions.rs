@@ -11,7 +11,7 @@ use std::time::Duration;
 macro_rules! function_columns {
     () => {
         "id, owner_id, name, description, tag, environment, max_memory, max_instances, \
-         timeout_ms, created_at, updated_at"
+         timeout_ms, created_at, updated_at, egress_allow"
     };
 }
 
@@ -26,6 +26,9 @@ fn function_from_row(row: &AnyRow) -> Result<Function, StoreError> {
     let environment: String = r.get("environment")?;
     let environment: BTreeMap<String, String> =
         serde_json::from_str(&environment).map_err(|e| r.corrupt("environment", e))?;
+    let egress_allow: String = r.get("egress_allow")?;
+    let egress_allow: Vec<String> =
+        serde_json::from_str(&egress_allow).map_err(|e| r.corrupt("egress_allow", e))?;
     Ok(Function {
         id: r.id(),
         owner_id: r.get("owner_id")?,
@@ -36,6 +39,7 @@ fn function_from_row(row: &AnyRow) -> Result<Function, StoreError> {
         max_memory: r.u64("max_memory")?,
         max_instances: r.u32("max_instances")?,
         timeout_ms: r.u64("timeout_ms")?,
+        egress_allow,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })
@@ -56,6 +60,7 @@ fn release_from_row(row: &AnyRow) -> Result<Release, StoreError> {
 /// A spec's stored values (checked to fit before anything is written).
 struct StoredSpec {
     environment: String,
+    egress_allow: String,
     max_memory: i64,
     max_instances: i64,
     timeout_ms: i64,
@@ -68,6 +73,12 @@ impl StoredSpec {
             environment: serde_json::to_string(&spec.environment).map_err(|e| {
                 StoreError::Corrupt {
                     what: "environment to store".into(),
+                    detail: e.to_string(),
+                }
+            })?,
+            egress_allow: serde_json::to_string(&spec.egress_allow).map_err(|e| {
+                StoreError::Corrupt {
+                    what: "egress rules to store".into(),
                     detail: e.to_string(),
                 }
             })?,
@@ -96,7 +107,7 @@ impl MetadataStore {
         let row = sqlx::query(concat!(
             "INSERT INTO functions (",
             function_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ",
             function_columns!()
         ))
         .bind(new_id())
@@ -109,6 +120,7 @@ impl MetadataStore {
         .bind(stored.max_instances)
         .bind(stored.timeout_ms)
         .bind(at)
+        .bind(stored.egress_allow)
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::query("create_function"))?;
@@ -158,8 +170,8 @@ impl MetadataStore {
         let stored = StoredSpec::new(spec)?;
         let row = sqlx::query(concat!(
             "UPDATE functions SET name = $1, description = $2, tag = $3, environment = $4, \
-             max_memory = $5, max_instances = $6, timeout_ms = $7, updated_at = $8 \
-             WHERE owner_id = $9 AND id = $10 RETURNING ",
+             max_memory = $5, max_instances = $6, timeout_ms = $7, updated_at = $8, \
+             egress_allow = $11 WHERE owner_id = $9 AND id = $10 RETURNING ",
             function_columns!()
         ))
         .bind(spec.name.as_deref())
@@ -172,6 +184,7 @@ impl MetadataStore {
         .bind(now())
         .bind(owner)
         .bind(id)
+        .bind(stored.egress_allow)
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("replace_function"))?;

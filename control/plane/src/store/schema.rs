@@ -139,6 +139,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 4,
+        name: "a Function's egress allowlist",
+        statements: &[
+            // A JSON array of rules; empty: the platform's policy alone.
+            "ALTER TABLE functions ADD COLUMN egress_allow TEXT NOT NULL DEFAULT '[]'",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

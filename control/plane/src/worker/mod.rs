@@ -54,17 +54,44 @@ pub struct FunctionState {
     pub environment: CStrings,
     /// Its series in `/metrics`.
     pub metrics: Arc<FunctionMetrics>,
+    /// Its outbound connections: the server's egress policy with its own allowlist; `None`
+    /// (no connection at all) if that list does not parse, which the API prevents.
+    pub net: Option<fnvm_hostcalls::NetConfig>,
+}
+
+/// The server's side of every Function's egress: its policy lists, the TLS roots and the
+/// per-invocation limits.
+#[derive(Clone, Debug)]
+pub struct Egress {
+    /// The server's allow and deny lists (a Function's allowlist is added per Function).
+    pub policy: fnvm_hostcalls::EgressPolicy,
+    /// The TLS client configuration (Mozilla roots plus the operator's CAs).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Connections, bytes, connect timeout, per invocation.
+    pub limits: fnvm_hostcalls::NetLimits,
 }
 
 impl FunctionState {
-    fn new(f: Function, metrics: &Metrics) -> FunctionState {
+    fn new(f: Function, metrics: &Metrics, egress: &Egress) -> FunctionState {
         let (args, environment) = respond::packed_args_and_environment(&f);
+        let net = match egress.policy.with_function_allow(&f.egress_allow) {
+            Ok(policy) => Some(fnvm_hostcalls::NetConfig {
+                policy: Arc::new(policy),
+                limits: egress.limits,
+                tls: egress.tls.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(function = %f.id, error = %e, "worker: egress rules refused; no connections");
+                None
+            }
+        };
         FunctionState {
             instances: Arc::new(Semaphore::new(f.max_instances as usize)),
             runs: invoker::RunHistory::default(),
             args,
             environment,
             metrics: metrics.function(&f.id),
+            net,
             function: f,
         }
     }
@@ -94,6 +121,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Guests' stderr on its way to the metadata store.
     pub logs: Arc<logs::LogBuffer>,
+    /// Where functions may connect, and how much.
+    egress: Egress,
 }
 
 impl Worker {
@@ -104,8 +133,10 @@ impl Worker {
         public_url: String,
         cache_dir: PathBuf,
         metrics: Arc<Metrics>,
+        egress: Egress,
     ) -> Worker {
         Worker {
+            egress,
             runner,
             table: RwLock::new(Table::default()),
             public_url: public_url.trim_end_matches('/').to_string(),
@@ -224,7 +255,7 @@ async fn sync(
                 // Unchanged: keep it (and the instances in use).
                 Some(s) if s.function == f => s.clone(),
                 // Changed: new settings; requests in flight keep the permits they hold.
-                _ => Arc::new(FunctionState::new(f, &worker.metrics)),
+                _ => Arc::new(FunctionState::new(f, &worker.metrics, &worker.egress)),
             };
             states.insert(state.function.id.clone(), state);
         }

@@ -258,6 +258,7 @@ pub fn invocation(call: &Call, f: &FunctionState, output_limit: usize) -> Invoca
             ..InstanceLimits::default()
         },
         output_limit,
+        net: f.net.clone(),
         ..Invocation::default()
     }
 }
