@@ -452,13 +452,7 @@ fn random_calls_never_panic() {
             .trace(true)
             .trace_limit(1 << 16),
     );
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rnd = super::xorshift(0x9e37_79b9_7f4a_7c15);
     for b in g.mem.iter_mut() {
         *b = rnd() as u8;
     }
@@ -467,16 +461,7 @@ fn random_calls_never_panic() {
         if matches!(h.name, "proc_exit" | "host_halt" | "poll_oneoff") {
             continue;
         }
-        let args: Vec<u64> = h
-            .params
-            .iter()
-            .map(|_| match rnd() % 4 {
-                0 => rnd() % 8,
-                1 => rnd() % MEM as u64,
-                2 => rnd() as u32 as u64,
-                _ => rnd(),
-            })
-            .collect();
+        let args = super::random_args(h, MEM as u64, &mut rnd);
         let r = g.call_in(h.module, h.name, &args);
         let e = r.unwrap_or_else(|e| panic!("round {round}: {} -> {e:?}", h.name));
         assert!(e <= 76, "{} returned {e}", h.name);

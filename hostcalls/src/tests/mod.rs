@@ -235,3 +235,32 @@ fn fdflags_constants_match_witx() {
     assert_eq!(oflags::TRUNC, 8);
     assert_eq!(rights::SOCK_ACCEPT, 1 << 29);
 }
+
+/// A xorshift generator for the randomized tests (no `rand`), seeded.
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// Random arguments for hostcall `h`: small numbers, offsets in the guest memory, any 32-bit
+/// or 64-bit value, in equal parts.
+pub(crate) fn random_args(
+    h: &crate::Hostcall,
+    mem_len: u64,
+    rnd: &mut impl FnMut() -> u64,
+) -> Vec<u64> {
+    h.params
+        .iter()
+        .map(|_| match rnd() % 4 {
+            0 => rnd() % 8,
+            1 => rnd() % mem_len,
+            2 => rnd() as u32 as u64,
+            _ => rnd(),
+        })
+        .collect()
+}

@@ -723,13 +723,7 @@ fn random_calls_on_sockets_never_panic() {
     let (_quiet, _) = l.accept().unwrap();
     let (mut chatty, _) = l.accept().unwrap();
     chatty.write_all(&[7; 4096]).unwrap();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rnd = super::xorshift(0x2545_f491_4f6c_dd1d);
     for b in g.mem.iter_mut() {
         *b = rnd() as u8;
     }
@@ -741,16 +735,7 @@ fn random_calls_on_sockets_never_panic() {
         ) {
             continue;
         }
-        let args: Vec<u64> = h
-            .params
-            .iter()
-            .map(|_| match rnd() % 4 {
-                0 => rnd() % 8,
-                1 => rnd() % MEM as u64,
-                2 => rnd() as u32 as u64,
-                _ => rnd(),
-            })
-            .collect();
+        let args = super::random_args(h, MEM as u64, &mut rnd);
         // Anything that waits stops at a deadline just ahead.
         g.deadline = Deadline::at(Instant::now() + Duration::from_millis(2));
         match g.call_in(h.module, h.name, &args) {
