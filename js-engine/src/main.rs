@@ -3,11 +3,12 @@
 //!
 //! - `fnvm_preinit` (export): reads the user's script from stdin, creates the runtime and the
 //!   context, installs the API (src/prelude.js: `console`, `TextEncoder`/`TextDecoder`,
-//!   `atob`/`btoa`, `process.env`), evaluates the script as a global script and requires it to
-//!   define `trigger_http(request)` and/or `main(input)`. fnvm-preinit runs it once and snapshots
-//!   the memory, so every invocation starts with the script evaluated. It reads neither the
-//!   environment (wasi-libc caches it on first use) nor the clocks; `Math.random` is reseeded
-//!   per invocation.
+//!   `atob`/`btoa`, `process.env`, `net.WasiTcpConn`), evaluates the script as a global script
+//!   and requires it to define `trigger_http(request)` and/or `main(input)`, and not to have
+//!   tried to connect (there is no network at build time). fnvm-preinit runs it once and
+//!   snapshots the memory, so every invocation starts with the script evaluated. It reads
+//!   neither the environment (wasi-libc caches it on first use) nor the clocks; `Math.random` is
+//!   reseeded per invocation.
 //! - `_start` (`main`): one invocation from the snapshot: `FNVM_TRIGGER=http` runs the HTTP
 //!   trigger ABI (request JSON on stdin, response JSON on stdout), otherwise the raw mode
 //!   (`main(input)` with stdin as a string, or `trigger_http` with a request built from the CGI

@@ -138,6 +138,145 @@
     globalThis.atob = (s) => String.fromCharCode(...native.b64decode(String(s)));
   }
 
+  // --- net: outbound sockets (fnvm's host_tcp_connect / host_tls_connect) ---------------------
+  // The natives block (reads wait for data until the invocation's deadline); the Promises are
+  // settled when returned. The network exists only in invocations: `run` sets `invoking`, and a
+  // connection attempted while the script is evaluated at build time fails the build (`check`).
+  let invoking = false;
+  let buildTimeConnect = null;
+  // WASI errnos: name and what it means for a connection (hostcalls/NET.md).
+  const ERRNOS = {
+    2: ["EACCES", "refused by the egress policy"],
+    6: ["EAGAIN", "resource temporarily unavailable"],
+    8: ["EBADF", "the connection is closed"],
+    13: ["ECONNABORTED", "the server's TLS certificate failed verification"],
+    14: ["ECONNREFUSED", "connection refused"],
+    15: ["ECONNRESET", "connection reset by the server"],
+    19: ["EDQUOT", "the invocation's network byte budget is spent"],
+    21: ["EFAULT", "bad address"],
+    23: ["EHOSTUNREACH", "the host name does not resolve"],
+    28: ["EINVAL", "invalid argument (the address must be host:port, the hostname a DNS name or an IP)"],
+    29: ["EIO", "input/output error"],
+    33: ["EMFILE", "too many connections open in this invocation"],
+    38: ["ENETDOWN", "network is down"],
+    40: ["ENETUNREACH", "network unreachable"],
+    53: ["ENOTCONN", "not connected"],
+    57: ["ENOTSOCK", "not a socket"],
+    58: ["ENOTSUP", "not supported"],
+    64: ["EPIPE", "broken pipe (the server closed the connection)"],
+    65: ["EPROTO", "TLS protocol error"],
+    73: ["ETIMEDOUT", "connecting timed out"],
+    76: ["ENOTCAPABLE", "this function has no network access (egress is not enabled for it)"],
+  };
+  function netError(errno, what) {
+    const [code, text] = ERRNOS[errno] || [`E${errno}`, `WASI errno ${errno}`];
+    const e = new Error(`${code}: ${text} (${what})`);
+    e.code = code;
+    e.errno = errno;
+    return e;
+  }
+  // Runs `f` now: its value or exception as a settled Promise.
+  const settle = (f) => {
+    try {
+      return Promise.resolve(f());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+
+  class WasiTcpConn {
+    #fd;
+    #closed = false;
+    constructor(token, fd, address, hostname) {
+      if (token !== CONN) throw new TypeError("use net.WasiTcpConn.connect(address)");
+      this.#fd = fd;
+      this.address = address;
+      this.tls = hostname !== undefined;
+      if (this.tls) this.hostname = hostname;
+    }
+
+    // connect(address) for TCP; connect(address, {tls: true, hostname}) for TLS.
+    static connect(address, options) {
+      address = String(address);
+      const tls = !!(options && options.tls);
+      const hostname = tls ? (options.hostname == null ? "" : String(options.hostname)) : undefined;
+      const what = `${tls ? "connectTls" : "connect"} ${address}`;
+      if (!invoking) {
+        buildTimeConnect = buildTimeConnect || address;
+        throw new Error(`net.WasiTcpConn.${what}: there is no network while the script is ` +
+          "evaluated at build time; connect inside trigger_http or main");
+      }
+      return settle(() => {
+        const r = native.netConnect(address, hostname);
+        if (r < 0) throw netError(-r, what);
+        return new WasiTcpConn(CONN, r, address, hostname);
+      });
+    }
+
+    // connectTls(address, hostname?): as connect(address, {tls: true, hostname}).
+    static connectTls(address, hostname) {
+      return WasiTcpConn.connect(address, { tls: true, hostname });
+    }
+
+    #open(what) {
+      if (this.#closed) throw netError(8, `${what} ${this.address}`);
+      return this.#fd;
+    }
+
+    // 1 to `max` bytes (64 KiB by default, 16 MiB at most) as soon as some are there; empty at
+    // the end of the stream.
+    read(max) {
+      return settle(() => {
+        const r = native.netRead(this.#open("read"), max === undefined ? 65536 : Number(max));
+        if (typeof r === "number") throw netError(r, `read from ${this.address}`);
+        return r;
+      });
+    }
+
+    // Everything until the end of the stream.
+    readAll() {
+      return settle(() => {
+        const r = native.netReadAll(this.#open("readAll"));
+        if (typeof r === "number") throw netError(r, `read from ${this.address}`);
+        return r;
+      });
+    }
+
+    // Everything until the end of the stream, decoded as UTF-8.
+    text() {
+      return this.readAll().then((b) => native.utf8decode(b));
+    }
+
+    // Sends all of `data` (a string as UTF-8, or bytes): the byte count.
+    write(data) {
+      return settle(() => {
+        const fd = this.#open("write");
+        const b = typeof data === "string" ? native.utf8encode(data) : bytes(data);
+        if (!b) throw new TypeError("write: data must be a string, a Uint8Array or an ArrayBuffer");
+        const r = native.netWrite(fd, b);
+        if (r < 0) throw netError(-r, `write to ${this.address}`);
+        return r;
+      });
+    }
+
+    // No more writes: the server reads the end of the stream (TLS: close_notify).
+    closeWrite() {
+      return settle(() => {
+        const e = native.netShutdown(this.#open("closeWrite"), 2);
+        if (e !== 0) throw netError(e, `closeWrite ${this.address}`);
+      });
+    }
+
+    // Closes the connection (again: nothing). Every connection is closed when the invocation ends.
+    close() {
+      if (this.#closed) return;
+      this.#closed = true;
+      native.netClose(this.#fd);
+    }
+  }
+  const CONN = Symbol("WasiTcpConn");
+  globalThis.net = { WasiTcpConn };
+
   // --- requests and responses ----------------------------------------------------------------
   function bytes(v) {
     if (v instanceof Uint8Array) return v;
@@ -270,6 +409,7 @@
 
   // One invocation: returns stdout's content (a string or bytes), or a Promise of it.
   function run(trigger, input, env) {
+    invoking = true;
     process.env = env;
     const http = handler("trigger_http");
     const mainFn = handler("main");
@@ -293,6 +433,10 @@
   }
 
   function check() {
+    if (buildTimeConnect !== null) {
+      return `the script connected to ${buildTimeConnect} while it was evaluated at build time, ` +
+        "where there is no network: open connections inside trigger_http or main (per invocation)";
+    }
     if (!handler("trigger_http") && !handler("main")) {
       return "the script defines neither `function trigger_http(request)` nor `function main(input)`";
     }
