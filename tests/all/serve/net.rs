@@ -2,11 +2,12 @@
 //! `fetch` guest, `fnvm_guest::net`) fetches a page from a local HTTPS server (a test CA made
 //! with rcgen, trusted through `--egress-ca-file`) and returns it over HTTP; plain TCP the
 //! same; loopback is refused without the operator's `--egress-allow`, and a Function's own
-//! allowlist narrows what the server allows.
+//! allowlist narrows what the server allows; a real PostgreSQL client (the rust-postgres
+//! project's protocol crate, SCRAM-SHA-256) in a function queries the Debian PostgreSQL.
 
 use super::endpoint::call;
 use super::*;
-use crate::wasi::{guest, RUST};
+use crate::wasi::{guest, RUST, RUST_NET};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -181,4 +182,48 @@ fn loopback_is_refused_without_the_operators_allow() {
     );
     assert_eq!(s, 400, "{body}");
     assert_eq!(body["field"], "egressAllow[0]", "{body}");
+}
+
+#[test]
+fn a_function_queries_postgresql_with_a_real_client() {
+    // postgres://user:password@127.0.0.1:port/database
+    let url = super::services::postgres_url();
+    let rest = url.strip_prefix("postgres://").expect("a postgres:// URL");
+    let (credentials, rest) = rest.split_once('@').expect("credentials");
+    let (user, password) = credentials.split_once(':').expect("a password");
+    let (address, database) = rest.split_once('/').expect("a database");
+    let database = database.split('?').next().unwrap_or(database);
+    let server = Server::start(
+        "net-postgres",
+        Backends::embedded(),
+        &["--egress-allow", "127.0.0.0/8"],
+    );
+    let token = server.token(Some("org-n"));
+    let wasm = std::fs::read(guest(RUST_NET, "pgquery")).unwrap();
+    let settings = |query: &str, password: &str| {
+        serde_json::json!({
+            "timeoutMs": 10000,
+            "environment": {
+                "PG_ADDRESS": address, "PG_USER": user, "PG_PASSWORD": password,
+                "PG_DATABASE": database, "PG_QUERY": query,
+            }
+        })
+        .to_string()
+    };
+    let run = |settings: String| {
+        let fid = server.deploy_function("org-n", &token, &settings, &wasm);
+        let (status, _, body) = call("GET", &format!("{}/{fid}", server.http()), &[], b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(
+        run(settings(
+            "SELECT 1 + 1, 'fnvm', NULL UNION ALL SELECT 3, current_user, 'x'",
+            password
+        )),
+        (200, format!("2|fnvm|NULL\n3|{user}|x\n"))
+    );
+    // A wrong password: the server's refusal, through SCRAM.
+    let (status, body) = run(settings("SELECT 1", "not-the-password"));
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("password authentication failed"), "{body}");
 }
