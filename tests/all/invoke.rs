@@ -1,7 +1,7 @@
 //! Invocations through `fnvm_dataplane::Runner`, the path both `fnvm run` and the worker take:
 //! isolation between invocations that share one pool slot (memory, globals, file descriptors,
 //! preopens, environment), the debug report built in-process, a deadline ending a guest blocked
-//! in a hostcall, and traces that never show a host address.
+//! in a hostcall or on a socket, and traces that never show a host address.
 
 use fnvm_dataplane::{Invocation, Runner, RunnerConfig, Status, Trigger};
 use fnvm_hostcalls::Stdin;
@@ -351,5 +351,79 @@ fn no_dmesg_line_shows_a_host_address() {
             .collect();
         assert_eq!(ids.len(), 1, "{d}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A guest blocked reading a socket whose peer never sends ends at the invocation's deadline
+/// with the deadline trap, and the socket is closed when the invocation ends (the peer sees the
+/// end of the stream), though the guest never closed it.
+#[test]
+fn a_guest_blocked_on_a_socket_ends_at_the_deadline() {
+    let dir = temp_dir("socket-deadline");
+    let runner = runner(&dir.join("cache"));
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "fnvm" "host_tcp_connect" (func $connect (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            ;; The address from stdin at 0, the fd at 64, an iovec at 80, nread at 96.
+            (i32.store (i32.const 80) (i32.const 0))
+            (i32.store (i32.const 84) (i32.const 64))
+            (if (call $read (i32.const 0) (i32.const 80) (i32.const 1) (i32.const 96))
+              (then (call $exit (i32.const 2))))
+            (if (call $connect (i32.const 0) (i32.load (i32.const 96)) (i32.const 0) (i32.const 64))
+              (then (call $exit (i32.const 3))))
+            (i32.store (i32.const 80) (i32.const 256))
+            (i32.store (i32.const 84) (i32.const 16))
+            (drop (call $read (i32.load (i32.const 64)) (i32.const 80) (i32.const 1) (i32.const 96)))
+            (call $exit (i32.const 4))))"#,
+    )
+    .unwrap();
+    let f = runner.load(&wasm).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let net = fnvm_hostcalls::NetConfig {
+        policy: std::sync::Arc::new(
+            fnvm_hostcalls::EgressPolicy::new(&["127.0.0.0/8"], &[] as &[&str], &[] as &[&str])
+                .unwrap(),
+        ),
+        limits: fnvm_hostcalls::NetLimits::default(),
+        tls: fnvm_hostcalls::NetConfig::tls_config(b"").unwrap(),
+    };
+    let timeout = std::time::Duration::from_millis(300);
+    let t = std::time::Instant::now();
+    let out = runner
+        .invoke(
+            &f,
+            Invocation {
+                stdin: Stdin::Bytes(address.into_bytes()),
+                net: Some(net),
+                limits: fnvm_runtime::InstanceLimits {
+                    timeout: Some(timeout),
+                    ..fnvm_runtime::InstanceLimits::default()
+                },
+                ..Invocation::default()
+            },
+        )
+        .unwrap();
+    let took = t.elapsed();
+    match &out.status {
+        Status::Trapped(trap) => assert!(trap.is_deadline(), "{trap}"),
+        other => panic!("expected the deadline trap, got {other:?}"),
+    }
+    assert!(
+        took >= timeout - std::time::Duration::from_millis(20),
+        "{took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(out.run_waited);
+    // The connection the guest left open is closed: the peer reads the end of the stream.
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(std::io::Read::read(&mut peer, &mut buf).unwrap(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
