@@ -133,7 +133,7 @@ c_works() {
 build_c() {
     local dir=$src/c names=() f
     for f in "$dir"/*.c; do names+=("$(basename "$f" .c)"); done
-    if up_to_date c "${names[@]}" -- "$dir" "$sdk/c/fnvm_http.h"; then
+    if up_to_date c "${names[@]}" -- "$dir" "$sdk/c/fnvm_http.h" "$sdk/c/fnvm_net.h"; then
         say "c: up to date"
         return
     fi

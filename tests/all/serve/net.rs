@@ -1,5 +1,5 @@
-//! Outbound connections end to end: a function deployed through the platform (the Rust
-//! `fetch` guest, `fnvm_guest::net`) fetches a page from a local HTTPS server (a test CA made
+//! Outbound connections end to end: a function deployed through the platform (the `fetch`
+//! guest, in Rust with `fnvm_guest::net` and in C with `fnvm_net.h`) fetches a page from a local HTTPS server (a test CA made
 //! with rcgen, trusted through `--egress-ca-file`) and returns it over HTTP; plain TCP the
 //! same; loopback is refused without the operator's `--egress-allow`, and a Function's own
 //! allowlist narrows what the server allows; a real PostgreSQL client (the rust-postgres
@@ -7,7 +7,7 @@
 
 use super::endpoint::call;
 use super::*;
-use crate::wasi::{guest, RUST, RUST_NET};
+use crate::wasi::{guest, Lang, C, RUST, RUST_NET};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -86,9 +86,14 @@ fn tls_server() -> (Arc<rustls::ServerConfig>, String) {
     (Arc::new(config), ca_cert.pem())
 }
 
-/// Deploys the `fetch` guest with its environment, and calls it once.
+/// Deploys the Rust `fetch` guest with its environment, and calls it once.
 fn fetch(server: &Server, token: &str, settings: &str) -> (u16, String) {
-    let wasm = std::fs::read(guest(RUST, "fetch")).unwrap();
+    fetch_in(RUST, server, token, settings)
+}
+
+/// The same with the `fetch` guest of `lang`.
+fn fetch_in(lang: Lang, server: &Server, token: &str, settings: &str) -> (u16, String) {
+    let wasm = std::fs::read(guest(lang, "fetch")).unwrap();
     let fid = server.deploy_function("org-n", token, settings, &wasm);
     let (status, _, body) = call("GET", &format!("{}/{fid}", server.http()), &[], b"");
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -126,6 +131,15 @@ fn a_function_fetches_a_page_over_tls_and_returns_it() {
     );
     assert_eq!(
         fetch(&server, &token, &env(format!("127.0.0.1:{http}"), false)),
+        (200, "a page over TCP".to_string())
+    );
+    // The same from C, with fnvm_net.h and plain read()/write().
+    assert_eq!(
+        fetch_in(C, &server, &token, &env(format!("127.0.0.1:{https}"), true)),
+        (200, "a page over TLS".to_string())
+    );
+    assert_eq!(
+        fetch_in(C, &server, &token, &env(format!("127.0.0.1:{http}"), false)),
         (200, "a page over TCP".to_string())
     );
     // A name the host resolves, allowed by the server's rule on its address.
