@@ -5,35 +5,12 @@
 
 mod common;
 
-use common::{js_engine, limits, runner, TempDir};
-use fnvm_dataplane::{Invocation, Outcome, PreparedModule, Runner, Status};
+use common::{build, js_engine, limits, Function, TempDir};
+use fnvm_dataplane::{Invocation, Outcome, Status};
 use fnvm_hostcalls::{CStrings, Stdin};
 use fnvm_preinit::javascript::build_function;
 use fnvm_preinit::PreinitError;
 use serde_json::{json, Value};
-
-struct Function {
-    runner: Runner,
-    prepared: PreparedModule,
-    log: String,
-    _dir: TempDir,
-}
-
-/// Builds `script` and loads it; `None` when the engine is unavailable (outside CI).
-fn build(name: &str, script: &str) -> Option<Function> {
-    let engine = js_engine()?;
-    let dir = TempDir::new(name);
-    let (wasm, log) = build_function(engine, script.as_bytes(), &limits(&dir))
-        .unwrap_or_else(|e| panic!("building {name}: {e}"));
-    let runner = runner(&dir);
-    let prepared = runner.load(&wasm).expect("loading the snapshot");
-    Some(Function {
-        runner,
-        prepared,
-        log,
-        _dir: dir,
-    })
-}
 
 fn build_err(name: &str, script: &str) -> Option<PreinitError> {
     let engine = js_engine()?;

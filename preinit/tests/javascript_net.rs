@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{js_engine, limits, runner, TempDir};
-use fnvm_dataplane::{Invocation, PreparedModule, Runner, Status};
+use common::{build, js_engine, limits, Function, TempDir};
+use fnvm_dataplane::{Invocation, Status};
 use fnvm_hostcalls::{CStrings, EgressPolicy, NetConfig, NetLimits, Stdin};
 use fnvm_preinit::javascript::build_function;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -16,27 +16,6 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-struct Function {
-    runner: Runner,
-    prepared: PreparedModule,
-    _dir: TempDir,
-}
-
-/// Builds `script` and loads it; `None` when the engine is unavailable (outside CI).
-fn build(name: &str, script: &str) -> Option<Function> {
-    let engine = js_engine()?;
-    let dir = TempDir::new(name);
-    let (wasm, _log) = build_function(engine, script.as_bytes(), &limits(&dir))
-        .unwrap_or_else(|e| panic!("building {name}: {e}"));
-    let runner = runner(&dir);
-    let prepared = runner.load(&wasm).expect("loading the snapshot");
-    Some(Function {
-        runner,
-        prepared,
-        _dir: dir,
-    })
-}
 
 /// Egress to loopback allowed (`allow_loopback`) or refused by default, trusting `ca_pem`.
 fn net(allow_loopback: bool, ca_pem: &[u8]) -> NetConfig {

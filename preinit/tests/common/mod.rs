@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use fnvm_dataplane::{Runner, RunnerConfig};
+use fnvm_dataplane::{PreparedModule, Runner, RunnerConfig};
 use fnvm_preinit::Limits;
 use fnvm_runtime::PoolConfig;
 use std::path::{Path, PathBuf};
@@ -90,4 +90,29 @@ pub fn js_engine() -> Option<&'static [u8]> {
             }
         })
         .as_deref()
+}
+
+/// A JavaScript function built and loaded, with what its script printed at build time.
+pub struct Function {
+    pub runner: Runner,
+    pub prepared: PreparedModule,
+    pub log: String,
+    pub _dir: TempDir,
+}
+
+/// Builds `script` and loads it; `None` when the engine is unavailable (outside CI).
+pub fn build(name: &str, script: &str) -> Option<Function> {
+    let engine = js_engine()?;
+    let dir = TempDir::new(name);
+    let (wasm, log) =
+        fnvm_preinit::javascript::build_function(engine, script.as_bytes(), &limits(&dir))
+            .unwrap_or_else(|e| panic!("building {name}: {e}"));
+    let runner = runner(&dir);
+    let prepared = runner.load(&wasm).expect("loading the snapshot");
+    Some(Function {
+        runner,
+        prepared,
+        log,
+        _dir: dir,
+    })
 }
