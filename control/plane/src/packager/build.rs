@@ -26,6 +26,12 @@ enum Recipe {
     JavaScript(Vec<u8>),
 }
 
+/// A recipe with what it needs read: the JavaScript engine's bytes.
+enum Input {
+    Toolchain(Language, Source),
+    JavaScript { engine: Vec<u8>, script: Vec<u8> },
+}
+
 /// The recipe for a release of `platform` whose upload is `bytes`: an archive (gzip or zip,
 /// by their magic numbers) is a project, anything else one source file.
 fn recipe(platform: Platform, bytes: Vec<u8>) -> Result<Recipe, Failed> {
@@ -143,8 +149,9 @@ async fn build(
 ) -> Result<Outcome, (String, String)> {
     let toolchains = config.toolchains.clone();
     let limits = config.build_limits.clone();
-    // The key first: the toolchain's version (or the engine's hash) is part of it.
-    let (key, recipe) = match recipe {
+    // The key first: the toolchain's version (or the engine's hash) is part of it. The
+    // engine is read once, for the key and for the build.
+    let (key, input) = match recipe {
         Recipe::Toolchain(language, source) => {
             let t = toolchains.clone();
             let version = tokio::task::spawn_blocking(move || t.version(language))
@@ -152,12 +159,12 @@ async fn build(
                 .map_err(|e| (format!("the build stopped: {e}"), String::new()))?
                 .map_err(build_error)?;
             let key = fnvm_builds::input_hash(language, &source, &version);
-            (key, Recipe::Toolchain(language, source))
+            (key, Input::Toolchain(language, source))
         }
         Recipe::JavaScript(script) => {
             let engine = js_engine(config).await?;
             let key = hash_parts(&[b"javascript", &engine, &script]);
-            (key, Recipe::JavaScript(script))
+            (key, Input::JavaScript { engine, script })
         }
     };
     match artifacts.get_artifact(&key, compat).await {
@@ -173,16 +180,15 @@ async fn build(
         Ok(None) => {}
         Err(e) => return Err((format!("reading the artifact store: {e}"), String::new())),
     }
-    let built = match recipe {
-        Recipe::Toolchain(language, source) => tokio::task::spawn_blocking(move || {
+    let built = match input {
+        Input::Toolchain(language, source) => tokio::task::spawn_blocking(move || {
             fnvm_builds::build(language, &source, &toolchains, &limits)
                 .map(|b| (b.wasm, b.log))
                 .map_err(build_error)
         })
         .await
         .map_err(|e| (format!("the build stopped: {e}"), String::new()))??,
-        Recipe::JavaScript(script) => {
-            let engine = js_engine(config).await?;
+        Input::JavaScript { engine, script } => {
             let js_limits = config.js_limits.clone();
             tokio::task::spawn_blocking(move || {
                 fnvm_preinit::javascript::build_function(&engine, &script, &js_limits)
