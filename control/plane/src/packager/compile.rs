@@ -67,7 +67,10 @@ pub(super) async fn compile(
     };
     let status = status.map_err(|e| io("waiting for the compiler", e))?;
     if !status.success() {
-        let text = String::from_utf8_lossy(&messages);
+        // The compiler names its input by path: the user sees "the module", not where the
+        // server keeps its files.
+        let text =
+            String::from_utf8_lossy(&messages).replace(&input.display().to_string(), "the module");
         let text = text.trim();
         let reason = if text.is_empty() {
             match status.code() {
