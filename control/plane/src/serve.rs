@@ -74,7 +74,8 @@ pub struct ServeConfig {
     pub egress_ca_pem: Vec<u8>,
     /// Per-invocation limits of outbound connections.
     pub egress_limits: fnvm_hostcalls::NetLimits,
-    /// Threads guest code runs on (and instance slots of the pool).
+    /// Invoker threads guest code runs on (the pool has a slot for each of them and for each
+    /// reactor thread that may run a short job).
     pub invoker_threads: usize,
     /// Whether a pool slot is reset by a reset thread after use instead of by the thread that
     /// used it (inline, after the response went out: the default, cheaper on a busy worker).
@@ -200,10 +201,20 @@ pub async fn serve(
 
     if config.roles.worker {
         let threads = config.invoker_threads.max(1);
+        // Short jobs may run on all but one of the reactor's threads (none if it has one).
+        let reactor_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        let inline_slots = if config.http.inline_short_jobs {
+            reactor_threads.saturating_sub(1)
+        } else {
+            0
+        };
+        // A slot for every thread that may run a guest at once, and as many again for slots
+        // waiting on the reset thread: a thread that finds no free slot spins, then sleeps.
+        let slots = (threads + inline_slots) * if config.background_reset { 2 } else { 1 };
         let runner = Runner::new(RunnerConfig {
             cache_dir: config.data_dir.join("cache"),
             pool: fnvm_runtime::PoolConfig {
-                slots: u32::try_from(threads).unwrap_or(u32::MAX),
+                slots: u32::try_from(slots).unwrap_or(u32::MAX),
                 max_memory_pages: 65536,
                 // A busy worker is the normal case: by default the invoking thread resets the
                 // slot after the response went out, instead of handing every slot to a reset
@@ -234,13 +245,6 @@ pub async fn serve(
             metrics.clone(),
             egress,
         ));
-        // Short jobs may run on all but one of the reactor's threads (none if it has one).
-        let reactor_threads = tokio::runtime::Handle::current().metrics().num_workers();
-        let inline_slots = if config.http.inline_short_jobs {
-            reactor_threads.saturating_sub(1)
-        } else {
-            0
-        };
         let invoker = Arc::new(Invoker::new(threads, inline_slots).map_err(ServeError::Invoker)?);
         tasks.spawn(worker::run(
             store.clone(),
