@@ -47,6 +47,22 @@ for component in clippy rustfmt; do
     fi
 done
 
+# The Pulsar client (the `pulsar` crate) and tests/pulsar-test-broker generate their protobuf code
+# at build time with prost-build, which runs `protoc`: Debian's protobuf-compiler provides it.
+if ! command -v protoc >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing protobuf-compiler (protoc)"
+        sudo_cmd=()
+        if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+        "${sudo_cmd[@]}" apt-get update -qq
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
+    else
+        echo "setup: protoc is missing and apt-get is not available to install it" >&2
+        exit 1
+    fi
+fi
+
 spec_dir="${FNVM_SPEC_DIR:-../shared/wasm-spec-testsuite}"
 if [ ! -d "$spec_dir" ]; then
     echo "setup: note: spec scripts not found at $spec_dir (set FNVM_SPEC_DIR); the spec tests need them"
