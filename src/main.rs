@@ -169,6 +169,16 @@ struct ServeArgs {
     /// Milliseconds a request waits for one of its function's instances (503 after).
     #[arg(long, default_value_t = 1000)]
     instance_wait_ms: u64,
+    /// Largest request body of an asynchronous invocation (`?async`), in bytes: it is stored
+    /// until it runs (413 beyond).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_async_request_bytes: u64,
+    /// Unfinished asynchronous invocations a function may have (429 beyond).
+    #[arg(long, default_value_t = 100_000)]
+    max_queued_invocations: u64,
+    /// Seconds finished asynchronous invocations (results, dead letters) are kept.
+    #[arg(long, default_value_t = 86_400)]
+    invocation_retention_secs: u64,
     /// Milliseconds a client may take to send a request's head (the connection is closed after).
     #[arg(long, default_value_t = 10_000)]
     header_timeout_ms: u64,
@@ -492,6 +502,7 @@ fn serve_config(
         invoker_threads: 4,
         background_reset: false,
         http: fnvm_control::worker::http::HttpConfig::default(),
+        queue: fnvm_control::delivery::queue::QueueConfig::default(),
     }
 }
 
@@ -567,6 +578,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
             inline_short_jobs: args.inline_short_jobs,
             ..fnvm_control::worker::http::HttpConfig::default()
+        },
+        queue: fnvm_control::delivery::queue::QueueConfig {
+            max_request_bytes: args.max_async_request_bytes,
+            max_unfinished: args.max_queued_invocations,
+            retention: std::time::Duration::from_secs(args.invocation_retention_secs),
+            ..fnvm_control::delivery::queue::QueueConfig::default()
         },
         ..serve_config(args.data_dir, args.database_url)
     };

@@ -3,12 +3,14 @@
 //! store, [`artifacts`]), who may touch them ([`auth`]), how an upload becomes something a
 //! worker can run ([`packager`]), the HTTP API that clients and the CLI talk to ([`api`]), the
 //! worker's side of a deployment ([`worker`]: loading it through the data plane and reporting
-//! it `READY`), and `fnvm serve` wiring the roles together ([`serve`]). The roles (api, worker)
-//! talk only through the two stores, so that they can run on different machines.
+//! it `READY`; serving it over HTTP), event delivery ([`delivery`]: asynchronous invocations,
+//! retried, dead-lettered), and `fnvm serve` wiring the roles together ([`serve`]). The roles
+//! (api, worker) talk only through the two stores, so that they can run on different machines.
 
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod delivery;
 pub mod metrics;
 pub mod model;
 pub mod packager;

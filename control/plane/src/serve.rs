@@ -6,6 +6,7 @@
 use crate::api::{self, ApiConfig, ApiState};
 use crate::artifacts::{ArtifactStore, ArtifactStoreError};
 use crate::auth::UploadSigner;
+use crate::delivery::queue::{AsyncQueue, QueueConfig};
 use crate::metrics::Metrics;
 use crate::packager::{self, PackagerConfig};
 use crate::store::{MetadataStore, StoreError};
@@ -82,6 +83,9 @@ pub struct ServeConfig {
     pub background_reset: bool,
     /// Limits of the worker's HTTP endpoint.
     pub http: HttpConfig,
+    /// Settings of asynchronous invocations (`concurrency` and `max_response_bytes` are taken
+    /// from the invoker threads and `http`).
+    pub queue: crate::delivery::queue::QueueConfig,
 }
 
 /// Why `fnvm serve` could not start or stopped.
@@ -265,10 +269,25 @@ pub async fn serve(
             })?;
         let addr = listener.local_addr().unwrap_or(config.http_listen);
         tracing::info!(%addr, threads, "worker role: functions served over HTTP");
+        let queue = AsyncQueue::new(
+            store.clone(),
+            &node,
+            QueueConfig {
+                concurrency: threads,
+                max_response_bytes: config.http.max_response_bytes,
+                ..config.queue.clone()
+            },
+        );
+        tasks.spawn(crate::delivery::queue::run(
+            queue.clone(),
+            worker.clone(),
+            invoker.clone(),
+        ));
         tasks.spawn(worker::http::serve(
             listener,
             worker,
             invoker,
+            queue,
             config.http.clone(),
             stopped(),
         ));

@@ -167,6 +167,9 @@ macro_rules! both {
     )*};
 }
 
+#[path = "store/queue.rs"]
+mod queue;
+
 both!(
     functions_are_scoped_by_owner,
     replace_is_all_or_nothing,

@@ -5,6 +5,7 @@
 //! server killed with SIGKILL in the middle of deploys, restarted, with nothing acknowledged
 //! lost and nothing stuck.
 
+mod async_invocations;
 mod builds;
 mod endpoint;
 mod guests;

@@ -1,12 +1,13 @@
 //! The HTTP API under `/v4/functions`, as the real platform's clients call it: Functions,
-//! Deployments (with their signed upload URL and `/trigger`), Releases, the operators' view of
-//! deployments by status, `/openapi.json` and `/healthz`. Handlers are thin: they check who is
-//! asking ([`Org`]), parse and validate, and call the stores; the errors they return
-//! ([`ApiError`]) are JSON with the status a client can act on.
+//! Deployments (with their signed upload URL and `/trigger`), Releases, asynchronous
+//! invocations, the operators' view of deployments by status, `/openapi.json` and `/healthz`.
+//! Handlers are thin: they check who is asking ([`Org`]), parse and validate, and call the
+//! stores; the errors they return ([`ApiError`]) are JSON with the status a client can act on.
 
 mod deployments;
 mod error;
 mod functions;
+mod invocations;
 mod openapi;
 mod uploads;
 
@@ -219,6 +220,18 @@ pub fn router(state: ApiState) -> Router {
         .route(
             &format!("{org}/{{functionId}}/deployments/{{deploymentId}}/logs"),
             get(deployments::build_log),
+        )
+        .route(
+            &format!("{org}/{{functionId}}/invocations"),
+            get(invocations::list),
+        )
+        .route(
+            &format!("{org}/{{functionId}}/invocations/{{invocationId}}"),
+            get(invocations::get),
+        )
+        .route(
+            &format!("{org}/{{functionId}}/invocations/{{invocationId}}/retry"),
+            post(invocations::retry),
         )
         .route(
             &format!("{org}/{{functionId}}/releases"),

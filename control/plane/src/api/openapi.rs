@@ -1,10 +1,11 @@
 //! `GET /openapi.json`: the API described from the handlers' own annotations (utoipa), so the
 //! document cannot drift from the routes.
 
-use super::{deployments, functions, uploads};
+use super::{deployments, functions, invocations, uploads};
 use crate::model::{
-    Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec, LogEntry, NewDeployment,
-    Platform, Release,
+    Accepted, BodyEncoding, Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec,
+    Invocation, InvocationResult, InvocationStatus, LogEntry, NewDeployment, Platform, Release,
+    RequestSummary,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -19,11 +20,12 @@ use utoipa::{Modify, OpenApi};
         deployments::list, deployments::create, deployments::get, deployments::update,
         deployments::delete, deployments::trigger, deployments::list_releases,
         deployments::get_release, deployments::by_status, deployments::build_log,
-        uploads::upload,
+        uploads::upload, invocations::get, invocations::list, invocations::retry,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
         DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment,
-        deployments::DeploymentLog)),
+        deployments::DeploymentLog, Invocation, InvocationStatus, InvocationResult, BodyEncoding,
+        RequestSummary, Accepted)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

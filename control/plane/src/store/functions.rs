@@ -11,7 +11,7 @@ use std::time::Duration;
 macro_rules! function_columns {
     () => {
         "id, owner_id, name, description, tag, environment, max_memory, max_instances, \
-         timeout_ms, created_at, updated_at, egress_allow"
+         timeout_ms, created_at, updated_at, egress_allow, max_attempts, retry_backoff_ms"
     };
 }
 
@@ -40,6 +40,8 @@ fn function_from_row(row: &AnyRow) -> Result<Function, StoreError> {
         max_instances: r.u32("max_instances")?,
         timeout_ms: r.u64("timeout_ms")?,
         egress_allow,
+        max_attempts: r.u32("max_attempts")?,
+        retry_backoff_ms: r.u64("retry_backoff_ms")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })
@@ -64,6 +66,8 @@ struct StoredSpec {
     max_memory: i64,
     max_instances: i64,
     timeout_ms: i64,
+    max_attempts: i64,
+    retry_backoff_ms: i64,
 }
 
 impl StoredSpec {
@@ -85,6 +89,8 @@ impl StoredSpec {
             max_memory: to_db("maxMemory", spec.max_memory)?,
             max_instances: i64::from(spec.max_instances),
             timeout_ms: to_db("timeoutMs", spec.timeout_ms)?,
+            max_attempts: i64::from(spec.max_attempts),
+            retry_backoff_ms: to_db("retryBackoffMs", spec.retry_backoff_ms)?,
         })
     }
 }
@@ -107,7 +113,7 @@ impl MetadataStore {
         let row = sqlx::query(concat!(
             "INSERT INTO functions (",
             function_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13) RETURNING ",
             function_columns!()
         ))
         .bind(new_id())
@@ -121,6 +127,8 @@ impl MetadataStore {
         .bind(stored.timeout_ms)
         .bind(at)
         .bind(stored.egress_allow)
+        .bind(stored.max_attempts)
+        .bind(stored.retry_backoff_ms)
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::query("create_function"))?;
@@ -171,7 +179,8 @@ impl MetadataStore {
         let row = sqlx::query(concat!(
             "UPDATE functions SET name = $1, description = $2, tag = $3, environment = $4, \
              max_memory = $5, max_instances = $6, timeout_ms = $7, updated_at = $8, \
-             egress_allow = $11 WHERE owner_id = $9 AND id = $10 RETURNING ",
+             egress_allow = $11, max_attempts = $12, retry_backoff_ms = $13 \
+             WHERE owner_id = $9 AND id = $10 RETURNING ",
             function_columns!()
         ))
         .bind(spec.name.as_deref())
@@ -185,6 +194,8 @@ impl MetadataStore {
         .bind(owner)
         .bind(id)
         .bind(stored.egress_allow)
+        .bind(stored.max_attempts)
+        .bind(stored.retry_backoff_ms)
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("replace_function"))?;

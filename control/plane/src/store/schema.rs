@@ -147,6 +147,41 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE functions ADD COLUMN egress_allow TEXT NOT NULL DEFAULT '[]'",
         ],
     },
+    Migration {
+        version: 5,
+        name: "asynchronous invocations, a Function's delivery attempts",
+        statements: &[
+            "ALTER TABLE functions ADD COLUMN max_attempts BIGINT NOT NULL DEFAULT 3",
+            "ALTER TABLE functions ADD COLUMN retry_backoff_ms BIGINT NOT NULL DEFAULT 1000",
+            // The durable queue of asynchronous invocations and their results. `status` is
+            // QUEUED (due at `run_after`), RUNNING (by `lease_holder` until `lease_until`: a
+            // lapsed lease is claimable again), SUCCEEDED or DEAD. `attempts` counts the
+            // deliveries begun; the delivery settings are the Function's when it was queued.
+            // `request` and `result` are JSON.
+            "CREATE TABLE invocations (
+                id TEXT PRIMARY KEY,
+                function_id TEXT NOT NULL REFERENCES functions (id) ON DELETE CASCADE,
+                owner_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts BIGINT NOT NULL,
+                max_attempts BIGINT NOT NULL,
+                retry_backoff_ms BIGINT NOT NULL,
+                run_after BIGINT NOT NULL,
+                lease_holder TEXT,
+                lease_until BIGINT,
+                request TEXT NOT NULL,
+                result TEXT,
+                last_error TEXT,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )",
+            // What workers claim: due queued ones, and running ones whose lease lapsed.
+            "CREATE INDEX invocations_due ON invocations (status, run_after)",
+            "CREATE INDEX invocations_by_function ON invocations (function_id, status, created_at, id)",
+            // What the collector removes: finished ones, oldest first.
+            "CREATE INDEX invocations_by_update ON invocations (updated_at)",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

@@ -4,10 +4,16 @@
 //! slow client holds no instance), then an instance permit of the Function is taken (bounded
 //! wait, then 503), and the invocation runs on an invoker thread; the reactor meanwhile keeps
 //! accepting. Every response carries a receipt, `Fnvm-Invocation`, saying what it cost.
+//! `?async` queues the invocation instead ([`crate::delivery::queue`]) and answers `202` once
+//! it is stored.
 
+use super::execute::{self, receipt_value};
 use super::invoker::{Dispatched, Invoker};
 use super::respond::{self, Answer, Call};
 use super::Worker;
+use crate::delivery::queue::{self, AsyncQueue};
+use crate::model::{Accepted, Function, InvocationRequest};
+use crate::store::Enqueued;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt as _;
 use http_body_util::{BodyExt, Full};
@@ -16,7 +22,6 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +68,7 @@ impl Default for HttpConfig {
 struct Endpoint {
     worker: Arc<Worker>,
     invoker: Arc<Invoker>,
+    queue: Arc<AsyncQueue>,
     config: HttpConfig,
     /// Invocation ids: a random prefix of this process and a counter.
     id_prefix: u32,
@@ -74,6 +80,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     worker: Arc<Worker>,
     invoker: Arc<Invoker>,
+    queue: Arc<AsyncQueue>,
     config: HttpConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -82,6 +89,7 @@ pub async fn serve(
     let endpoint = Arc::new(Endpoint {
         worker,
         invoker,
+        queue,
         config,
         id_prefix: u32::from_le_bytes(prefix),
         next_id: AtomicU64::new(1),
@@ -157,26 +165,32 @@ impl std::fmt::Display for InvocationId {
     }
 }
 
-/// A receipt as a header value (ids and numbers: always a valid one).
-fn receipt_value(text: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(text))
-        .unwrap_or_else(|_| HeaderValue::from_static("unavailable"))
+/// fnvm's own query parameters of a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Modes {
+    /// `debug`: answer the debug report.
+    debug: bool,
+    /// `trigger=http`: the structured HTTP trigger.
+    http_trigger: bool,
+    /// `async`: queue the invocation, answer 202 at once.
+    queued: bool,
 }
 
-/// Splits fnvm's own query parameters (`debug`, `trigger=http`) from the function's.
-fn split_query(query: Option<&str>) -> (bool, bool, String) {
-    let (mut debug, mut http) = (false, false);
+/// Splits fnvm's own query parameters (`debug`, `trigger=http`, `async`) from the function's.
+fn split_query(query: Option<&str>) -> (Modes, String) {
+    let mut modes = Modes::default();
     let mut rest = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match (k, v) {
-            ("debug", _) => debug = true,
-            ("trigger", "http") => http = true,
+            ("debug", _) => modes.debug = true,
+            ("trigger", "http") => modes.http_trigger = true,
             ("trigger", _) => {}
+            ("async", _) => modes.queued = true,
             _ => rest.push(pair),
         }
     }
-    (debug, http, rest.join("&"))
+    (modes, rest.join("&"))
 }
 
 impl Endpoint {
@@ -203,7 +217,7 @@ impl Endpoint {
             );
         };
         let fm = state.metrics.clone();
-        let (debug, http_trigger, query) = split_query(req.uri().query());
+        let (modes, query) = split_query(req.uri().query());
         let path_info = path_info.to_string();
         let (parts, body) = req.into_parts();
         let head_bytes: usize = respond::uri_len(&parts.uri)
@@ -225,13 +239,32 @@ impl Endpoint {
                 None,
             );
         }
-        let body = match self.read_body(body, &parts.headers).await {
+        let max_body = if modes.queued {
+            self.queue.config.max_request_bytes
+        } else {
+            self.config.max_body_bytes
+        };
+        let body = match self.read_body(body, &parts.headers, max_body).await {
             Ok(b) => b,
             Err(a) => {
                 fm.status(a.status);
                 return response(a, None);
             }
         };
+        if modes.queued {
+            let request = queue::request_of(
+                &parts.method,
+                &path_info,
+                &query,
+                &parts.headers,
+                &body,
+                modes.debug,
+                modes.http_trigger,
+            );
+            let a = self.enqueue(&state.function, &request).await;
+            fm.status(a.status);
+            return response(a, None);
+        }
         // Most requests find a free instance: no timer then.
         let permit = match state.instances.clone().try_acquire_owned() {
             Ok(p) => Some(p),
@@ -263,59 +296,23 @@ impl Endpoint {
             query,
             headers: parts.headers,
             body,
-            debug,
-            http_trigger,
+            debug: modes.debug,
+            http_trigger: modes.http_trigger,
         };
         let mut invocation = respond::invocation(&call, &state, self.config.max_response_bytes);
         invocation.measure_cpu = state.runs.wants_cpu_time();
         let id = InvocationId(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let short = self.config.inline_short_jobs && state.runs.is_short();
-        let worker = self.worker.clone();
-        let job = move |reply: &mut dyn FnMut((Answer, HeaderValue))| {
-            let _permit = permit;
-            let _in_use = state.metrics.instance();
-            let runner = worker.runner().clone();
-            let mut replied = false;
-            let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
-                state.runs.record(
-                    outcome.instantiate_time + outcome.run_time,
-                    outcome.run_cpu_time,
-                    outcome.run_waited,
-                );
-                state.metrics.instantiate.observe(outcome.instantiate_time);
-                state.metrics.run.observe(outcome.run_time);
-                if !outcome.stderr.is_empty() {
-                    worker.logs.push(
-                        &state.function.id,
-                        &served.deployment.id,
-                        &id.to_string(),
-                        &outcome.stderr,
-                    );
-                }
-                let mut receipt = String::with_capacity(160);
-                let _ = write!(
-                    receipt,
-                    "id={id}, deployment={}, instantiate_us={}, run_us={}",
-                    served.deployment.id,
-                    outcome.instantiate_time.as_micros(),
-                    outcome.run_time.as_micros(),
-                );
-                if let Some(cpu) = outcome.run_cpu_time {
-                    let _ = write!(receipt, ", cpu_us={}", cpu.as_micros());
-                }
-                let _ = write!(
-                    receipt,
-                    ", pages={}, hostcalls={}",
-                    outcome.memory_pages, outcome.hostcalls,
-                );
-                let answer = respond::answer(&mut outcome, &call, &served, &state.function);
-                replied = true;
-                reply((answer, receipt_value(receipt)));
-            });
-            if let (Err(e), false) = (result, replied) {
-                reply((respond::answer_error(&e), receipt_value(format!("id={id}"))));
-            }
-        };
+        let job = execute::job(
+            self.worker.clone(),
+            served,
+            state,
+            call,
+            invocation,
+            permit,
+            id,
+            false,
+        );
         let reply = match self.invoker.dispatch(job, short) {
             Ok(Dispatched::Inline(reply)) => {
                 self.worker.metrics.job(true);
@@ -330,23 +327,63 @@ impl Endpoint {
                 return response(Answer::text(503, "the worker is shutting down\n"), None);
             }
         };
-        let (answer, receipt) = reply.unwrap_or_else(|| {
-            (
+        let (answer, receipt) = match reply {
+            Some(e) => (e.answer, e.receipt),
+            None => (
                 Answer::text(500, "the invocation ended without an answer\n"),
                 receipt_value(format!("id={id}")),
-            )
-        });
+            ),
+        };
         fm.status(answer.status);
         fm.total.observe(start.elapsed());
         response(answer, Some(receipt))
     }
 
-    /// Reads a whole body within the size and time limits.
-    async fn read_body(&self, mut body: Incoming, headers: &HeaderMap) -> Result<Bytes, Answer> {
+    /// Queues an asynchronous invocation; the answer says where to follow it.
+    async fn enqueue(&self, f: &Function, request: &InvocationRequest) -> Answer {
+        match self.queue.enqueue(f, request).await {
+            Ok(Enqueued::Queued(inv)) => {
+                let accepted = Accepted {
+                    status_path: format!(
+                        "/v4/functions/organisations/{}/functions/{}/invocations/{}",
+                        f.owner_id, f.id, inv.id
+                    ),
+                    id: inv.id,
+                    status: inv.status,
+                };
+                let mut a = Answer::text(202, serde_json::to_vec(&accepted).unwrap_or_default());
+                a.content_type = Some(HeaderValue::from_static("application/json"));
+                a
+            }
+            Ok(Enqueued::Full) => Answer::text(
+                429,
+                format!(
+                    "the function already has {} unfinished asynchronous invocations; retry later\n",
+                    self.queue.config.max_unfinished
+                ),
+            )
+            .with("retry-after", "10"),
+            Ok(Enqueued::NoFunction) => {
+                Answer::text(404, "no function is served here under that id\n")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "worker: queueing an invocation");
+                Answer::text(503, "the invocation could not be queued; retry shortly\n")
+                    .with("retry-after", "1")
+            }
+        }
+    }
+
+    /// Reads a whole body of at most `max` bytes within the time limits.
+    async fn read_body(
+        &self,
+        mut body: Incoming,
+        headers: &HeaderMap,
+        max: u64,
+    ) -> Result<Bytes, Answer> {
         if body.is_end_stream() {
             return Ok(Bytes::new());
         }
-        let max = self.config.max_body_bytes;
         let too_large = || {
             Answer::text(
                 413,
@@ -417,15 +454,23 @@ mod tests {
 
     #[test]
     fn fnvm_parameters_leave_the_query() {
-        assert_eq!(split_query(None), (false, false, String::new()));
+        let m = |debug, http_trigger, queued| Modes {
+            debug,
+            http_trigger,
+            queued,
+        };
+        assert_eq!(split_query(None), (m(false, false, false), String::new()));
         assert_eq!(
             split_query(Some("debug&trigger=http&x=1&y")),
-            (true, true, "x=1&y".into())
+            (m(true, true, false), "x=1&y".into())
         );
-        assert_eq!(split_query(Some("debug=1")), (true, false, String::new()));
         assert_eq!(
-            split_query(Some("trigger=pulsar&a=b")),
-            (false, false, "a=b".into())
+            split_query(Some("debug=1")),
+            (m(true, false, false), String::new())
+        );
+        assert_eq!(
+            split_query(Some("trigger=pulsar&a=b&async")),
+            (m(false, false, true), "a=b".into())
         );
     }
 }

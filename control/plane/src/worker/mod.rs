@@ -8,10 +8,11 @@
 //! requests in flight finish on the old one, which is released after them. When the stores are
 //! unreachable it keeps serving what it has.
 //!
-//! Parts: [`http`] (the endpoint: routing, bodies, limits), [`invoker`] (the threads guest code
-//! runs on, never the reactor's), [`respond`] (modes and status mapping), [`logs`] (guests'
-//! stderr, per function, into the metadata store).
+//! Parts: [`http`] (the endpoint: routing, bodies, limits), [`execute`] (one call as a job),
+//! [`invoker`] (the threads guest code runs on, never the reactor's), [`respond`] (modes and
+//! status mapping), [`logs`] (guests' stderr, per function, into the metadata store).
 
+pub mod execute;
 pub mod http;
 pub mod invoker;
 pub mod logs;
@@ -157,6 +158,19 @@ impl Worker {
         let served = table.serving.get(function_id)?.clone();
         let state = table.functions.get(function_id)?.clone();
         Some((served, state))
+    }
+
+    /// The Functions this worker serves (a `READY` deployment loaded), with their timeouts.
+    pub fn served_functions(&self) -> Vec<(String, Duration)> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .serving
+            .keys()
+            .filter_map(|id| {
+                let f = &table.functions.get(id)?.function;
+                Some((id.clone(), Duration::from_millis(f.timeout_ms)))
+            })
+            .collect()
     }
 
     /// Ids of the deployments loaded.

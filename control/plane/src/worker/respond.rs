@@ -400,6 +400,28 @@ fn trigger_response(stdout: &[u8]) -> Result<Answer, String> {
     })
 }
 
+/// Why a finished invocation failed, for event deliveries (which retry and dead-letter
+/// failures): a non-zero exit, a trap, the deadline, output over the limit, or a malformed
+/// structured response. `None`: it succeeded (a structured response of any status is the
+/// function's answer, not a failure). Call before [`answer`], which takes the output.
+pub fn failure(outcome: &Outcome, call: &Call, f: &Function) -> Option<String> {
+    if outcome.stdout_overflowed {
+        return Some("the function's output is larger than the worker's limit".into());
+    }
+    match &outcome.status {
+        Status::Exited(0) if call.http_trigger => trigger_response(&outcome.stdout)
+            .err()
+            .map(|why| format!("malformed response: {why}")),
+        Status::Exited(0) => None,
+        Status::Exited(code) => Some(format!("the function exited with code {code}")),
+        Status::Trapped(t) if t.is_deadline() => Some(format!(
+            "deadline exceeded: the function ran longer than its timeoutMs ({} ms)",
+            f.timeout_ms
+        )),
+        Status::Trapped(t) => Some(format!("trap: {t}")),
+    }
+}
+
 /// The client's answer to a finished invocation.
 pub fn answer(outcome: &mut Outcome, call: &Call, served: &Served, f: &Function) -> Answer {
     if call.debug {

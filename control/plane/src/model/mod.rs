@@ -1,7 +1,15 @@
 //! The control plane's resources as the API shows them: Functions, Deployments and Releases,
-//! their statuses and platforms, and the validation of what clients send. Field names and
-//! values follow what the real platform's clients send (`../shared/spec/clever-functions-api.md`):
-//! camelCase fields, SCREAMING_SNAKE_CASE enums, RFC 3339 times.
+//! their statuses and platforms, and the validation of what clients send (asynchronous
+//! invocations in `invocation`). Field names and values follow what the real platform's clients
+//! send (`../shared/spec/clever-functions-api.md`): camelCase fields, SCREAMING_SNAKE_CASE
+//! enums, RFC 3339 times.
+
+mod invocation;
+
+pub use invocation::{
+    Accepted, BodyEncoding, Invocation, InvocationRequest, InvocationResult, InvocationStatus,
+    RequestSummary,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +23,11 @@ pub const DEFAULT_MAX_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_MAX_INSTANCES: u32 = 1;
 /// Default `timeoutMs`: 30 s.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default `maxAttempts` of an event (an asynchronous invocation, a Pulsar message): the first
+/// delivery and two retries, as most FaaS platforms do.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default `retryBackoffMs`: the wait before the first retry (doubling after each).
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1000;
 
 /// Bounds on what a Function may ask for.
 pub mod limits {
@@ -38,6 +51,11 @@ pub mod limits {
     pub const MAX_ENV_BYTES: usize = 128 << 10;
     /// Most entries of a Function's egress allowlist.
     pub const MAX_EGRESS_RULES: usize = 64;
+    /// Most deliveries of one event.
+    pub const MAX_ATTEMPTS: u32 = 100;
+    /// Shortest and longest first retry delay, in milliseconds.
+    pub const MIN_RETRY_BACKOFF_MS: u64 = 10;
+    pub const MAX_RETRY_BACKOFF_MS: u64 = 3_600_000;
     /// Longest egress rule, in bytes.
     pub const MAX_EGRESS_RULE: usize = 300;
 }
@@ -275,6 +293,14 @@ pub struct Function {
     /// anywhere the platform's policy allows. An fnvm extension.
     #[serde(default)]
     pub egress_allow: Vec<String>,
+    /// How many times an event (an asynchronous invocation, a Pulsar message) is delivered
+    /// before it is dead-lettered. An fnvm extension.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The wait before an event's first retry, in milliseconds (doubling after each). An fnvm
+    /// extension.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -314,10 +340,23 @@ pub struct FunctionSpec {
     /// default): anywhere the platform's egress policy allows.
     #[serde(default)]
     pub egress_allow: Vec<String>,
+    /// Deliveries of an event (an asynchronous invocation, a Pulsar message) before it is
+    /// dead-lettered (default 3: the first and two retries; at most 100).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Milliseconds before an event's first retry, doubling after each (default 1000).
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
 }
 
 fn default_max_memory() -> u64 {
     DEFAULT_MAX_MEMORY
+}
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+fn default_retry_backoff_ms() -> u64 {
+    DEFAULT_RETRY_BACKOFF_MS
 }
 fn default_max_instances() -> u32 {
     DEFAULT_MAX_INSTANCES
@@ -337,6 +376,8 @@ impl Default for FunctionSpec {
             max_instances: DEFAULT_MAX_INSTANCES,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             egress_allow: Vec::new(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
         }
     }
 }
@@ -458,6 +499,24 @@ impl FunctionSpec {
             return Err(ValidationError::new(
                 "maxInstances",
                 format!("must be between 1 and {}", limits::MAX_INSTANCES),
+            ));
+        }
+        if !(1..=limits::MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(ValidationError::new(
+                "maxAttempts",
+                format!("must be between 1 and {}", limits::MAX_ATTEMPTS),
+            ));
+        }
+        if !(limits::MIN_RETRY_BACKOFF_MS..=limits::MAX_RETRY_BACKOFF_MS)
+            .contains(&self.retry_backoff_ms)
+        {
+            return Err(ValidationError::new(
+                "retryBackoffMs",
+                format!(
+                    "must be between {} and {}",
+                    limits::MIN_RETRY_BACKOFF_MS,
+                    limits::MAX_RETRY_BACKOFF_MS
+                ),
             ));
         }
         if !(1..=limits::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
@@ -608,6 +667,8 @@ mod tests {
             max_instances: 1,
             timeout_ms: 30_000,
             egress_allow: Vec::new(),
+            max_attempts: 3,
+            retry_backoff_ms: 1000,
             created_at: Timestamp(1_764_590_400_123),
             updated_at: Timestamp(0),
         };

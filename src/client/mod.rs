@@ -4,6 +4,8 @@
 //! file to its signed URL, triggers it and follows its status until `READY` (printing the URL)
 //! or `ERROR` (printing the reason, and exiting non-zero).
 
+mod invocations;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use fnvm_control::model::{
@@ -66,6 +68,13 @@ enum FunctionsCommand {
         /// (repeatable; none: anywhere the platform's policy allows).
         #[arg(long = "egress-allow", value_name = "RULE")]
         egress_allow: Vec<String>,
+        /// Deliveries of an event (an asynchronous invocation, a Pulsar message) before it is
+        /// dead-lettered.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Milliseconds before an event's first retry (doubling after each).
+        #[arg(long)]
+        retry_backoff_ms: Option<u64>,
     },
     /// List the organisation's Functions.
     List,
@@ -96,6 +105,10 @@ enum FunctionsCommand {
         /// The Function.
         function: String,
     },
+    /// Follow asynchronous invocations (`POST /{functionId}?async`): `invocations list
+    /// FUNCTION [--status dead]`, `invocations get FUNCTION ID`, `invocations retry FUNCTION ID`.
+    #[command(subcommand)]
+    Invocations(invocations::InvocationsCommand),
     /// Show what the Function's invocations wrote to stderr (its latest entries).
     Logs {
         /// The Function.
@@ -268,6 +281,8 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
             max_instances,
             timeout_ms,
             egress_allow,
+            max_attempts,
+            retry_backoff_ms,
         } => {
             let d = FunctionSpec::default();
             let spec = FunctionSpec {
@@ -279,6 +294,8 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 max_instances: max_instances.unwrap_or(d.max_instances),
                 timeout_ms: timeout_ms.unwrap_or(d.timeout_ms),
                 egress_allow,
+                max_attempts: max_attempts.unwrap_or(d.max_attempts),
+                retry_backoff_ms: retry_backoff_ms.unwrap_or(d.retry_backoff_ms),
             };
             let f: Function =
                 some(c.send("POST", &c.base(), Some(&serde_json::to_value(&spec)?))?)?;
@@ -330,6 +347,8 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 max_instances: f.max_instances,
                 timeout_ms: f.timeout_ms,
                 egress_allow: f.egress_allow,
+                max_attempts: f.max_attempts,
+                retry_backoff_ms: f.retry_backoff_ms,
             };
             let f: Function = some(c.send("PUT", &url, Some(&serde_json::to_value(&spec)?))?)?;
             print_function(&f, json)?;
@@ -363,6 +382,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 );
             }
         }
+        FunctionsCommand::Invocations(command) => invocations::run(&c, command, json)?,
         FunctionsCommand::Logs { function, follow } => {
             let mut after: Option<String> = None;
             loop {
@@ -428,6 +448,9 @@ fn print_function(f: &Function, json: bool) -> Result<()> {
         ("max memory", f.max_memory.to_string()),
         ("max instances", f.max_instances.to_string()),
         ("timeout ms", f.timeout_ms.to_string()),
+        ("egress allow", f.egress_allow.join(",")),
+        ("max attempts", f.max_attempts.to_string()),
+        ("retry backoff", format!("{} ms", f.retry_backoff_ms)),
         ("created", f.created_at.to_rfc3339()),
         ("updated", f.updated_at.to_rfc3339()),
     ];
