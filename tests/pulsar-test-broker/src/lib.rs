@@ -241,6 +241,7 @@ async fn accept_loop(
                     let signals = connection::Signals {
                         drop_epoch: shared.drop_epoch.subscribe(),
                         shutdown: shared.shutdown.subscribe(),
+                        socket: Some(std::os::fd::AsRawFd::as_raw_fd(&stream)),
                     };
                     let shared = shared.clone();
                     let acceptor = acceptor.clone();
