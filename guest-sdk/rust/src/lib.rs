@@ -1,5 +1,5 @@
-//! `fnvm-guest`: the guest side of fnvm's HTTP trigger, for Rust functions compiled to
-//! `wasm32-wasip1`. The crate root owns the overview and the module list.
+//! `fnvm-guest`: the guest side of fnvm's HTTP and Pulsar triggers, for Rust functions compiled
+//! to `wasm32-wasip1`. The crate root owns the overview and the module list.
 //!
 //! A function called with `?trigger=http` reads the request as one JSON object on stdin and
 //! writes the response as one JSON object on stdout (the ABI, version 1, is described in
@@ -18,6 +18,10 @@
 //! }
 //! ```
 //!
+//! A function behind a Pulsar trigger (structured mode) gets each message as one JSON object on
+//! stdin and says with its exit status whether it consumed it; [`pulsar::consume`] does both
+//! around a handler returning `Result<(), String>` (the ABI is also in `guest-sdk/README.md`).
+//!
 //! [`raw`] has small helpers for the default (raw) mode, where stdin is the body, stdout the
 //! response body and the request comes as CGI-style environment variables. [`net`] opens
 //! outbound TCP and TLS connections (`Read + Write` streams) through fnvm's host functions.
@@ -31,11 +35,15 @@ mod base64;
 pub mod http;
 mod json;
 pub mod net;
+pub mod pulsar;
 mod query;
 pub mod raw;
 
 /// The version of the HTTP trigger ABI this crate speaks.
 pub const ABI_VERSION: u32 = 1;
+
+/// The version of the Pulsar trigger ABI ([`pulsar`]) this crate speaks.
+pub const PULSAR_ABI_VERSION: u32 = 1;
 
 /// A small deterministic generator for the randomized tests (no `rand`: no dependencies).
 #[cfg(test)]
