@@ -5,6 +5,7 @@
 //! or `ERROR` (printing the reason, and exiting non-zero).
 
 mod invocations;
+mod triggers;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -109,6 +110,11 @@ enum FunctionsCommand {
     /// FUNCTION [--status dead]`, `invocations get FUNCTION ID`, `invocations retry FUNCTION ID`.
     #[command(subcommand)]
     Invocations(invocations::InvocationsCommand),
+    /// A Function's event triggers: `trigger pulsar set FUNCTION --url URL --topic TOPIC
+    /// [--regex] [--token-file FILE] [--structured] [--dead-letter-topic TOPIC]`, `trigger
+    /// pulsar get FUNCTION`, `trigger pulsar delete FUNCTION`.
+    #[command(subcommand)]
+    Trigger(triggers::TriggerCommand),
     /// Show what the Function's invocations wrote to stderr (its latest entries).
     Logs {
         /// The Function.
@@ -383,6 +389,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
             }
         }
         FunctionsCommand::Invocations(command) => invocations::run(&c, command, json)?,
+        FunctionsCommand::Trigger(command) => triggers::run(&c, command, json)?,
         FunctionsCommand::Logs { function, follow } => {
             let mut after: Option<String> = None;
             loop {

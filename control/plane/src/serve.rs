@@ -283,6 +283,15 @@ pub async fn serve(
             worker.clone(),
             invoker.clone(),
         ));
+        tasks.spawn(crate::delivery::pulsar::run(
+            store.clone(),
+            worker.clone(),
+            invoker.clone(),
+            crate::delivery::pulsar::PulsarConfig {
+                ca_pem: config.egress_ca_pem.clone(),
+                max_output_bytes: config.http.max_response_bytes,
+            },
+        ));
         tasks.spawn(worker::http::serve(
             listener,
             worker,

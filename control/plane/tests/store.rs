@@ -169,6 +169,8 @@ macro_rules! both {
 
 #[path = "store/queue.rs"]
 mod queue;
+#[path = "store/triggers.rs"]
+mod triggers;
 
 both!(
     functions_are_scoped_by_owner,

@@ -12,6 +12,7 @@ mod guests;
 mod journey;
 mod net;
 mod outages;
+mod pulsar;
 mod refusals;
 mod reliability;
 

@@ -1,6 +1,6 @@
 //! The HTTP API under `/v4/functions`, as the real platform's clients call it: Functions,
-//! Deployments (with their signed upload URL and `/trigger`), Releases, asynchronous
-//! invocations, the operators' view of deployments by status, `/openapi.json` and `/healthz`.
+//! Deployments (with their signed upload URL and `/trigger`), Releases, Pulsar triggers,
+//! asynchronous invocations, the operators' view of deployments by status, `/openapi.json` and `/healthz`.
 //! Handlers are thin: they check who is asking ([`Org`]), parse and validate, and call the
 //! stores; the errors they return ([`ApiError`]) are JSON with the status a client can act on.
 
@@ -9,6 +9,7 @@ mod error;
 mod functions;
 mod invocations;
 mod openapi;
+mod triggers;
 mod uploads;
 
 pub use error::ApiError;
@@ -220,6 +221,12 @@ pub fn router(state: ApiState) -> Router {
         .route(
             &format!("{org}/{{functionId}}/deployments/{{deploymentId}}/logs"),
             get(deployments::build_log),
+        )
+        .route(
+            &format!("{org}/{{functionId}}/trigger-pulsar"),
+            get(triggers::get)
+                .post(triggers::set)
+                .delete(triggers::delete),
         )
         .route(
             &format!("{org}/{{functionId}}/invocations"),

@@ -1,11 +1,11 @@
 //! `GET /openapi.json`: the API described from the handlers' own annotations (utoipa), so the
 //! document cannot drift from the routes.
 
-use super::{deployments, functions, invocations, uploads};
+use super::{deployments, functions, invocations, triggers, uploads};
 use crate::model::{
     Accepted, BodyEncoding, Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec,
-    Invocation, InvocationResult, InvocationStatus, LogEntry, NewDeployment, Platform, Release,
-    RequestSummary,
+    Invocation, InvocationResult, InvocationStatus, LogEntry, NewDeployment, Platform,
+    PulsarTrigger, PulsarTriggerSpec, Release, RequestSummary,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,11 +21,12 @@ use utoipa::{Modify, OpenApi};
         deployments::delete, deployments::trigger, deployments::list_releases,
         deployments::get_release, deployments::by_status, deployments::build_log,
         uploads::upload, invocations::get, invocations::list, invocations::retry,
+        triggers::get, triggers::set, triggers::delete,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
         DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment,
         deployments::DeploymentLog, Invocation, InvocationStatus, InvocationResult, BodyEncoding,
-        RequestSummary, Accepted)),
+        RequestSummary, Accepted, PulsarTrigger, PulsarTriggerSpec)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -1,9 +1,11 @@
 //! Event delivery: running a Function for an event that no client waits on (an asynchronous
-//! invocation today; a Pulsar message shares the same rules), at least once. What the kinds of
+//! invocation, a Pulsar message), at least once. What the kinds of
 //! events share lives here: when a failed delivery is retried (exponential backoff from the
 //! Function's `retryBackoffMs`, with jitter, capped), and what is kept of a delivery's answer
-//! ([`result_of`]). [`queue`] runs the durable queue of asynchronous invocations.
+//! ([`result_of`]). [`queue`] runs the durable queue of asynchronous invocations, [`pulsar`]
+//! the consumers of Pulsar triggers.
 
+pub mod pulsar;
 pub mod queue;
 
 use crate::model::InvocationResult;

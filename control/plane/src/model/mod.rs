@@ -1,15 +1,18 @@
 //! The control plane's resources as the API shows them: Functions, Deployments and Releases,
 //! their statuses and platforms, and the validation of what clients send (asynchronous
-//! invocations in `invocation`). Field names and values follow what the real platform's clients
-//! send (`../shared/spec/clever-functions-api.md`): camelCase fields, SCREAMING_SNAKE_CASE
+//! invocations in `invocation`, Pulsar triggers in `trigger`). Field names and values follow
+//! what the real platform's clients send (`../shared/spec/clever-functions-api.md`): camelCase
+//! fields (snake_case for the Pulsar trigger, as the clients send it), SCREAMING_SNAKE_CASE
 //! enums, RFC 3339 times.
 
 mod invocation;
+mod trigger;
 
 pub use invocation::{
     Accepted, BodyEncoding, Invocation, InvocationRequest, InvocationResult, InvocationStatus,
     RequestSummary,
 };
+pub use trigger::{pulsar_subscription, topic_parts, PulsarTrigger, PulsarTriggerSpec};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

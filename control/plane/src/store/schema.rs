@@ -182,6 +182,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX invocations_by_update ON invocations (updated_at)",
         ],
     },
+    Migration {
+        version: 6,
+        name: "Pulsar triggers",
+        statements: &[
+            // One per Function. The token is sealed (crate::sealed) with the function id as
+            // associated data; booleans are 0/1.
+            "CREATE TABLE pulsar_triggers (
+                function_id TEXT PRIMARY KEY REFERENCES functions (id) ON DELETE CASCADE,
+                owner_id TEXT NOT NULL,
+                pulsar_url TEXT NOT NULL,
+                pulsar_token TEXT,
+                topic TEXT NOT NULL,
+                topic_is_regex BIGINT NOT NULL,
+                structured BIGINT NOT NULL,
+                dead_letter_topic TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

@@ -147,6 +147,12 @@ impl Worker {
         }
     }
 
+    /// The platform's egress policy (what the connections functions and their triggers make
+    /// may reach).
+    pub fn egress_policy(&self) -> &fnvm_hostcalls::EgressPolicy {
+        &self.egress.policy
+    }
+
     /// The URL of a function.
     pub fn url_of(&self, function_id: &str) -> String {
         format!("{}/{function_id}", self.public_url)
