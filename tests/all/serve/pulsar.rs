@@ -358,3 +358,128 @@ fn a_dropping_broker_and_a_killed_worker_lose_nothing_and_a_backlog_stays_bounde
         (total - 500..total).all(|i| seen.contains(&format!("m{i}")))
     });
 }
+
+/// A CA and a `localhost` certificate it signed: (the broker's identity, the CA's PEM).
+fn tls_identity() -> (fnvm_pulsar_test_broker::TlsIdentity, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "fnvm pulsar test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let identity = fnvm_pulsar_test_broker::TlsIdentity {
+        cert_chain_pem: leaf.pem().into_bytes(),
+        private_key_pem: key.serialize_pem().into_bytes(),
+    };
+    (identity, ca_cert.pem())
+}
+
+#[test]
+fn a_pattern_trigger_over_tls_consumes_every_matching_topic_in_raw_mode() {
+    let rt = runtime();
+    let (identity, ca_pem) = tls_identity();
+    let broker = rt
+        .block_on(TestBroker::start(BrokerConfig {
+            tls: Some(identity),
+            ..BrokerConfig::default()
+        }))
+        .unwrap();
+    assert!(broker.url().starts_with("pulsar+ssl://localhost:"));
+    let ca_file = scratch_dir("pulsar-tls-ca").join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let server = Server::start(
+        "pulsar-tls",
+        Backends::embedded(),
+        &[
+            "--egress-allow",
+            "127.0.0.0/8",
+            "--egress-ca-file",
+            ca_file.to_str().unwrap(),
+        ],
+    );
+    let token = server.token(Some(ORG));
+    // Raw mode: the payload is stdin; the mapper guest prints "oops" to stderr for `x...`.
+    let fid = server.deploy_function(ORG, &token, "{}", &super::endpoint::mapper_wasm());
+    let pattern = "persistent://public/default/region-.*";
+    ok(server.cli(
+        ORG,
+        &token,
+        &[
+            "trigger",
+            "pulsar",
+            "set",
+            &fid,
+            "--url",
+            &broker.url(),
+            "--topic",
+            pattern,
+            "--regex",
+        ],
+    ));
+    let sub = format!("fnvm-{fid}");
+    let topics = [
+        "persistent://public/default/region-eu",
+        "persistent://public/default/region-us",
+    ];
+    // Topics exist once named: create them, then wait until the pattern consumer found both.
+    for t in topics {
+        rt.block_on(async {
+            let client: Pulsar<TokioExecutor> = Pulsar::builder(broker.url(), TokioExecutor)
+                .with_certificate_chain(std::fs::read(&ca_file).unwrap())
+                .build()
+                .await
+                .unwrap();
+            drop(client.producer().with_topic(t).build().await.unwrap());
+        });
+    }
+    eventually(&server, 60, "the pattern consumer on both topics", || {
+        topics
+            .iter()
+            .all(|t| stats(&broker, t, &sub).consumers == 1)
+    });
+    // Not a matching name: never consumed.
+    let other = "persistent://public/default/elsewhere";
+    for t in topics.iter().chain([&other]) {
+        rt.block_on(async {
+            let client: Pulsar<TokioExecutor> = Pulsar::builder(broker.url(), TokioExecutor)
+                .with_certificate_chain(std::fs::read(&ca_file).unwrap())
+                .build()
+                .await
+                .unwrap();
+            let mut p = client.producer().with_topic(*t).build().await.unwrap();
+            for _ in 0..5 {
+                p.send_non_blocking(b"x-raw".to_vec())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    eventually(&server, 60, "both topics consumed", || {
+        topics.iter().all(|t| {
+            let s = stats(&broker, t, &sub);
+            s.acked == 5 && s.backlog == 0
+        })
+    });
+    assert!(broker
+        .stats(other)
+        .unwrap()
+        .subscriptions
+        .iter()
+        .all(|s| s.name != sub));
+    // Raw mode: the mapper read `x` from stdin, so it wrote "oops" to stderr, ten times.
+    eventually(&server, 30, "the function's logs", || {
+        log_lines(&server, ORG, &token, &fid)
+            .iter()
+            .filter(|l| *l == "oops")
+            .count()
+            == 10
+    });
+}
