@@ -204,6 +204,13 @@ impl TestBroker {
         self.shared.lock().stats(topic)
     }
 
+    /// For each entry of `topic` that subscription `sub` acknowledged since the last call, the
+    /// time from the broker storing it to its first acknowledgement: the end-to-end latency of
+    /// a consumer that acknowledges after processing.
+    pub fn take_ack_delays(&self, topic: &str, sub: &str) -> Vec<Duration> {
+        self.shared.lock().take_ack_delays(topic, sub)
+    }
+
     /// Every message published to a topic, in order, batches split into their messages.
     pub fn messages(&self, topic: &str) -> Vec<StoredMessage> {
         self.shared.lock().messages(topic)

@@ -54,6 +54,8 @@ pub(crate) struct Entry {
     pub section: Bytes,
     /// Messages in the entry: 1, or the batch size.
     pub num_messages: u32,
+    /// When the broker stored it (what ack delays are measured from).
+    pub stored_at: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,9 @@ pub(crate) struct Subscription {
     pub acked: u64,
     pub redelivered: u64,
     pub max_permits_seen: u64,
+    /// From storing to the first acknowledgement, of every entry acknowledged (benchmarks
+    /// read it as end-to-end latency; taken by [`State::take_ack_delays`]).
+    pub ack_delays: Vec<std::time::Duration>,
 }
 
 impl Subscription {
@@ -107,6 +112,7 @@ impl Subscription {
             acked: 0,
             redelivered: 0,
             max_permits_seen: 0,
+            ack_delays: Vec::new(),
         }
     }
 
@@ -297,6 +303,7 @@ impl State {
             data: payload.data,
             section,
             num_messages,
+            stored_at: std::time::Instant::now(),
         });
         topic.published += u64::from(num_messages);
         let id = MessageIdData {
@@ -406,6 +413,7 @@ impl State {
                 continue;
             };
             let n = entry.num_messages;
+            let was_acked = sub.is_acked(id.entry_id);
             if cumulative {
                 let first = sub.mark_delete;
                 for e in first..id.entry_id {
@@ -428,7 +436,22 @@ impl State {
                     _ => sub.ack_entry(id.entry_id, n),
                 }
             }
+            if !was_acked && sub.is_acked(id.entry_id) {
+                sub.ack_delays.push(entry.stored_at.elapsed());
+            }
         }
+    }
+
+    /// The ack delays recorded for a subscription since the last call.
+    pub fn take_ack_delays(&mut self, topic: &str, sub: &str) -> Vec<std::time::Duration> {
+        let Ok(name) = full_topic_name(topic) else {
+            return Vec::new();
+        };
+        self.topics
+            .get_mut(&name)
+            .and_then(|t| t.subscriptions.get_mut(sub))
+            .map(|s| std::mem::take(&mut s.ack_delays))
+            .unwrap_or_default()
     }
 
     /// Returns a consumer's in-flight entries (all of them, or those named) for redelivery.

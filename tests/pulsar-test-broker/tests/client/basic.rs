@@ -71,6 +71,13 @@ async fn produce_100_consume_shared_round_trip() {
         within(consumer.ack(&msg)).await.expect("ack");
     }
     eventually("100 acks", || sub_stats(&broker, "t", "s").acked == 100).await;
+    // Each acknowledged entry's delay since it was stored, once.
+    let delays = broker.take_ack_delays("t", "s");
+    assert_eq!(delays.len(), 100);
+    assert!(delays.iter().all(|d| *d < STEP), "{delays:?}");
+    assert!(delays.iter().any(|d| !d.is_zero()));
+    assert!(broker.take_ack_delays("t", "s").is_empty());
+    assert!(broker.take_ack_delays("t", "nobody").is_empty());
     let stats = broker.stats("t").expect("topic stats");
     assert_eq!(stats.published, 100);
     let sub = sub_stats(&broker, "t", "s");
