@@ -51,6 +51,40 @@ pub fn printing_wasm(text: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// A test CA (rcgen) and a certificate for `localhost` it signed, for TLS servers the tests
+/// start (trusted by fnvm through `--egress-ca-file`).
+pub struct TestCert {
+    pub ca_pem: String,
+    pub leaf_pem: String,
+    pub leaf_der: Vec<u8>,
+    pub key_pem: String,
+    pub key_der: Vec<u8>,
+}
+
+impl TestCert {
+    pub fn localhost() -> TestCert {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "fnvm test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        TestCert {
+            ca_pem: ca_cert.pem(),
+            leaf_pem: leaf.pem(),
+            leaf_der: leaf.der().to_vec(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
 /// A fresh directory under Cargo's scratch space for integration tests.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

@@ -61,29 +61,18 @@ impl<T: Read + Write> ReadWrite for T {}
 
 /// A CA, and a server configuration whose certificate it signed for `localhost`; the CA's PEM.
 fn tls_server() -> (Arc<rustls::ServerConfig>, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "fnvm test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let cert = super::TestCert::localhost();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            vec![cert.leaf_der.into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.into()),
         )
         .unwrap();
-    (Arc::new(config), ca_cert.pem())
+    (Arc::new(config), cert.ca_pem)
 }
 
 /// Deploys the Rust `fetch` guest with its environment, and calls it once.

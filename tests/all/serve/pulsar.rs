@@ -361,23 +361,12 @@ fn a_dropping_broker_and_a_killed_worker_lose_nothing_and_a_backlog_stays_bounde
 
 /// A CA and a `localhost` certificate it signed: (the broker's identity, the CA's PEM).
 fn tls_identity() -> (fnvm_pulsar_test_broker::TlsIdentity, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "fnvm pulsar test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let cert = TestCert::localhost();
     let identity = fnvm_pulsar_test_broker::TlsIdentity {
-        cert_chain_pem: leaf.pem().into_bytes(),
-        private_key_pem: key.serialize_pem().into_bytes(),
+        cert_chain_pem: cert.leaf_pem.into_bytes(),
+        private_key_pem: cert.key_pem.into_bytes(),
     };
-    (identity, ca_cert.pem())
+    (identity, cert.ca_pem)
 }
 
 #[test]

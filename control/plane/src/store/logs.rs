@@ -59,14 +59,7 @@ impl MetadataStore {
         limit: u32,
     ) -> Result<Option<Vec<LogEntry>>, StoreError> {
         const OP: &str = "logs";
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT id FROM functions WHERE owner_id = $1 AND id = $2")
-                .bind(owner)
-                .bind(function_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::query(OP))?;
-        if exists.is_none() {
+        if !self.owns_function(owner, function_id, OP).await? {
             return Ok(None);
         }
         // A cursor is `AT.ID`; anything unreadable starts from the beginning.

@@ -283,6 +283,26 @@ async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+impl MetadataStore {
+    /// Whether `owner` has the Function `function_id` (what listing its children checks first,
+    /// so that an unknown Function is told from one with nothing to list).
+    async fn owns_function(
+        &self,
+        owner: &str,
+        function_id: &str,
+        operation: &'static str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM functions WHERE owner_id = $1 AND id = $2")
+                .bind(owner)
+                .bind(function_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query(operation))?;
+        Ok(found.is_some())
+    }
+}
+
 /// Now, as stored.
 fn now() -> i64 {
     Timestamp::now().0
