@@ -1,6 +1,6 @@
 //! Counters and histograms for `/metrics`, in the Prometheus text format: requests by function
-//! and status, latency histograms (instantiate, run, total) per function, instances in use per
-//! function, pool slots, artifact-cache hits, compile durations. Recording is lock-free on the
+//! and status, event deliveries by function, source and outcome, latency histograms
+//! (instantiate, run, total) per function, instances in use per function, pool slots, artifact-cache hits, compile durations. Recording is lock-free on the
 //! request path (atomics in a per-function record found under a read lock); rendering takes the
 //! locks briefly.
 
@@ -62,10 +62,45 @@ impl Histogram {
 /// Statuses counted one by one; any other lands in `other`.
 const STATUSES: [u16; 11] = [200, 400, 404, 405, 408, 413, 431, 500, 502, 503, 504];
 
+/// Where an event came from (`fnvm_deliveries_total`'s `source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventSource {
+    /// `POST /{functionId}?async`.
+    Async,
+    /// A Pulsar trigger.
+    Pulsar,
+}
+
+/// How a delivery attempt ended (`fnvm_deliveries_total`'s `outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The function consumed it.
+    Succeeded,
+    /// It failed and will be tried again.
+    Retried,
+    /// It failed for the last time: dead-lettered.
+    Dead,
+    /// Not run here (no instance or deployment): handed back, the attempt not counted.
+    Released,
+}
+
+const SOURCES: [(EventSource, &str); 2] = [
+    (EventSource::Async, "async"),
+    (EventSource::Pulsar, "pulsar"),
+];
+const OUTCOMES: [(DeliveryOutcome, &str); 4] = [
+    (DeliveryOutcome::Succeeded, "succeeded"),
+    (DeliveryOutcome::Retried, "retried"),
+    (DeliveryOutcome::Dead, "dead"),
+    (DeliveryOutcome::Released, "released"),
+];
+
 /// What is recorded per function.
 #[derive(Debug, Default)]
 pub struct FunctionMetrics {
     statuses: [AtomicU64; STATUSES.len() + 1],
+    /// Event deliveries by source and outcome (`SOURCES` x `OUTCOMES`).
+    deliveries: [AtomicU64; SOURCES.len() * OUTCOMES.len()],
     /// From the invocation's start to the guest's entry.
     pub instantiate: Histogram,
     /// The guest's run.
@@ -84,6 +119,16 @@ impl FunctionMetrics {
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len());
         self.statuses[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an event delivery attempt's end.
+    pub fn delivery(&self, source: EventSource, outcome: DeliveryOutcome) {
+        let s = SOURCES.iter().position(|(x, _)| *x == source).unwrap_or(0);
+        let o = OUTCOMES
+            .iter()
+            .position(|(x, _)| *x == outcome)
+            .unwrap_or(0);
+        self.deliveries[s * OUTCOMES.len() + o].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An instance starts running (the guard ends it).
@@ -149,7 +194,6 @@ impl Metrics {
         all.retain(|id, m| keep(id) || m.in_use.load(Ordering::Relaxed) > 0);
     }
 
-    /// Counts an artifact found in (or missing from) the local cache.
     /// Counts an invocation run on the reactor's thread (`inline`) or an invoker thread.
     pub fn job(&self, inline: bool) {
         let c = if inline {
@@ -160,6 +204,7 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an artifact found in (or missing from) the local cache.
     pub fn artifact_cache(&self, hit: bool) {
         let c = if hit {
             &self.cache_hits
@@ -198,6 +243,23 @@ impl Metrics {
                     out,
                     "fnvm_requests_total{{function=\"{id}\",status=\"{status}\"}} {n}"
                 );
+            }
+        }
+        out.push_str(
+            "# HELP fnvm_deliveries_total Event delivery attempts (asynchronous invocations, Pulsar messages), by function, source and outcome.\n",
+        );
+        out.push_str("# TYPE fnvm_deliveries_total counter\n");
+        for (id, m) in &functions {
+            for (si, (_, source)) in SOURCES.iter().enumerate() {
+                for (oi, (_, outcome)) in OUTCOMES.iter().enumerate() {
+                    let n = m.deliveries[si * OUTCOMES.len() + oi].load(Ordering::Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "fnvm_deliveries_total{{function=\"{id}\",source=\"{source}\",outcome=\"{outcome}\"}} {n}"
+                        );
+                    }
+                }
             }
         }
         for (name, help, pick) in [
@@ -284,6 +346,9 @@ mod tests {
         f.total.observe(Duration::from_micros(30));
         f.total.observe(Duration::from_millis(2));
         let guard = f.instance();
+        f.delivery(EventSource::Pulsar, DeliveryOutcome::Dead);
+        f.delivery(EventSource::Pulsar, DeliveryOutcome::Dead);
+        f.delivery(EventSource::Async, DeliveryOutcome::Succeeded);
         m.artifact_cache(true);
         m.job(true);
         m.compile.observe(Duration::from_millis(500));
@@ -303,6 +368,13 @@ mod tests {
         assert!(text.contains("fnvm_request_seconds_bucket{function=\"f1\",le=\"+Inf\"} 2\n"));
         assert!(text.contains("fnvm_request_seconds_count{function=\"f1\"} 2\n"));
         assert!(text.contains("fnvm_instances_in_use{function=\"f1\"} 1\n"));
+        assert!(text.contains(
+            "fnvm_deliveries_total{function=\"f1\",source=\"pulsar\",outcome=\"dead\"} 2\n"
+        ));
+        assert!(text.contains(
+            "fnvm_deliveries_total{function=\"f1\",source=\"async\",outcome=\"succeeded\"} 1\n"
+        ));
+        assert!(!text.contains("outcome=\"retried\""));
         assert!(text.contains("fnvm_pool_slots{state=\"in_use\"} 3\n"));
         assert!(text.contains("fnvm_artifact_cache_total{result=\"hit\"} 1\n"));
         assert!(text.contains("fnvm_jobs_total{thread=\"inline\"} 1\n"));

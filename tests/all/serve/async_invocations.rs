@@ -173,6 +173,18 @@ fn async_invocations_answer_at_once_retry_and_dead_letter() {
     // The first requeued it; the second found it queued (or already running).
     assert_eq!((s, s2), (200, 409), "{e}");
 
+    // The worker's metrics count the attempts by outcome.
+    let (_, _, metrics) = call("GET", &format!("{}/metrics", server.http()), &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    for outcome in ["succeeded", "retried", "dead"] {
+        assert!(
+            metrics.contains(&format!(
+                "fnvm_deliveries_total{{function=\"{fid}\",source=\"async\",outcome=\"{outcome}\"}}"
+            )),
+            "{outcome} missing from:\n{metrics}"
+        );
+    }
+
     // Another organisation sees none of it.
     let other = server.token(Some("org-z"));
     let (s, _) = request(

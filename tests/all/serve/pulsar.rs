@@ -239,6 +239,22 @@ fn messages_reach_the_function_are_acknowledged_or_dead_lettered() {
     let reason = prop("FNVM_FAILURE_REASON").unwrap();
     assert!(reason.contains("exited with code 1"), "{reason}");
 
+    // The worker's metrics count the attempts by outcome: 20 consumed, one retried then dead.
+    let (_, _, metrics) =
+        super::endpoint::call("GET", &format!("{}/metrics", server.http()), &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    let series = |outcome: &str| {
+        format!(
+            "fnvm_deliveries_total{{function=\"{fid}\",source=\"pulsar\",outcome=\"{outcome}\"}}"
+        )
+    };
+    for (outcome, n) in [("succeeded", 20), ("retried", 1), ("dead", 1)] {
+        assert!(
+            metrics.contains(&format!("{} {n}\n", series(outcome))),
+            "{outcome} {n} missing from:\n{metrics}"
+        );
+    }
+
     // Removed: the worker stops consuming; later messages wait on the broker.
     ok(server.cli(ORG, &token, &["trigger", "pulsar", "delete", &fid]));
     std::thread::sleep(Duration::from_secs(3));

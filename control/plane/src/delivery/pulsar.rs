@@ -16,6 +16,7 @@
 //! connect to (refused by the egress policy, bad token) is written to the Function's logs.
 
 use super::retry_delay;
+use crate::metrics::{DeliveryOutcome, EventSource};
 use crate::model::{PulsarTrigger, Timestamp};
 use crate::sealed::Sealer;
 use crate::store::MetadataStore;
@@ -336,8 +337,13 @@ async fn deliver(
     loop {
         let Some((served, state)) = worker.route(fid) else {
             tokio::time::sleep(NOT_SERVED_WAIT).await;
+            worker
+                .metrics
+                .function(fid)
+                .delivery(EventSource::Pulsar, DeliveryOutcome::Released);
             return Verdict::Nack;
         };
+        let fm = state.metrics.clone();
         let max_attempts = state.function.max_attempts.max(1);
         let backoff = state.function.retry_backoff_ms;
         let Ok(permit) = state.instances.clone().acquire_owned().await else {
@@ -376,14 +382,17 @@ async fn deliver(
             None => Some("the invocation ended without an answer".into()),
         };
         let Some(reason) = failure else {
+            fm.delivery(EventSource::Pulsar, DeliveryOutcome::Succeeded);
             return Verdict::Ack;
         };
         if attempt >= max_attempts {
+            fm.delivery(EventSource::Pulsar, DeliveryOutcome::Dead);
             return Verdict::Dead {
                 reason,
                 attempts: attempt,
             };
         }
+        fm.delivery(EventSource::Pulsar, DeliveryOutcome::Retried);
         tokio::time::sleep(retry_delay(backoff, attempt)).await;
         attempt += 1;
     }

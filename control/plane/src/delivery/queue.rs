@@ -8,6 +8,7 @@
 //! finished invocations after their retention.
 
 use super::{result_of, retry_delay};
+use crate::metrics::{DeliveryOutcome, EventSource};
 use crate::model::{Function, InvocationRequest, Timestamp};
 use crate::store::{ClaimedInvocation, Enqueued, Finish, MetadataStore, StoreError};
 use crate::worker::execute::{self, Executed};
@@ -134,7 +135,7 @@ pub async fn run(queue: Arc<AsyncQueue>, worker: Arc<Worker>, invoker: Arc<Invok
                 for c in claimed {
                     let Ok(permit) = running.clone().try_acquire_owned() else {
                         // Cannot happen (we claimed at most the free permits); put it back.
-                        finish(&queue, &c, released()).await;
+                        finish(&queue, &worker, &c, released()).await;
                         continue;
                     };
                     let (queue, worker, invoker) = (queue.clone(), worker.clone(), invoker.clone());
@@ -197,7 +198,7 @@ async fn deliver(
         // Undeployed since it was claimed: it runs when a deployment is ready again (here or
         // on another worker), or dies after its attempts.
         let f = failed(&c, "no deployment of the function is ready".into(), None);
-        return finish(queue, &c, f).await;
+        return finish(queue, worker, &c, f).await;
     };
     let call = match call_of(&c.function_id, &c.request) {
         Ok(call) => call,
@@ -208,14 +209,14 @@ async fn deliver(
                 result: None,
                 retry_at: None,
             };
-            return finish(queue, &c, f).await;
+            return finish(queue, worker, &c, f).await;
         }
     };
     let permit =
         match tokio::time::timeout(INSTANCE_WAIT, state.instances.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
             // Every instance busy (or the Function's settings replaced meanwhile): later.
-            _ => return finish(queue, &c, released()).await,
+            _ => return finish(queue, worker, &c, released()).await,
         };
     let debug = call.debug;
     let mut invocation = respond::invocation(&call, &state, queue.config.max_response_bytes);
@@ -243,16 +244,30 @@ async fn deliver(
             Some(why) => failed(&c, why.clone(), Some((&e, debug))),
         },
     };
-    finish(queue, &c, f).await;
+    finish(queue, worker, &c, f).await;
 }
 
-/// Records `f`, retrying while the database is unreachable.
-async fn finish(queue: &AsyncQueue, c: &ClaimedInvocation, f: Finish) {
+/// Records `f` (and counts it in `/metrics`), retrying while the database is unreachable.
+async fn finish(queue: &AsyncQueue, worker: &Worker, c: &ClaimedInvocation, f: Finish) {
     let start = Instant::now();
     let mut wait = Duration::from_millis(100);
     loop {
         match queue.store.finish_invocation(c, &queue.holder, &f).await {
-            Ok(true) => return,
+            Ok(true) => {
+                let outcome = match &f {
+                    Finish::Succeeded(_) => DeliveryOutcome::Succeeded,
+                    Finish::Failed {
+                        retry_at: Some(_), ..
+                    } => DeliveryOutcome::Retried,
+                    Finish::Failed { retry_at: None, .. } => DeliveryOutcome::Dead,
+                    Finish::Released { .. } => DeliveryOutcome::Released,
+                };
+                worker
+                    .metrics
+                    .function(&c.function_id)
+                    .delivery(EventSource::Async, outcome);
+                return;
+            }
             Ok(false) => {
                 tracing::warn!(invocation = %c.id, "queue: the lease lapsed before the attempt ended; another attempt counts");
                 return;
