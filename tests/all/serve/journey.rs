@@ -97,7 +97,29 @@ fn journey(name: &str, backends: Backends) {
     if local {
         assert!(blob.exists(), "{}", blob.display());
     }
+    // The worker's metrics have the Function's series while it is served...
+    let metrics = || {
+        let (_, _, text) =
+            super::endpoint::call("GET", &format!("{}/metrics", server.http()), &[], b"");
+        String::from_utf8(text).unwrap()
+    };
+    let (status, _, _) =
+        super::endpoint::call("GET", &format!("{}/{fid}", server.http()), &[], b"");
+    assert_eq!(status, 200);
+    let series = format!("function=\"{fid}\"");
+    assert!(metrics().contains(&series));
     ok(cli(&["delete", &fid]));
+    // ... and drops them once it is deleted (a long-lived worker must not keep every
+    // Function it ever served).
+    let start = Instant::now();
+    while metrics().contains(&series) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the deleted Function's series stay:\n{}",
+            metrics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     if local {
         // Nobody references the code any more: the collector deletes it.
         let start = Instant::now();

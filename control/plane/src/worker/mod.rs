@@ -279,6 +279,10 @@ async fn sync(
             };
             states.insert(state.function.id.clone(), state);
         }
+        // Series of Functions no longer served end (those with instances running stay).
+        worker
+            .metrics
+            .retain_functions(|id| states.contains_key(id));
         table.functions = states;
         let ids: HashSet<&str> = wanted.iter().map(|d| d.id.as_str()).collect();
         table.loaded.retain(|id, _| ids.contains(id.as_str()));
