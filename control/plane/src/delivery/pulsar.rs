@@ -22,13 +22,11 @@ use crate::sealed::Sealer;
 use crate::store::MetadataStore;
 use crate::worker::execute;
 use crate::worker::invoker::{Dispatched, Invoker};
-use crate::worker::respond::Call;
+use crate::worker::respond::{self, Call};
 use crate::worker::{FunctionState, Worker};
 use base64::Engine as _;
 use bytes::Bytes;
 use fnvm_dataplane::{Invocation, Trigger};
-use fnvm_hostcalls::{CStrings, Output, Stdin};
-use fnvm_runtime::InstanceLimits;
 use futures::TryStreamExt as _;
 use pulsar::consumer::Message;
 use pulsar::{Authentication, Consumer, ConsumerOptions, Pulsar, SubType, TokioExecutor};
@@ -350,14 +348,16 @@ async fn deliver(
             return Verdict::Nack;
         };
         let (stdin, vars) = input(msg, attempt, structured);
-        let invocation = invocation(&state, stdin.clone(), &vars, max_output);
+        let invocation = invocation(&state, stdin, &vars, max_output);
+        // What the job needs of a call to judge and answer it (the modes); the message is in
+        // the invocation's stdin already.
         let call = Call {
             method: hyper::Method::POST,
             uri: hyper::Uri::from_static("/"),
             path_info: String::new(),
             query: String::new(),
             headers: hyper::HeaderMap::new(),
-            body: Bytes::from(stdin),
+            body: Bytes::new(),
             debug: false,
             http_trigger: false,
         };
@@ -471,30 +471,15 @@ fn invocation(
     vars: &[(&'static str, String)],
     output_limit: usize,
 ) -> Invocation {
-    let mut env = CStrings::with_capacity(f.environment.as_bytes().len() + 256);
-    env.extend_from(&f.environment);
+    let mut env = respond::function_env(f);
     for (k, v) in vars {
         // Names are fixed; a value with a NUL is left out.
         let _ = env.push_var(k, v.as_bytes());
     }
-    Invocation {
-        args: f.args.clone(),
-        env,
-        stdin: Stdin::Bytes(stdin),
-        stdout: Output::Buffer,
-        stderr: Output::Buffer,
-        debug: false,
-        trigger: Trigger::Pulsar,
-        limits: InstanceLimits {
-            max_memory_bytes: Some(f.function.max_memory),
-            timeout: Some(Duration::from_millis(f.function.timeout_ms)),
-            ..InstanceLimits::default()
-        },
-        output_limit,
-        net: f.net.clone(),
-        measure_cpu: f.runs.wants_cpu_time(),
-        ..Invocation::default()
-    }
+    let mut invocation =
+        respond::invocation_of(f, env, stdin, Trigger::Pulsar, false, output_limit);
+    invocation.measure_cpu = f.runs.wants_cpu_time();
+    invocation
 }
 
 /// The dead letter of `msg`: its payload, key and properties, with why it died.

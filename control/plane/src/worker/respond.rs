@@ -232,26 +232,45 @@ pub fn packed_args_and_environment(f: &Function) -> (CStrings, CStrings) {
 
 /// The invocation a request makes.
 pub fn invocation(call: &Call, f: &FunctionState, output_limit: usize) -> Invocation {
-    let mut env = CStrings::with_capacity(f.environment.as_bytes().len() + 256);
-    env.extend_from(&f.environment);
+    let mut env = function_env(f);
     cgi_env(call, &mut env);
     let stdin = if call.http_trigger {
         trigger_request(call)
     } else {
         call.body.to_vec()
     };
+    let trigger = if call.http_trigger {
+        Trigger::Http
+    } else {
+        Trigger::Std
+    };
+    invocation_of(f, env, stdin, trigger, call.debug, output_limit)
+}
+
+/// The Function's own environment, with room for the variables of one call.
+pub fn function_env(f: &FunctionState) -> CStrings {
+    let mut env = CStrings::with_capacity(f.environment.as_bytes().len() + 256);
+    env.extend_from(&f.environment);
+    env
+}
+
+/// An invocation of `f` with `env` and `stdin`, under the Function's limits (any trigger).
+pub fn invocation_of(
+    f: &FunctionState,
+    env: CStrings,
+    stdin: Vec<u8>,
+    trigger: Trigger,
+    debug: bool,
+    output_limit: usize,
+) -> Invocation {
     Invocation {
         args: f.args.clone(),
         env,
         stdin: Stdin::Bytes(stdin),
         stdout: Output::Buffer,
         stderr: Output::Buffer,
-        debug: call.debug,
-        trigger: if call.http_trigger {
-            Trigger::Http
-        } else {
-            Trigger::Std
-        },
+        debug,
+        trigger,
         limits: InstanceLimits {
             max_memory_bytes: Some(f.function.max_memory),
             timeout: Some(Duration::from_millis(f.function.timeout_ms)),
