@@ -66,7 +66,12 @@ pub(super) fn run(c: &Client, command: InvocationsCommand, json: bool) -> Result
                                 i.status.to_string(),
                                 format!("{}/{}", i.attempts, i.max_attempts),
                                 i.created_at.to_rfc3339(),
-                                i.last_error.clone().unwrap_or_default(),
+                                // Its first line (a trap's backtrace follows; `get` shows it).
+                                i.last_error
+                                    .as_deref()
+                                    .and_then(|e| e.lines().next())
+                                    .unwrap_or_default()
+                                    .to_string(),
                             ]
                         })
                         .collect(),
