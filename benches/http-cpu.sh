@@ -51,7 +51,7 @@ if [[ -z $pid ]]; then
     done
     token=$("$fnvm" admin token create --org bench --data-dir "$data" | awk '{w = $NF} END {print w}')
     api=(--org bench --api "http://127.0.0.1:$api_port" --token "$token")
-    fid=$("$fnvm" functions create --name hello "${api[@]}" |
+    fid=$("$fnvm" functions create --name hello --max-instances 64 "${api[@]}" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
     # The wat hello world of benches/http.sh (`report --emit-guests`), 175 bytes.
     base64 -d >"$data.wasm" <<'WASM'

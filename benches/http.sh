@@ -251,7 +251,9 @@ start_b() {
     [[ -n $token ]] || die "fnvm admin token create printed no token"
     local api=(--org bench --api "http://127.0.0.1:$api_port" --token "$token")
     for ((i = 1; i <= n; i++)); do
-        json=$("$fnvm" functions create --name "bench-hello-$i" "${api[@]}") ||
+        # As many instances as the largest concurrency: (a) and (c) have no such limit, and
+        # the default of one runs a Function's requests one at a time.
+        json=$("$fnvm" functions create --name "bench-hello-$i" --max-instances 64 "${api[@]}") ||
             die "fnvm functions create failed"
         fid=$(printf '%s' "$json" | jq -r '.id // empty' 2>/dev/null ||
             printf '%s' "$json" | tr -d '\n' | sed -n 's/^[^{]*{[^{}]*"id" *: *"\([^"]*\)".*/\1/p')

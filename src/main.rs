@@ -189,10 +189,15 @@ struct ServeArgs {
     #[arg(long, default_value_t = 60_000)]
     body_timeout_ms: u64,
     /// Whether invocations of Functions whose recent runs were all short (under 1 ms) may run
-    /// on the HTTP reactor's threads, all but one of them at once, instead of being handed to
-    /// an invoker thread (which costs several context switches per request).
+    /// on the HTTP threads that read them (all but one of them at once with `--http-threads
+    /// 0`), instead of being handed to an invoker thread (which costs several context switches
+    /// per request).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     inline_short_jobs: bool,
+    /// Threads that accept and serve HTTP connections, each owning its connections (default:
+    /// one per CPU); 0 serves them on the shared async runtime instead.
+    #[arg(long)]
+    http_threads: Option<usize>,
     /// How pool slots are reset after an invocation: `inline` by the thread that ran it, after
     /// the response went out, or `background` by a reset thread.
     #[arg(long, value_enum, default_value = "inline")]
@@ -577,6 +582,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             body_idle_timeout: std::time::Duration::from_millis(args.body_idle_timeout_ms),
             body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
             inline_short_jobs: args.inline_short_jobs,
+            reactor_threads: args
+                .http_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             ..fnvm_control::worker::http::HttpConfig::default()
         },
         queue: fnvm_control::delivery::queue::QueueConfig {

@@ -124,6 +124,9 @@ pub enum ServeError {
     /// The invoker threads could not be started.
     #[error("starting the invoker threads: {0}")]
     Invoker(#[source] std::io::Error),
+    /// The HTTP endpoint's threads could not be started.
+    #[error("starting the HTTP endpoint: {0}")]
+    Http(#[source] std::io::Error),
     /// The server's egress rules do not parse.
     #[error("egress policy: {0}")]
     Egress(#[from] fnvm_hostcalls::PolicyError),
@@ -194,23 +197,20 @@ pub async fn serve(
         "fnvm serve: starting"
     );
     let mut tasks = tokio::task::JoinSet::new();
+    let mut http = None;
     let metrics = Arc::new(Metrics::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
 
     if config.roles.worker {
         let threads = config.invoker_threads.max(1);
-        // Short jobs may run on all but one of the reactor's threads (none if it has one).
-        let reactor_threads = tokio::runtime::Handle::current().metrics().num_workers();
-        let inline_slots = if config.http.inline_short_jobs {
-            reactor_threads.saturating_sub(1)
-        } else {
-            0
+        // Short jobs may run on every thread of the endpoint's own (each delays only its own
+        // connections), or on all but one of the shared runtime's (none if it has one).
+        let inline_slots = match (config.http.inline_short_jobs, config.http.reactor_threads) {
+            (false, _) => 0,
+            (true, 0) => tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .saturating_sub(1),
+            (true, n) => n,
         };
         // A slot for every thread that may run a guest at once, and as many again for slots
         // waiting on the reset thread: a thread that finds no free slot spins, then sleeps.
@@ -261,14 +261,19 @@ pub async fn serve(
             worker.logs.clone(),
             Duration::from_millis(500),
         ));
-        let listener = tokio::net::TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|source| ServeError::Listen {
+        let listener = std::net::TcpListener::bind(config.http_listen).map_err(|source| {
+            ServeError::Listen {
                 addr: config.http_listen,
                 source,
-            })?;
+            }
+        })?;
         let addr = listener.local_addr().unwrap_or(config.http_listen);
-        tracing::info!(%addr, threads, "worker role: functions served over HTTP");
+        tracing::info!(
+            %addr,
+            threads,
+            reactor_threads = config.http.reactor_threads,
+            "worker role: functions served over HTTP"
+        );
         let queue = AsyncQueue::new(
             store.clone(),
             &node,
@@ -292,14 +297,10 @@ pub async fn serve(
                 max_output_bytes: config.http.max_response_bytes,
             },
         ));
-        tasks.spawn(worker::http::serve(
-            listener,
-            worker,
-            invoker,
-            queue,
-            config.http.clone(),
-            stopped(),
-        ));
+        http = Some(
+            worker::http::start(listener, worker, invoker, queue, config.http.clone())
+                .map_err(ServeError::Http)?,
+        );
     }
 
     if config.roles.api {
@@ -381,7 +382,9 @@ pub async fn serve(
     } else {
         shutdown.await;
     }
-    let _ = stop_tx.send(true);
+    if let Some(http) = http {
+        http.stop().await;
+    }
     tasks.abort_all();
     Ok(())
 }

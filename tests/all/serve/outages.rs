@@ -34,7 +34,16 @@ impl Relay {
 
     /// Listens (again) and relays every connection.
     fn restore(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("binding the relay");
+        let listener = if self.port == 0 {
+            // Below the kernel's ephemeral ports (32768 and up), so that no connection of a
+            // test running alongside takes the port while the relay is cut.
+            let first = 20_000 + u16::try_from(std::process::id() % 5_000).unwrap();
+            (first..32_000)
+                .find_map(|port| TcpListener::bind(("127.0.0.1", port)).ok())
+                .expect("binding the relay")
+        } else {
+            TcpListener::bind(("127.0.0.1", self.port)).expect("binding the relay again")
+        };
         self.port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         self.open.store(true, Ordering::SeqCst);

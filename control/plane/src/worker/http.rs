@@ -1,6 +1,6 @@
 //! The worker's HTTP endpoint: `ANY /{functionId}[/path]` runs the function's serving
 //! deployment in a fresh instance (`/metrics` and `/healthz` beside). hyper serves HTTP/1.1 on
-//! the tokio reactor; a request's body is read in full first (bounded in size and time, so a
+//! the reactor threads ([`super::reactors`]); a request's body is read in full first (bounded in size and time, so a
 //! slow client holds no instance), then an instance permit of the Function is taken (bounded
 //! wait, then 503), and the invocation runs on an invoker thread; the reactor meanwhile keeps
 //! accepting. Every response carries a receipt, `Fnvm-Invocation`, saying what it cost.
@@ -9,6 +9,7 @@
 
 use super::execute::{self, receipt_value};
 use super::invoker::{Dispatched, Invoker};
+use super::reactors::{self, Reactors};
 use super::respond::{self, Answer, Call};
 use super::Worker;
 use crate::delivery::queue::{self, AsyncQueue};
@@ -46,6 +47,9 @@ pub struct HttpConfig {
     /// Whether jobs of Functions known to be short may run on the reactor's threads (see
     /// [`super::invoker`]).
     pub inline_short_jobs: bool,
+    /// Threads that accept and serve connections, each with a reactor of its own; 0 serves on
+    /// the calling runtime instead.
+    pub reactor_threads: usize,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +63,7 @@ impl Default for HttpConfig {
             body_idle_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             inline_short_jobs: true,
+            reactor_threads: 0,
         }
     }
 }
@@ -75,17 +80,18 @@ struct Endpoint {
     next_id: AtomicU64,
 }
 
-/// Serves `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `listener` on `config.reactor_threads` threads of its own (see [`reactors`]), or on
+/// the current tokio runtime if that is 0.
+pub fn start(
+    listener: std::net::TcpListener,
     worker: Arc<Worker>,
     invoker: Arc<Invoker>,
     queue: Arc<AsyncQueue>,
     config: HttpConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> std::io::Result<Reactors> {
     let mut prefix = [0u8; 4];
     let _ = getrandom::fill(&mut prefix);
+    let threads = config.reactor_threads;
     let endpoint = Arc::new(Endpoint {
         worker,
         invoker,
@@ -94,40 +100,28 @@ pub async fn serve(
         id_prefix: u32::from_le_bytes(prefix),
         next_id: AtomicU64::new(1),
     });
+    reactors::start(listener, threads, move |stream| {
+        serve_connection(endpoint.clone(), stream)
+    })
+}
+
+/// Serves one connection until it closes.
+async fn serve_connection(endpoint: Arc<Endpoint>, stream: tokio::net::TcpStream) {
     let header_timeout = endpoint.config.header_timeout;
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, typically: wait a little rather than spin.
-                    tracing::warn!(error = %e, "worker: accepting a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req| {
         let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let endpoint = endpoint.clone();
-                async move { Ok::<_, Infallible>(endpoint.handle(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                // A backstop for the connection's buffer; the head's own limit is checked per
-                // request (431).
-                .max_buf_size(256 << 10)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "worker: connection ended");
-            }
-        });
+        async move { Ok::<_, Infallible>(endpoint.handle(req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // A backstop for the connection's buffer; the head's own limit is checked per request
+        // (431).
+        .max_buf_size(256 << 10)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "worker: connection ended");
     }
 }
 

@@ -7,10 +7,11 @@
 //! (measured: 6.3 per request, against 0.4 when the reactor's thread runs it; on these machines
 //! that is a third of the throughput). A job that is known to be short, of a Function whose
 //! recent invocations all were ([`RunHistory`]), may run on the reactor thread that read the
-//! request, but only while another reactor thread is free of guest code ([`Invoker::dispatch`]
-//! takes one of `inline_slots`, fewer than the reactor's threads): the reactor always has a
-//! thread that accepts and reads. A guest that turns out slow costs that one thread once, then
-//! its Function runs on the invoker threads again.
+//! request, while one of `inline_slots` is free ([`Invoker::dispatch`]). The HTTP threads of
+//! [`super::reactors`] each own their connections, so each may: a short run delays only its
+//! own connections. On a shared runtime there are fewer slots than threads, so that one
+//! always accepts and reads. A guest that turns out slow costs its thread once, then its
+//! Function runs on the invoker threads again.
 //!
 //! Telling a slow guest from a preempted one takes the run's CPU time, and the thread's CPU
 //! clock is a system call (5% of a hello request's CPU here). So a short Function's runs are
