@@ -78,6 +78,8 @@ pub(crate) fn dispatch(state: &mut State, topic: &str, subscription: &str) {
             sub.read_pos += 1;
         }
         sub.in_flight.insert(entry_id, key);
+        let mine = sub.in_flight.values().filter(|k| **k == key).count() as u64;
+        sub.max_consumer_in_flight = sub.max_consumer_in_flight.max(mine);
     }
 }
 

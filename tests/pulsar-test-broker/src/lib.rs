@@ -98,6 +98,8 @@ pub struct SubscriptionStats {
     pub redelivered: u64,
     /// Largest outstanding flow permits any consumer of the subscription ever had.
     pub max_permits_seen: u64,
+    /// Largest number of entries any one consumer had dispatched and not yet acknowledged.
+    pub max_consumer_in_flight: u64,
 }
 
 /// A published message as stored, for tests that read a topic without consuming it.

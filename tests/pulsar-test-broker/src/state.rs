@@ -89,6 +89,10 @@ pub(crate) struct Subscription {
     pub acked: u64,
     pub redelivered: u64,
     pub max_permits_seen: u64,
+    /// Largest number of entries any one consumer had dispatched and not acknowledged, taken
+    /// at each dispatch (a consumer that left still counts until its connection is cleaned
+    /// up, so the subscription-wide count can briefly be higher after a reconnect).
+    pub max_consumer_in_flight: u64,
     /// From storing to the first acknowledgement, of every entry acknowledged (benchmarks
     /// read it as end-to-end latency; taken by [`State::take_ack_delays`]).
     pub ack_delays: Vec<std::time::Duration>,
@@ -112,6 +116,7 @@ impl Subscription {
             acked: 0,
             redelivered: 0,
             max_permits_seen: 0,
+            max_consumer_in_flight: 0,
             ack_delays: Vec::new(),
         }
     }
@@ -605,6 +610,7 @@ impl State {
                     unacked_in_flight,
                     redelivered: sub.redelivered,
                     max_permits_seen: sub.max_permits_seen,
+                    max_consumer_in_flight: sub.max_consumer_in_flight,
                 }
             })
             .collect();
