@@ -237,11 +237,20 @@ async fn session(
         .map_err(|e| format!("subscribing to {}: {e}", trigger.pulsar_topic_fqdn))?;
     let mut dead_letters: Option<pulsar::Producer<TokioExecutor>> = None;
     let slots = Arc::new(Semaphore::new(in_hand as usize));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Message<Vec<u8>>, Verdict)>();
+    // A delivery's slot is given back with its verdict and freed only once the verdict went to
+    // the broker, and verdicts are handled before new messages are taken: otherwise messages
+    // are taken while acknowledgements wait, and the unacknowledged ones pile up at the broker
+    // (measured with the test broker: 30 at one consumer whose queue holds 2).
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(
+        Message<Vec<u8>>,
+        Verdict,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    )>();
     let mut slot = None;
     loop {
         tokio::select! {
-            Some((msg, verdict)) = done_rx.recv() => match verdict {
+            biased;
+            Some((msg, verdict, _slot)) = done_rx.recv() => match verdict {
                 Verdict::Ack => consumer.ack(&msg).await.map_err(|e| format!("acknowledging: {e}"))?,
                 Verdict::Nack => consumer.nack(&msg).await.map_err(|e| format!("handing back: {e}"))?,
                 Verdict::Dead { reason, attempts } => {
@@ -278,9 +287,8 @@ async fn session(
                     let (fid, structured) = (fid.to_string(), trigger.structured);
                     let max_output = config.max_output_bytes;
                     tokio::spawn(async move {
-                        let _permit = permit;
                         let verdict = deliver(&worker, &invoker, &fid, &msg, structured, max_output).await;
-                        let _ = done.send((msg, verdict));
+                        let _ = done.send((msg, verdict, permit));
                     });
                 }
                 Ok(None) => return Ok(()),
