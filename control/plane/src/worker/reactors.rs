@@ -11,7 +11,8 @@
 //! Every thread accepts on the same socket, so whichever is free takes a connection; the
 //! accepting thread then gives it to the thread serving the fewest connections (itself on a
 //! tie), because a burst of connections is otherwise all accepted by the first thread to wake
-//! up, leaving the others idle for the connections' whole lives.
+//! up, leaving the others idle for the connections' whole lives. A thread found gone (its loop
+//! ended) gets no more connections; the one meant for it is served where it was accepted.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -206,17 +207,28 @@ where
         }
         // Counted now, so that a burst is spread before the peer has seen any of it.
         peer.open.fetch_add(1, Ordering::Relaxed);
-        match stream.into_std() {
-            Ok(stream) => {
-                if peer.handoff.send(stream).is_err() {
-                    // The peer has stopped (shutting down): the connection is dropped.
-                    peer.open.fetch_sub(1, Ordering::Relaxed);
+        let stream = match stream.into_std() {
+            Ok(stream) => match peer.handoff.send(stream) {
+                Ok(()) => return,
+                // The peer's thread is gone (it stopped, or its accept loop panicked): it
+                // gets no more connections, and this one is served here.
+                Err(mpsc::error::SendError(stream)) => {
+                    peer.open.store(usize::MAX / 2, Ordering::Relaxed);
+                    tokio::net::TcpStream::from_std(stream)
                 }
-            }
+            },
             Err(e) => {
                 peer.open.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "worker: giving a connection away");
+                return;
             }
+        };
+        match stream {
+            Ok(stream) => {
+                self.peers[self.index].open.fetch_add(1, Ordering::Relaxed);
+                self.spawn(stream);
+            }
+            Err(e) => tracing::warn!(error = %e, "worker: taking a connection back"),
         }
     }
 
@@ -279,6 +291,61 @@ mod tests {
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "still accepting after stop"
+        );
+    }
+
+    /// A connection meant for a thread that is gone is served by the thread that accepted it,
+    /// and the gone thread gets no more.
+    #[tokio::test]
+    async fn a_connection_for_a_thread_that_is_gone_is_served_here() {
+        let (here_tx, here_rx) = mpsc::unbounded_channel();
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        drop(gone_rx);
+        let peers: Arc<[Peer]> = vec![
+            Peer {
+                open: AtomicUsize::new(5),
+                handoff: here_tx,
+            },
+            Peer {
+                open: AtomicUsize::new(0),
+                handoff: gone_tx,
+            },
+        ]
+        .into();
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let thread = ReactorThread {
+            index: 0,
+            peers: peers.clone(),
+            handoff: here_rx,
+            serve: Arc::new(move |_stream: tokio::net::TcpStream| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        thread.place(stream);
+        for _ in 0..100 {
+            if served.load(Ordering::SeqCst) == 1 && peers[0].open.load(Ordering::SeqCst) == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 1, "not served here");
+        assert_eq!(
+            peers[0].open.load(Ordering::SeqCst),
+            5,
+            "counted here, then done"
+        );
+        assert!(
+            peers[1].open.load(Ordering::SeqCst) > 1 << 20,
+            "the gone thread stays out"
         );
     }
 
