@@ -138,6 +138,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// timers (see [`ReactorThread::run`]): shorter than any of them.
 const TIMER_ANCHOR: Duration = Duration::from_millis(500);
 
+/// The connection count of a thread that is gone: higher than any live thread's, so that it
+/// is never chosen again.
+const GONE: usize = usize::MAX / 2;
+
 /// One thread's accept loop.
 struct ReactorThread<S> {
     index: usize,
@@ -200,36 +204,39 @@ where
             .enumerate()
             .min_by_key(|(i, p)| (p.open.load(Ordering::Relaxed), *i != self.index))
             .map_or(self.index, |(i, _)| i);
+        let stream = if target == self.index {
+            stream
+        } else {
+            match self.give(target, stream) {
+                Some(back) => back,
+                None => return,
+            }
+        };
+        self.peers[self.index].open.fetch_add(1, Ordering::Relaxed);
+        self.spawn(stream);
+    }
+
+    /// Gives `stream` to thread `target`, or returns it if that thread is gone (its loop
+    /// ended: it stopped, or panicked), which then gets no more connections.
+    fn give(&self, target: usize, stream: tokio::net::TcpStream) -> Option<tokio::net::TcpStream> {
         let peer = &self.peers[target];
-        if target == self.index {
-            peer.open.fetch_add(1, Ordering::Relaxed);
-            return self.spawn(stream);
-        }
         // Counted now, so that a burst is spread before the peer has seen any of it.
         peer.open.fetch_add(1, Ordering::Relaxed);
         let stream = match stream.into_std() {
-            Ok(stream) => match peer.handoff.send(stream) {
-                Ok(()) => return,
-                // The peer's thread is gone (it stopped, or its accept loop panicked): it
-                // gets no more connections, and this one is served here.
-                Err(mpsc::error::SendError(stream)) => {
-                    peer.open.store(usize::MAX / 2, Ordering::Relaxed);
-                    tokio::net::TcpStream::from_std(stream)
-                }
-            },
+            Ok(stream) => stream,
             Err(e) => {
                 peer.open.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "worker: giving a connection away");
-                return;
+                return None;
             }
         };
-        match stream {
-            Ok(stream) => {
-                self.peers[self.index].open.fetch_add(1, Ordering::Relaxed);
-                self.spawn(stream);
-            }
-            Err(e) => tracing::warn!(error = %e, "worker: taking a connection back"),
-        }
+        let Err(mpsc::error::SendError(stream)) = peer.handoff.send(stream) else {
+            return None;
+        };
+        peer.open.store(GONE, Ordering::Relaxed);
+        tokio::net::TcpStream::from_std(stream)
+            .inspect_err(|e| tracing::warn!(error = %e, "worker: taking a connection back"))
+            .ok()
     }
 
     /// Serves `stream` on this thread; it is already counted in this thread's `open`.
