@@ -1,8 +1,8 @@
 //! Counters and histograms for `/metrics`, in the Prometheus text format: requests by function
 //! and status, event deliveries by function, source and outcome, latency histograms
-//! (instantiate, run, total) per function, instances in use per function, pool slots, artifact-cache hits, compile durations. Recording is lock-free on the
-//! request path (atomics in a per-function record found under a read lock); rendering takes the
-//! locks briefly.
+//! (instantiate, run, total) per function, instances in use per function, pool slots,
+//! artifact-cache hits, compile durations. Recording is lock-free on the request path (atomics
+//! in a per-function record found under a read lock); rendering takes the locks briefly.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -84,16 +84,13 @@ pub enum DeliveryOutcome {
     Released,
 }
 
-const SOURCES: [(EventSource, &str); 2] = [
-    (EventSource::Async, "async"),
-    (EventSource::Pulsar, "pulsar"),
-];
-const OUTCOMES: [(DeliveryOutcome, &str); 4] = [
-    (DeliveryOutcome::Succeeded, "succeeded"),
-    (DeliveryOutcome::Retried, "retried"),
-    (DeliveryOutcome::Dead, "dead"),
-    (DeliveryOutcome::Released, "released"),
-];
+/// The `source` labels, in the order of [`EventSource`]'s variants.
+const SOURCES: [&str; 2] = ["async", "pulsar"];
+/// The `outcome` labels, in the order of [`DeliveryOutcome`]'s variants.
+const OUTCOMES: [&str; 4] = ["succeeded", "retried", "dead", "released"];
+// A label for every variant: the counters are indexed by the variants.
+const _: () = assert!(EventSource::Pulsar as usize + 1 == SOURCES.len());
+const _: () = assert!(DeliveryOutcome::Released as usize + 1 == OUTCOMES.len());
 
 /// What is recorded per function.
 #[derive(Debug, Default)]
@@ -123,12 +120,8 @@ impl FunctionMetrics {
 
     /// Counts an event delivery attempt's end.
     pub fn delivery(&self, source: EventSource, outcome: DeliveryOutcome) {
-        let s = SOURCES.iter().position(|(x, _)| *x == source).unwrap_or(0);
-        let o = OUTCOMES
-            .iter()
-            .position(|(x, _)| *x == outcome)
-            .unwrap_or(0);
-        self.deliveries[s * OUTCOMES.len() + o].fetch_add(1, Ordering::Relaxed);
+        self.deliveries[source as usize * OUTCOMES.len() + outcome as usize]
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// An instance starts running (the guard ends it).
@@ -250,8 +243,8 @@ impl Metrics {
         );
         out.push_str("# TYPE fnvm_deliveries_total counter\n");
         for (id, m) in &functions {
-            for (si, (_, source)) in SOURCES.iter().enumerate() {
-                for (oi, (_, outcome)) in OUTCOMES.iter().enumerate() {
+            for (si, source) in SOURCES.iter().enumerate() {
+                for (oi, outcome) in OUTCOMES.iter().enumerate() {
                     let n = m.deliveries[si * OUTCOMES.len() + oi].load(Ordering::Relaxed);
                     if n > 0 {
                         let _ = writeln!(
