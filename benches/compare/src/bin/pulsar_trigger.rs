@@ -144,6 +144,23 @@ impl Server {
     }
 }
 
+/// Points the Function's Pulsar trigger at `topic` on `broker` (replacing any earlier one).
+fn set_trigger(server: &Server, token: &str, fid: &str, broker: &TestBroker, topic: &str) {
+    server.cli(
+        token,
+        &[
+            "trigger",
+            "pulsar",
+            "set",
+            fid,
+            "--url",
+            &broker.url(),
+            "--topic",
+            topic,
+        ],
+    );
+}
+
 /// A WASI hello world (raw mode; it ignores the message).
 fn hello() -> Vec<u8> {
     wat::parse_str(
@@ -310,19 +327,7 @@ async fn main() {
         let topic = format!("persistent://public/default/fnvm-{round}");
         drop(consumer(&broker, &topic, &sub, 1).await);
         publish(&broker, &topic, n, 0).await;
-        server.cli(
-            &token,
-            &[
-                "trigger",
-                "pulsar",
-                "set",
-                &fid,
-                "--url",
-                &broker.url(),
-                "--topic",
-                &topic,
-            ],
-        );
+        set_trigger(&server, &token, &fid, &broker, &topic);
         via_fnvm.push(drain_rate(&broker, &topic, &sub, n).await);
         for (window, out) in [(a.instances, &mut same_window), (1000, &mut default_window)] {
             let topic = format!("persistent://public/default/plain-{window}-{round}");
@@ -355,19 +360,7 @@ async fn main() {
     let total = a.rate * a.seconds;
     let topic = "persistent://public/default/latency-fnvm";
     drop(consumer(&broker, topic, &sub, 1).await);
-    server.cli(
-        &token,
-        &[
-            "trigger",
-            "pulsar",
-            "set",
-            &fid,
-            "--url",
-            &broker.url(),
-            "--topic",
-            topic,
-        ],
-    );
+    set_trigger(&server, &token, &fid, &broker, topic);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = broker.take_ack_delays(topic, &sub);
     publish(&broker, topic, total, a.rate).await;
