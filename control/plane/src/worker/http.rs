@@ -1,9 +1,11 @@
 //! The worker's HTTP endpoint: `ANY /{functionId}[/path]` runs the function's serving
 //! deployment in a fresh instance (`/metrics` and `/healthz` beside). hyper serves HTTP/1.1 on
-//! the reactor threads ([`super::reactors`]); a request's body is read in full first (bounded in size and time, so a
-//! slow client holds no instance), then an instance permit of the Function is taken (bounded
-//! wait, then 503), and the invocation runs on an invoker thread; the reactor meanwhile keeps
-//! accepting. Every response carries a receipt, `Fnvm-Invocation`, saying what it cost.
+//! the reactor threads ([`super::reactors`]); a request's body is read in full first (bounded
+//! in size and time, so a slow client holds no instance), then an instance permit of the
+//! Function is taken (bounded wait, then 503), and the invocation runs on an invoker thread,
+//! or on the reactor thread itself when the Function is known to be short
+//! ([`super::invoker`]). Every response carries a receipt, `Fnvm-Invocation`, saying what it
+//! cost.
 //! `?async` queues the invocation instead ([`crate::delivery::queue`]) and answers `202` once
 //! it is stored.
 
