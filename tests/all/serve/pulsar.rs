@@ -362,12 +362,14 @@ fn a_dropping_broker_and_a_killed_worker_lose_nothing_and_a_backlog_stays_bounde
     // Flow control: the worker never held more than a handful beyond its 2 instances (the
     // client refills its permits as it takes messages: about 2n + 2 for a queue of n).
     assert!(s.max_permits_seen <= 6, "{s:?}");
-    // Per consumer (right after a dropped connection, the leaving consumer's entries count
-    // until the broker has cleaned it up, beside the new consumer's): its queue, its running
-    // invocations and the acknowledgements on their way, which lag behind the flow permits
-    // on a busy machine (10 seen). Without flow control it would be thousands.
+    // Per consumer: its queue, its running invocations and the acknowledgements on their way.
+    // The last are not ours to bound: pulsar-rs's consumer engine takes acknowledgements from
+    // the same loop that waits, blocked, to hand the next message to a full queue, and after
+    // each hand-over it may send the next flow permit before the acknowledgements queued
+    // behind it (10 seen here, 19 on the loaded CI machine). Without flow control it would be
+    // thousands: the backlog is 10,000.
     assert!(
-        s.max_consumer_in_flight <= 16,
+        s.max_consumer_in_flight <= 32,
         "{} in flight at one consumer (subscription-wide, sampled: {max_in_flight}): {s:?}",
         s.max_consumer_in_flight
     );
