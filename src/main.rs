@@ -53,6 +53,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Manage Functions, their deployments and releases through the API.
     Functions(client::FunctionsArgs),
+    /// The fleet: the workers registered in the metadata store (an operator's token).
+    Fleet(client::FleetArgs),
     /// The toolchains of server-side builds: `fnvm toolchains check` says what is installed
     /// and what is missing (exit status 1 if anything is).
     Toolchains {
@@ -160,6 +162,10 @@ struct ServeArgs {
     /// Threads guest code runs on, and instances at once (default: twice the CPUs, at least 4).
     #[arg(long)]
     invoker_threads: Option<usize>,
+    /// Milliseconds a worker's fleet registration lives without renewal (renewed every third
+    /// of it); a worker silent for longer is dead to the rest of the fleet.
+    #[arg(long, default_value_t = 6000)]
+    worker_lease_ms: u64,
     /// Largest request body the worker accepts, in bytes (413 beyond).
     #[arg(long, default_value_t = 16 << 20)]
     max_request_bytes: u64,
@@ -275,6 +281,7 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve(*args),
         Command::Functions(args) => client::run(args),
+        Command::Fleet(args) => client::run_fleet(args),
         Command::Toolchains {
             command: ToolchainsCommand::Check { dir, data_dir },
         } => toolchains_check(dir.unwrap_or_else(|| data_dir.join("toolchains"))),
@@ -506,6 +513,7 @@ fn serve_config(
         egress_limits: fnvm_hostcalls::NetLimits::default(),
         invoker_threads: 4,
         background_reset: false,
+        worker_lease: fnvm_control::worker::membership::DEFAULT_LEASE,
         http: fnvm_control::worker::http::HttpConfig::default(),
         queue: fnvm_control::delivery::queue::QueueConfig::default(),
     }
@@ -571,6 +579,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             ..fnvm_builds::Limits::default()
         },
         background_reset: args.slot_reset == SlotReset::Background,
+        worker_lease: std::time::Duration::from_millis(args.worker_lease_ms.max(300)),
         invoker_threads: args.invoker_threads.unwrap_or_else(|| {
             (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(4)
         }),

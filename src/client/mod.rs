@@ -4,8 +4,11 @@
 //! file to its signed URL, triggers it and follows its status until `READY` (printing the URL)
 //! or `ERROR` (printing the reason, and exiting non-zero).
 
+mod fleet;
 mod invocations;
 mod triggers;
+
+pub use fleet::{run as run_fleet, FleetArgs};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -19,12 +22,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Options every `functions` command takes.
+/// Where the API is and who is asking: options of every client command.
 #[derive(Debug, Args)]
-pub struct FunctionsArgs {
-    /// The organisation.
-    #[arg(long, global = true, env = "FNVM_ORG")]
-    org: Option<String>,
+pub struct ApiArgs {
     /// The API's base URL.
     #[arg(
         long,
@@ -33,12 +33,23 @@ pub struct FunctionsArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     api: String,
-    /// The organisation's API token (`fnvm admin token create` makes one).
+    /// The API token: an organisation's (`fnvm admin token create` makes one), or an
+    /// operator's.
     #[arg(long, global = true, env = "FNVM_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+}
+
+/// Options every `functions` command takes.
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {
+    /// The organisation.
+    #[arg(long, global = true, env = "FNVM_ORG")]
+    org: Option<String>,
+    #[command(flatten)]
+    conn: ApiArgs,
     #[command(subcommand)]
     command: FunctionsCommand,
 }
@@ -179,6 +190,20 @@ struct Client {
 }
 
 impl Client {
+    /// A client of the API at `api`, each request bounded by `timeout`.
+    fn new(api: &str, token: String, org: String, timeout: Duration) -> Client {
+        Client {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(timeout))
+                .build()
+                .into(),
+            api: api.to_string(),
+            token,
+            org,
+        }
+    }
+
     fn base(&self) -> String {
         format!(
             "{}/v4/functions/organisations/{}/functions",
@@ -263,21 +288,11 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
         .org
         .clone()
         .ok_or_else(|| anyhow!("no organisation: pass --org or set FNVM_ORG"))?;
-    let token = args.token.clone().ok_or_else(|| {
+    let token = args.conn.token.clone().ok_or_else(|| {
         anyhow!("no token: pass --token or set FNVM_TOKEN (fnvm admin token create makes one)")
     })?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(600)))
-        .build()
-        .into();
-    let c = Client {
-        agent,
-        api: args.api.clone(),
-        token,
-        org,
-    };
-    let json = args.json;
+    let c = Client::new(&args.conn.api, token, org, Duration::from_secs(600));
+    let json = args.conn.json;
     match args.command {
         FunctionsCommand::Create {
             name,

@@ -212,6 +212,18 @@ impl Metrics {
         *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Some(PoolStats(stats));
     }
 
+    /// The pool's (capacity, in use), once the worker set it.
+    pub fn pool_stats(&self) -> Option<(u32, usize)> {
+        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
+        pool.map(|stats| (stats.0)())
+    }
+
+    /// Invocations running now, over every function.
+    pub fn in_flight(&self) -> u64 {
+        let all = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        all.values().map(|m| m.in_use.load(Ordering::Relaxed)).sum()
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -81,6 +81,8 @@ pub struct ServeConfig {
     /// Whether a pool slot is reset by a reset thread after use instead of by the thread that
     /// used it (inline, after the response went out: the default, cheaper on a busy worker).
     pub background_reset: bool,
+    /// How long the worker's fleet registration lives without renewal.
+    pub worker_lease: Duration,
     /// Limits of the worker's HTTP endpoint.
     pub http: HttpConfig,
     /// Settings of asynchronous invocations (`concurrency` and `max_response_bytes` are taken
@@ -244,7 +246,7 @@ pub async fn serve(
         };
         let worker = Arc::new(Worker::new(
             Arc::new(runner),
-            public_url,
+            public_url.clone(),
             config.data_dir.join("artifact-cache"),
             metrics.clone(),
             egress,
@@ -255,6 +257,18 @@ pub async fn serve(
             artifacts.clone(),
             worker.clone(),
             Duration::from_millis(200),
+        ));
+        tasks.spawn(worker::membership::run(
+            store.clone(),
+            worker::membership::Identity {
+                id: node.clone(),
+                url: public_url.clone(),
+                started_at: crate::model::Timestamp::now(),
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            },
+            worker.clone(),
+            metrics.clone(),
+            config.worker_lease,
         ));
         tasks.spawn(worker::logs::flush(
             store.clone(),
@@ -386,5 +400,11 @@ pub async fn serve(
         http.stop().await;
     }
     tasks.abort_all();
+    if config.roles.worker {
+        // Out of the fleet at once rather than when the lease lapses.
+        if let Err(e) = store.remove_worker(&node).await {
+            tracing::warn!(error = %e, "fleet: could not deregister; the lease will lapse");
+        }
+    }
     Ok(())
 }

@@ -167,6 +167,8 @@ macro_rules! both {
     )*};
 }
 
+#[path = "store/fleet.rs"]
+mod fleet;
 #[path = "store/queue.rs"]
 mod queue;
 #[path = "store/triggers.rs"]

@@ -8,6 +8,7 @@
 mod async_invocations;
 mod builds;
 mod endpoint;
+mod fleet;
 mod guests;
 mod journey;
 mod net;
@@ -227,10 +228,31 @@ impl Server {
     /// Starts a process that plays only the worker role (no API to wait for), on the stores
     /// of `api` (its own data directory, as on another machine).
     pub fn start_worker_sharing(name: &str, backends: Backends, api: &Server) -> Server {
-        let extra = vec!["--role".into(), "worker".into()];
-        let mut s = Server::new(name, backends, extra, api.prefix.clone());
+        Server::start_worker_sharing_with(name, backends, api, &[])
+    }
+
+    /// [`start_worker_sharing`](Self::start_worker_sharing) with more arguments.
+    pub fn start_worker_sharing_with(
+        name: &str,
+        backends: Backends,
+        api: &Server,
+        extra: &[&str],
+    ) -> Server {
+        let mut args = vec!["--role".to_string(), "worker".to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Server::new(name, backends, args, api.prefix.clone());
         s.start_process();
         s
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown) and waits for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
     }
 
     fn start_process(&mut self) {

@@ -238,6 +238,7 @@ fn the_api_refuses_clearly() {
         "/v4/functions/organisations/{ownerId}/functions/{functionId}/deployments/{deploymentId}/trigger",
         "/v4/functions/uploads/{deploymentId}",
         "/v4/functions/deployments/{status}",
+        "/v4/fleet/workers",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
     }

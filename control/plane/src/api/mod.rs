@@ -6,6 +6,7 @@
 
 mod deployments;
 mod error;
+mod fleet;
 mod functions;
 mod invocations;
 mod openapi;
@@ -253,6 +254,7 @@ pub fn router(state: ApiState) -> Router {
             get(deployments::by_status),
         )
         .route("/v4/functions/uploads/{deploymentId}", put(uploads::upload))
+        .route("/v4/fleet/workers", get(fleet::workers))
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
 }

@@ -1,11 +1,11 @@
 //! `GET /openapi.json`: the API described from the handlers' own annotations (utoipa), so the
 //! document cannot drift from the routes.
 
-use super::{deployments, functions, invocations, triggers, uploads};
+use super::{deployments, fleet, functions, invocations, triggers, uploads};
 use crate::model::{
-    Accepted, BodyEncoding, Deployment, DeploymentSpec, DeploymentStatus, Function, FunctionSpec,
-    Invocation, InvocationResult, InvocationStatus, LogEntry, NewDeployment, Platform,
-    PulsarTrigger, PulsarTriggerSpec, Release, RequestSummary,
+    Accepted, BodyEncoding, Deployment, DeploymentSpec, DeploymentStatus, FleetWorker, Function,
+    FunctionSpec, Invocation, InvocationResult, InvocationStatus, LogEntry, NewDeployment,
+    Platform, PulsarTrigger, PulsarTriggerSpec, Release, RequestSummary, WorkerReport,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,12 +21,12 @@ use utoipa::{Modify, OpenApi};
         deployments::delete, deployments::trigger, deployments::list_releases,
         deployments::get_release, deployments::by_status, deployments::build_log,
         uploads::upload, invocations::get, invocations::list, invocations::retry,
-        triggers::get, triggers::set, triggers::delete,
+        triggers::get, triggers::set, triggers::delete, fleet::workers,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
         DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment,
         deployments::DeploymentLog, Invocation, InvocationStatus, InvocationResult, BodyEncoding,
-        RequestSummary, Accepted, PulsarTrigger, PulsarTriggerSpec)),
+        RequestSummary, Accepted, PulsarTrigger, PulsarTriggerSpec, FleetWorker, WorkerReport)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -5,9 +5,11 @@
 //! fields (snake_case for the Pulsar trigger, as the clients send it), SCREAMING_SNAKE_CASE
 //! enums, RFC 3339 times.
 
+mod fleet;
 mod invocation;
 mod trigger;
 
+pub use fleet::{FleetWorker, WorkerReport};
 pub use invocation::{
     Accepted, BodyEncoding, Invocation, InvocationRequest, InvocationResult, InvocationStatus,
     RequestSummary,

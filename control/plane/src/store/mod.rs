@@ -3,7 +3,8 @@
 //! secrets, in SQLite (one server) or PostgreSQL (several API, packager and worker processes on
 //! several machines). This module owns connecting (URL, pool, per-connection SQLite settings)
 //! and what every query shares; the queries live beside it by resource (`functions`,
-//! `deployments`, `tokens`, `logs`, `invocations`, `triggers`), the schema and its migrations in `schema`.
+//! `deployments`, `tokens`, `logs`, `invocations`, `triggers`, `workers`), the schema and its
+//! migrations in `schema`.
 //!
 //! One code path serves both databases: sqlx's runtime-generic `Any` driver and one SQL dialect
 //! (`$N` placeholders, `ON CONFLICT`, `RETURNING`, BIGINT epoch milliseconds, TEXT ids, JSON
@@ -21,6 +22,7 @@ mod logs;
 mod schema;
 mod tokens;
 mod triggers;
+mod workers;
 
 pub use changes::Changes;
 pub use error::StoreError;

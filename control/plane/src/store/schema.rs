@@ -202,6 +202,30 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 7,
+        name: "fleet membership",
+        statements: &[
+            // One row per worker node, upserted at each lease renewal with what it reports;
+            // a worker whose lease_until has passed is dead. Rows of long-dead workers are
+            // collected.
+            "CREATE TABLE workers (
+                id TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                version TEXT NOT NULL,
+                cores BIGINT NOT NULL,
+                slots BIGINT NOT NULL,
+                memory_bytes BIGINT NOT NULL,
+                in_flight BIGINT NOT NULL,
+                slots_in_use BIGINT NOT NULL,
+                resident_bytes BIGINT NOT NULL,
+                deployments BIGINT NOT NULL,
+                renewed_at BIGINT NOT NULL,
+                lease_until BIGINT NOT NULL
+            )",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

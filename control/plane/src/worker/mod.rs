@@ -16,6 +16,7 @@ pub mod execute;
 pub mod http;
 pub mod invoker;
 pub mod logs;
+pub mod membership;
 pub mod reactors;
 pub mod respond;
 

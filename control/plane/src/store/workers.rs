@@ -1,0 +1,124 @@
+//! Fleet membership in the metadata store: each worker upserts its row with what it reports
+//! and a new lease end, every few seconds ([`MetadataStore::renew_worker`]); readers list the
+//! fleet with each worker's liveness decided by its lease; a worker that stops cleanly
+//! removes its row, and rows of workers dead for long are collected. Leases are compared with
+//! this process's clock, as every lease in the store is: the fleet's clocks must agree to well
+//! within a lease (NTP does).
+
+use super::{lease_end, now, to_db, MetadataStore, Reader, StoreError};
+use crate::model::{FleetWorker, Timestamp, WorkerReport};
+use sqlx::any::AnyRow;
+use std::time::Duration;
+
+macro_rules! worker_columns {
+    () => {
+        "id, url, started_at, version, cores, slots, memory_bytes, in_flight, slots_in_use, \
+         resident_bytes, deployments, renewed_at, lease_until"
+    };
+}
+
+fn worker_from_row(row: &AnyRow, at: i64) -> Result<FleetWorker, StoreError> {
+    let r = Reader::new(row, "worker", "id")?;
+    let lease_until = r.time("lease_until")?;
+    Ok(FleetWorker {
+        report: WorkerReport {
+            id: r.id(),
+            url: r.get("url")?,
+            started_at: r.time("started_at")?,
+            version: r.get("version")?,
+            cores: r.u64("cores")?,
+            slots: r.u64("slots")?,
+            memory_bytes: r.u64("memory_bytes")?,
+            in_flight: r.u64("in_flight")?,
+            slots_in_use: r.u64("slots_in_use")?,
+            resident_bytes: r.u64("resident_bytes")?,
+            deployments: r.u64("deployments")?,
+        },
+        renewed_at: r.time("renewed_at")?,
+        lease_until,
+        live: lease_until.0 > at,
+    })
+}
+
+impl MetadataStore {
+    /// Registers the worker `report.id`, or renews its lease, with what it reports: its lease
+    /// then runs for `lease` from now.
+    pub async fn renew_worker(
+        &self,
+        report: &WorkerReport,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        sqlx::query(concat!(
+            "INSERT INTO workers (",
+            worker_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
+             started_at = excluded.started_at, version = excluded.version, \
+             cores = excluded.cores, slots = excluded.slots, \
+             memory_bytes = excluded.memory_bytes, in_flight = excluded.in_flight, \
+             slots_in_use = excluded.slots_in_use, resident_bytes = excluded.resident_bytes, \
+             deployments = excluded.deployments, renewed_at = excluded.renewed_at, \
+             lease_until = excluded.lease_until"
+        ))
+        .bind(&report.id)
+        .bind(&report.url)
+        .bind(report.started_at.0)
+        .bind(&report.version)
+        .bind(to_db("cores", report.cores)?)
+        .bind(to_db("slots", report.slots)?)
+        .bind(to_db("memory_bytes", report.memory_bytes)?)
+        .bind(to_db("in_flight", report.in_flight)?)
+        .bind(to_db("slots_in_use", report.slots_in_use)?)
+        .bind(to_db("resident_bytes", report.resident_bytes)?)
+        .bind(to_db("deployments", report.deployments)?)
+        .bind(at)
+        .bind(lease_end(lease))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("renewing a worker's lease"))?;
+        Ok(())
+    }
+
+    /// Every registered worker, live ones first, each group by id.
+    pub async fn list_workers(&self) -> Result<Vec<FleetWorker>, StoreError> {
+        let at = now();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            worker_columns!(),
+            " FROM workers ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("listing workers"))?;
+        let mut workers = rows
+            .iter()
+            .map(|r| worker_from_row(r, at))
+            .collect::<Result<Vec<_>, _>>()?;
+        workers.sort_by_key(|w| !w.live);
+        Ok(workers)
+    }
+
+    /// Removes the worker `id` (it is stopping); whether it was registered.
+    pub async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("removing a worker"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes workers whose lease ended more than `dead_for` ago; how many.
+    pub async fn collect_dead_workers(&self, dead_for: Duration) -> Result<u64, StoreError> {
+        let before = Timestamp::now()
+            .0
+            .saturating_sub(i64::try_from(dead_for.as_millis()).unwrap_or(i64::MAX));
+        let done = sqlx::query("DELETE FROM workers WHERE lease_until < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("collecting dead workers"))?;
+        Ok(done.rows_affected())
+    }
+}
