@@ -28,6 +28,7 @@ pub use changes::Changes;
 pub use error::StoreError;
 pub use invocations::{ClaimedInvocation, Enqueued, Finish, Retried};
 pub use triggers::StoredPulsarTrigger;
+pub use workers::SingletonLease;
 
 use crate::model::{DeploymentStatus, Platform, Timestamp};
 use error::{is_busy, redact};

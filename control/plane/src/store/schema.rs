@@ -226,6 +226,22 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 8,
+        name: "singleton roles",
+        statements: &[
+            // One row per role that exactly one process may play at a time (the scheduler):
+            // who holds it, until when, and the term, which grows each time the role changes
+            // hands so that a former holder's late writes can be told apart.
+            "CREATE TABLE singleton_leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                term BIGINT NOT NULL,
+                acquired_at BIGINT NOT NULL,
+                lease_until BIGINT NOT NULL
+            )",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

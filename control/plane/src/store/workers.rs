@@ -1,4 +1,5 @@
-//! Fleet membership in the metadata store: each worker upserts its row with what it reports
+//! Fleet membership in the metadata store, and the roles one process of the fleet plays at a
+//! time (the scheduler): each worker upserts its row with what it reports
 //! and a new lease end, every few seconds ([`MetadataStore::renew_worker`]); readers list the
 //! fleet with each worker's liveness decided by its lease; a worker that stops cleanly
 //! removes its row, and rows of workers dead for long are collected. Leases are compared with
@@ -120,5 +121,99 @@ impl MetadataStore {
             .await
             .map_err(StoreError::query("collecting dead workers"))?;
         Ok(done.rows_affected())
+    }
+}
+
+/// A role held by one process at a time, as the store last recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SingletonLease {
+    /// The role.
+    pub name: String,
+    /// Who holds (or last held) it.
+    pub holder: String,
+    /// Grows by one each time the role changes hands.
+    pub term: u64,
+    /// When the current holder took it.
+    pub acquired_at: Timestamp,
+    /// When the lease ends unless renewed.
+    pub lease_until: Timestamp,
+}
+
+impl MetadataStore {
+    /// Takes or renews the role `name` for `holder` for `lease` from now: granted if nobody
+    /// holds it, `holder` already does, or the holder's lease has lapsed. Returns the term
+    /// (unchanged on a renewal, one more on a change of hands), or `None` if another holder's
+    /// lease still runs. One statement, so two contenders on any number of machines never
+    /// both win.
+    pub async fn acquire_singleton(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let at = now();
+        let term: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO singleton_leases (name, holder, term, acquired_at, lease_until) \
+             VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET \
+             term = CASE WHEN singleton_leases.holder = excluded.holder \
+                    THEN singleton_leases.term ELSE singleton_leases.term + 1 END, \
+             acquired_at = CASE WHEN singleton_leases.holder = excluded.holder \
+                    THEN singleton_leases.acquired_at ELSE excluded.acquired_at END, \
+             holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE singleton_leases.holder = excluded.holder \
+                OR singleton_leases.lease_until < excluded.acquired_at \
+             RETURNING term",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(at)
+        .bind(lease_end(lease))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("acquiring a singleton role"))?;
+        term.map(|t| {
+            u64::try_from(t).map_err(|_| StoreError::Corrupt {
+                what: format!("singleton lease {name} term"),
+                detail: format!("negative: {t}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Gives up the role `name` if `holder` has it (a clean stop), so another takes it at once.
+    pub async fn release_singleton(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE singleton_leases SET lease_until = 0 WHERE name = $1 AND holder = $2",
+        )
+        .bind(name)
+        .bind(holder)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("releasing a singleton role"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The role `name` as last recorded, if anybody ever held it.
+    pub async fn singleton(&self, name: &str) -> Result<Option<SingletonLease>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, holder, term, acquired_at, lease_until FROM singleton_leases \
+             WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("reading a singleton role"))?;
+        row.map(|row| {
+            let r = Reader::new(&row, "singleton lease", "name")?;
+            Ok(SingletonLease {
+                name: r.id(),
+                holder: r.get("holder")?,
+                term: r.u64("term")?,
+                acquired_at: r.time("acquired_at")?,
+                lease_until: r.time("lease_until")?,
+            })
+        })
+        .transpose()
     }
 }

@@ -77,3 +77,58 @@ impl WithStarted for WorkerReport {
         self
     }
 }
+
+both!(a_singleton_role_has_one_holder_at_a_time);
+
+async fn a_singleton_role_has_one_holder_at_a_time(db: &TestDb) -> R {
+    let st = db.store().await;
+    let lease = Duration::from_millis(1500);
+    assert_eq!(st.singleton("scheduler").await?, None);
+    assert_eq!(
+        st.acquire_singleton("scheduler", "a", lease).await?,
+        Some(1)
+    );
+    // Held: b is refused; a renews in the same term.
+    assert_eq!(st.acquire_singleton("scheduler", "b", lease).await?, None);
+    assert_eq!(
+        st.acquire_singleton("scheduler", "a", lease).await?,
+        Some(1)
+    );
+    // Another role is independent.
+    assert_eq!(st.acquire_singleton("other", "b", lease).await?, Some(1));
+    let held = st.singleton("scheduler").await?.unwrap();
+    assert_eq!((held.holder.as_str(), held.term), ("a", 1));
+    assert!(held.lease_until.0 > Timestamp::now().0);
+    // a's lease lapses: b takes over in the next term; a is then refused.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        st.acquire_singleton("scheduler", "b", lease).await?,
+        Some(2)
+    );
+    assert_eq!(st.acquire_singleton("scheduler", "a", lease).await?, None);
+    // b stops cleanly: a takes over at once.
+    assert!(st.release_singleton("scheduler", "b").await?);
+    assert!(!st.release_singleton("scheduler", "nobody").await?);
+    assert_eq!(
+        st.acquire_singleton("scheduler", "a", lease).await?,
+        Some(3)
+    );
+    // Many contenders at once on a free role: exactly one wins.
+    let name = "race";
+    let wins = futures::future::join_all((0..8).map(|i| {
+        let st = st.clone();
+        async move {
+            st.acquire_singleton(name, &format!("c{i}"), Duration::from_secs(30))
+                .await
+        }
+    }))
+    .await;
+    let won: Vec<_> = wins
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(won, [1], "exactly one contender holds the role");
+    Ok(())
+}
