@@ -200,6 +200,7 @@ pub async fn serve(
     );
     let mut tasks = tokio::task::JoinSet::new();
     let mut http = None;
+    let mut scheduler = None;
     let metrics = Arc::new(Metrics::default());
 
     if config.roles.worker {
@@ -374,6 +375,15 @@ pub async fn serve(
             },
             wakeup,
         ));
+        // This incarnation contends for the scheduler's role (another process's lapsed lease is
+        // taken over within one lease; a clean stop releases it).
+        let scheduler_holder = format!("{node}/{}", crate::model::new_id());
+        tasks.spawn(crate::scheduler::run(
+            store.clone(),
+            scheduler_holder.clone(),
+            crate::scheduler::DEFAULT_LEASE,
+        ));
+        scheduler = Some(scheduler_holder);
         tasks.spawn(packager::collect_garbage(
             store.clone(),
             artifacts.clone(),
@@ -400,6 +410,15 @@ pub async fn serve(
         http.stop().await;
     }
     tasks.abort_all();
+    if let Some(holder) = scheduler {
+        // Another API process takes the role at once rather than when the lease lapses.
+        if let Err(e) = store
+            .release_singleton(crate::scheduler::ROLE, &holder)
+            .await
+        {
+            tracing::warn!(error = %e, "scheduler: could not release the role; its lease will lapse");
+        }
+    }
     if config.roles.worker {
         // Out of the fleet at once rather than when the lease lapses.
         if let Err(e) = store.remove_worker(&node).await {

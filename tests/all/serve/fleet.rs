@@ -96,3 +96,73 @@ fn workers_register_renew_and_lapse_or_leave() {
     assert!(find(&w, &b.http()).is_none(), "{w:?}\n{}", b.log_text());
     assert_eq!(w.len(), 1, "{w:?}");
 }
+
+/// The scheduler's role as an operator sees it through `api`.
+fn scheduler(api: &Server, token: &str) -> Option<Value> {
+    let (s, body) = request(
+        "GET",
+        &format!("{}/v4/fleet/scheduler", api.api),
+        Some(token),
+        None,
+        None,
+    );
+    match s {
+        200 => Some(body),
+        404 => None,
+        _ => panic!("{s}: {body}"),
+    }
+}
+
+#[test]
+fn one_api_process_schedules_and_another_takes_over_when_it_dies() {
+    let backends = Backends::with(true, false, "sched");
+    let mut a = Server::start("sched-a", backends.clone(), &["--role", "api"]);
+    let mut b = Server::start("sched-b", backends, &["--role", "api"]);
+    let operator = a.token(None);
+    let node = |s: &Server| std::fs::read_to_string(s.data_dir.join("node-id")).unwrap();
+    let start = Instant::now();
+    let first = loop {
+        if let Some(s) = scheduler(&a, &operator) {
+            if s["live"] == true {
+                break s;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Both processes see the same holder, one of the two.
+    assert_eq!(scheduler(&b, &operator).unwrap()["holder"], first["holder"]);
+    let holder = first["holder"].as_str().unwrap().to_string();
+    let (dead, alive) = if holder.starts_with(node(&a).trim()) {
+        (&mut a, &mut b)
+    } else {
+        assert!(holder.starts_with(node(&b).trim()), "{holder}");
+        (&mut b, &mut a)
+    };
+    // SIGKILL of the holder: the other takes over within the lease (6 s), in the next term.
+    dead.kill9();
+    let killed = Instant::now();
+    let next = loop {
+        let s = scheduler(alive, &operator).unwrap();
+        if s["holder"] != holder.as_str() && s["live"] == true {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "{s}\n{}",
+            alive.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        next["term"].as_u64().unwrap(),
+        first["term"].as_u64().unwrap() + 1
+    );
+    assert!(alive
+        .log_text()
+        .contains("scheduler: this process schedules"));
+}

@@ -239,6 +239,7 @@ fn the_api_refuses_clearly() {
         "/v4/functions/uploads/{deploymentId}",
         "/v4/functions/deployments/{status}",
         "/v4/fleet/workers",
+        "/v4/fleet/scheduler",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
     }

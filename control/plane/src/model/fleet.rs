@@ -53,3 +53,21 @@ pub struct FleetWorker {
     /// lapsed is dead, and out of every placement.
     pub live: bool,
 }
+
+/// Who schedules the fleet: the API process holding the scheduler's role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetScheduler {
+    /// The holder: the process's node id and incarnation.
+    pub holder: String,
+    /// Grows by one each time the role changes hands.
+    pub term: u64,
+    /// When the holder took the role.
+    #[schema(value_type = String, format = DateTime)]
+    pub acquired_at: Timestamp,
+    /// When its lease ends unless renewed.
+    #[schema(value_type = String, format = DateTime)]
+    pub lease_until: Timestamp,
+    /// Whether the lease still runs (if not, the next API process to renew takes over).
+    pub live: bool,
+}

@@ -9,7 +9,7 @@ mod fleet;
 mod invocation;
 mod trigger;
 
-pub use fleet::{FleetWorker, WorkerReport};
+pub use fleet::{FleetScheduler, FleetWorker, WorkerReport};
 pub use invocation::{
     Accepted, BodyEncoding, Invocation, InvocationRequest, InvocationResult, InvocationStatus,
     RequestSummary,

@@ -17,8 +17,8 @@ use std::time::Duration;
 /// every third of it, so two can be lost (a slow database, a pause) before the worker is dead.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
 
-/// Rows of workers dead for longer than this are collected (a worker that comes back after
-/// that registers again).
+/// Rows of workers dead for longer than this are collected by the scheduler (a worker that
+/// comes back after that registers again).
 pub const FORGET_DEAD_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What does not change while the worker runs.
@@ -62,7 +62,6 @@ pub async fn run(
 ) {
     let every = lease / 3;
     let mut failing = false;
-    let mut collected_at = None::<std::time::Instant>;
     loop {
         let r = report(&identity, &worker, &metrics);
         match store.renew_worker(&r, lease).await {
@@ -76,14 +75,6 @@ pub async fn run(
                 if !failing {
                     tracing::warn!(node = %identity.id, error = %e, "fleet: cannot renew the lease; serving on, retrying");
                     failing = true;
-                }
-            }
-        }
-        if collected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-            if let Ok(n) = store.collect_dead_workers(FORGET_DEAD_AFTER).await {
-                collected_at = Some(std::time::Instant::now());
-                if n > 0 {
-                    tracing::info!(workers = n, "fleet: forgot long-dead workers");
                 }
             }
         }
