@@ -246,6 +246,9 @@ pub async fn serve(
             limits: config.egress_limits,
         };
         let worker = Arc::new(Worker::new(
+            node.clone(),
+            store.clone(),
+            artifacts.clone(),
             Arc::new(runner),
             public_url.clone(),
             config.data_dir.join("artifact-cache"),
@@ -382,6 +385,7 @@ pub async fn serve(
             store.clone(),
             scheduler_holder.clone(),
             crate::scheduler::DEFAULT_LEASE,
+            crate::scheduler::DEFAULT_POLL,
         ));
         scheduler = Some(scheduler_holder);
         tasks.spawn(packager::collect_garbage(

@@ -2,18 +2,33 @@
 //! other machines) register in the shared PostgreSQL and renew their lease; an operator sees
 //! them with `GET /v4/fleet/workers` and `fnvm fleet workers`, organisations do not; a worker
 //! killed with SIGKILL is dead once its lease lapses, one stopped cleanly leaves at once.
+//! Scheduler election and take-over. Placement: functions spread over the workers by load,
+//! any worker answers any function (the share moves to where requests arrive, never adding up
+//! to more than `maxInstances`), and a killed worker's functions go to the others.
 
 use super::*;
 
-/// The workers as an operator sees them, by id.
-fn fleet(api: &Server, token: &str) -> Vec<Value> {
-    let (s, body) = request(
+/// `GET /v4/fleet/{what}` as `token`: the status and body.
+fn fleet_get(api: &Server, token: &str, what: &str) -> (u16, Value) {
+    request(
         "GET",
-        &format!("{}/v4/fleet/workers", api.api),
+        &format!("{}/v4/fleet/{what}", api.api),
         Some(token),
         None,
         None,
-    );
+    )
+}
+
+/// The workers as an operator sees them, by id.
+fn fleet(api: &Server, token: &str) -> Vec<Value> {
+    let (s, body) = fleet_get(api, token, "workers");
+    assert_eq!(s, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+/// The placements as an operator sees them.
+fn placements(api: &Server, token: &str) -> Vec<Value> {
+    let (s, body) = fleet_get(api, token, "placements");
     assert_eq!(s, 200, "{body}");
     body.as_array().unwrap().clone()
 }
@@ -61,14 +76,9 @@ fn workers_register_renew_and_lapse_or_leave() {
     let w = fleet(&api, &operator);
     assert_ne!(find(&w, &a.http()).unwrap()["leaseUntil"], first, "{w:?}");
     // An organisation's token does not see the route; the CLI shows the table.
-    let (s, _) = request(
-        "GET",
-        &format!("{}/v4/fleet/workers", api.api),
-        Some(&org),
-        None,
-        None,
-    );
-    assert_eq!(s, 404);
+    for what in ["workers", "scheduler", "placements"] {
+        assert_eq!(fleet_get(&api, &org, what).0, 404, "{what}");
+    }
     let out = Command::new(FNVM)
         .args(["fleet", "workers", "--api", &api.api, "--token", &operator])
         .output()
@@ -99,13 +109,7 @@ fn workers_register_renew_and_lapse_or_leave() {
 
 /// The scheduler's role as an operator sees it through `api`.
 fn scheduler(api: &Server, token: &str) -> Option<Value> {
-    let (s, body) = request(
-        "GET",
-        &format!("{}/v4/fleet/scheduler", api.api),
-        Some(token),
-        None,
-        None,
-    );
+    let (s, body) = fleet_get(api, token, "scheduler");
     match s {
         200 => Some(body),
         404 => None,
@@ -165,4 +169,172 @@ fn one_api_process_schedules_and_another_takes_over_when_it_dies() {
     assert!(alive
         .log_text()
         .contains("scheduler: this process schedules"));
+}
+
+/// The placements of `fid` once `settled` holds of them, checking at every sample that the
+/// shares held never add up to more than `max`.
+fn placements_of(
+    api: &Server,
+    token: &str,
+    fid: &str,
+    max: u64,
+    settled: impl Fn(&[Value]) -> bool,
+    logs: &dyn Fn() -> String,
+) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let p: Vec<Value> = placements(api, token)
+            .into_iter()
+            .filter(|p| p["functionId"] == fid)
+            .collect();
+        let held: u64 = p
+            .iter()
+            .map(|p| p["heldMaxInstances"].as_u64().unwrap())
+            .sum();
+        assert!(held <= max, "{p:?}");
+        if settled(&p) {
+            return p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{p:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every process's log.
+fn all_logs(api: &Server, workers: &[Server]) -> String {
+    workers
+        .iter()
+        .map(|w| w.log_text())
+        .chain([api.log_text()])
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
+/// A GET of a function's URL: status and body.
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let (s, _, body) = super::endpoint::call("GET", url, &[], b"");
+    (s, body)
+}
+
+/// One replica, on a live worker, with the whole share, having loaded the deployment placed.
+fn one_replica_serving(p: &[Value], max: u64) -> bool {
+    p.len() == 1
+        && p[0]["maxInstances"] == max
+        && p[0]["appliedMaxInstances"] == max
+        && p[0]["loadedDeploymentId"] == p[0]["deploymentId"]
+}
+
+#[test]
+fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
+    let backends = Backends::with(true, true, "place");
+    let api = Server::start("place-api", backends.clone(), &["--role", "api"]);
+    let operator = api.token(None);
+    let org = api.token(Some("org-p"));
+    let lease = ["--worker-lease-ms", "1500"];
+    let mut workers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_worker_sharing_with(&format!("place-{i}"), backends.clone(), &api, &lease)
+        })
+        .collect();
+    let start = Instant::now();
+    while fleet(&api, &operator)
+        .iter()
+        .filter(|w| w["live"] == true)
+        .count()
+        < 3
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            all_logs(&api, &workers)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url_of = |worker_id: &Value| -> String {
+        let w = fleet(&api, &operator);
+        let w = w
+            .iter()
+            .find(|w| w["id"] == *worker_id)
+            .expect("a registered worker");
+        w["url"].as_str().unwrap().to_string()
+    };
+    // Three functions on an idle fleet: one replica each, on three different workers, each
+    // with the whole of its maxInstances, loaded ahead of any request.
+    let fids: Vec<String> = (0..3)
+        .map(|i| {
+            api.deploy_function(
+                "org-p",
+                &org,
+                r#"{"maxInstances": 2}"#,
+                &printing_wasm(&format!("f{i}")),
+            )
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for fid in &fids {
+        let p = placements_of(
+            &api,
+            &operator,
+            fid,
+            2,
+            |p| one_replica_serving(p, 2),
+            &|| all_logs(&api, &workers),
+        );
+        holders.push(p[0]["workerId"].clone());
+    }
+    let distinct: std::collections::HashSet<String> =
+        holders.iter().map(|h| h.to_string()).collect();
+    assert_eq!(distinct.len(), 3, "{holders:?}");
+    for (fid, h) in fids.iter().zip(&holders) {
+        let (s, body) = get(&format!("{}/{fid}", url_of(h)));
+        assert_eq!(s, 200);
+        assert!(body.starts_with(b"f"), "{}", String::from_utf8_lossy(&body));
+    }
+    // A request reaching a worker that does not hold f0 is answered: loaded there on demand,
+    // and the share moves there (the function's replica count is one), never both at once.
+    let f0_holder = url_of(&holders[0]);
+    let other = url_of(&holders[1]);
+    let (s, body) = get(&format!("{other}/{}", fids[0]));
+    assert_eq!(
+        (s, body.as_slice()),
+        (200, b"f0".as_slice()),
+        "{}",
+        all_logs(&api, &workers)
+    );
+    let p = placements_of(
+        &api,
+        &operator,
+        &fids[0],
+        2,
+        |p| one_replica_serving(p, 2),
+        &|| all_logs(&api, &workers),
+    );
+    assert_eq!(p[0]["workerId"], holders[1], "{p:?}");
+    // The former holder still answers (the share comes back on demand).
+    let (s, _) = get(&format!("{f0_holder}/{}", fids[0]));
+    assert_eq!(s, 200, "{}", all_logs(&api, &workers));
+    // An unknown function: 404 anywhere.
+    let (s, _) = get(&format!("{other}/no-such-function"));
+    assert_eq!(s, 404);
+    // SIGKILL of the worker holding f2: its lease lapses (1.5 s), and f2 is placed on, loaded
+    // by and served from another worker.
+    let i = workers
+        .iter()
+        .position(|w| w.http() == url_of(&holders[2]))
+        .unwrap();
+    workers[i].kill9();
+    let p = placements_of(
+        &api,
+        &operator,
+        &fids[2],
+        2,
+        |p| one_replica_serving(p, 2) && p[0]["workerId"] != holders[2],
+        &|| all_logs(&api, &workers),
+    );
+    let (s, body) = get(&format!("{}/{}", url_of(&p[0]["workerId"]), fids[2]));
+    assert_eq!((s, body.as_slice()), (200, b"f2".as_slice()));
 }

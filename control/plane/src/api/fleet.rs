@@ -1,9 +1,10 @@
 //! `GET /v4/fleet/workers`: the fleet's workers, live or dead, with what each last reported;
-//! `GET /v4/fleet/scheduler`: which API process schedules (operators' views; organisations'
-//! tokens do not see the routes).
+//! `GET /v4/fleet/scheduler`: which API process schedules; `GET /v4/fleet/placements`: which
+//! workers hold which functions, with their shares (operators' views; organisations' tokens
+//! do not see the routes).
 
 use super::{ApiError, ApiState, Operator};
-use crate::model::{FleetScheduler, FleetWorker, Timestamp};
+use crate::model::{FleetScheduler, FleetWorker, Placement, Timestamp};
 use axum::extract::State;
 use axum::Json;
 
@@ -36,4 +37,14 @@ pub(super) async fn scheduler(
         acquired_at: lease.acquired_at,
         lease_until: lease.lease_until,
     }))
+}
+
+/// Every placement: which workers hold which functions, by function then worker.
+#[utoipa::path(get, path = "/v4/fleet/placements",
+    responses((status = 200, body = Vec<Placement>), (status = 401), (status = 404)))]
+pub(super) async fn placements(
+    State(state): State<ApiState>,
+    _: Operator,
+) -> Result<Json<Vec<Placement>>, ApiError> {
+    Ok(Json(state.store.list_placements().await?))
 }

@@ -256,6 +256,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v4/functions/uploads/{deploymentId}", put(uploads::upload))
         .route("/v4/fleet/workers", get(fleet::workers))
         .route("/v4/fleet/scheduler", get(fleet::scheduler))
+        .route("/v4/fleet/placements", get(fleet::placements))
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
 }

@@ -212,7 +212,7 @@ async fn session(
     let fid = trigger.function_id.as_str();
     let in_hand = worker
         .route(fid)
-        .map_or(1, |(_, s)| s.function.max_instances.max(1));
+        .map_or(1, |(_, s)| s.instances.share().max(1));
     let mut consumer_builder = client
         .consumer()
         .with_subscription_type(SubType::Shared)
@@ -352,7 +352,7 @@ async fn deliver(
         let fm = state.metrics.clone();
         let max_attempts = state.function.max_attempts.max(1);
         let backoff = state.function.retry_backoff_ms;
-        let Ok(permit) = state.instances.clone().acquire_owned().await else {
+        let Some(permit) = state.instances.acquire_when_free().await else {
             return Verdict::Nack;
         };
         let (stdin, vars) = input(msg, attempt, structured);

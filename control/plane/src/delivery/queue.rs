@@ -212,12 +212,10 @@ async fn deliver(
             return finish(queue, worker, &c, f).await;
         }
     };
-    let permit =
-        match tokio::time::timeout(INSTANCE_WAIT, state.instances.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            // Every instance busy (or the Function's settings replaced meanwhile): later.
-            _ => return finish(queue, worker, &c, released()).await,
-        };
+    let Some(permit) = state.instances.acquire(INSTANCE_WAIT).await else {
+        // Every instance busy (or none here, while the share moves): later.
+        return finish(queue, worker, &c, released()).await;
+    };
     let debug = call.debug;
     let mut invocation = respond::invocation(&call, &state, queue.config.max_response_bytes);
     invocation.measure_cpu = state.runs.wants_cpu_time();

@@ -71,3 +71,86 @@ pub struct FleetScheduler {
     /// Whether the lease still runs (if not, the next API process to renew takes over).
     pub live: bool,
 }
+
+/// Why a worker holds a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PlacementReason {
+    /// The scheduler chose the worker, by load.
+    Placed,
+    /// The worker got a request for a function it did not hold and asked for it; the scheduler
+    /// then gives it a share of the function's instances like any replica.
+    Demand,
+    /// Being taken off the worker: its share is zero, and the placement goes once the worker
+    /// has drained what it runs.
+    Leaving,
+}
+
+impl PlacementReason {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementReason::Placed => "placed",
+            PlacementReason::Demand => "demand",
+            PlacementReason::Leaving => "leaving",
+        }
+    }
+
+    /// The reason stored as `s`.
+    pub fn parse(s: &str) -> Option<PlacementReason> {
+        Some(match s {
+            "placed" => PlacementReason::Placed,
+            "demand" => PlacementReason::Demand,
+            "leaving" => PlacementReason::Leaving,
+            _ => return None,
+        })
+    }
+}
+
+/// One replica of a function: a worker that is to serve one of its deployments, with a share
+/// of the function's `maxInstances` (the shares of all its replicas never add up to more).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// The function.
+    pub function_id: String,
+    /// The worker's node id.
+    pub worker_id: String,
+    /// The deployment the worker is to serve (during a rollout, the new one).
+    pub deployment_id: String,
+    /// The instances of the function this worker may run at once, as the scheduler assigned.
+    pub max_instances: u32,
+    /// Why the worker holds the function.
+    pub reason: PlacementReason,
+    /// When the scheduler (or the worker, for a demand) made the placement.
+    #[schema(value_type = String, format = DateTime)]
+    pub placed_at: Timestamp,
+    /// Grows by one with each change the scheduler writes.
+    pub generation: u64,
+    /// The most instances the worker may be letting run: what the scheduler counts against
+    /// the function's `maxInstances` (a lowered share counts at its old value until the
+    /// worker acknowledges it).
+    pub held_max_instances: u32,
+    /// The worker's report: the deployment it has loaded and serves, if any.
+    pub loaded_deployment_id: Option<String>,
+    /// The worker's report: the instances it lets run at once now (above `maxInstances` while
+    /// it drains after a lowered share).
+    pub applied_max_instances: u32,
+    /// The worker's report: the generation it acted on.
+    pub acked_generation: u64,
+}
+
+/// A placement as the scheduler writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementTarget {
+    /// The function.
+    pub function_id: String,
+    /// The worker.
+    pub worker_id: String,
+    /// The deployment it is to serve.
+    pub deployment_id: String,
+    /// Its share of the function's instances.
+    pub max_instances: u32,
+    /// Why.
+    pub reason: PlacementReason,
+}

@@ -9,7 +9,9 @@ mod fleet;
 mod invocation;
 mod trigger;
 
-pub use fleet::{FleetScheduler, FleetWorker, WorkerReport};
+pub use fleet::{
+    FleetScheduler, FleetWorker, Placement, PlacementReason, PlacementTarget, WorkerReport,
+};
 pub use invocation::{
     Accepted, BodyEncoding, Invocation, InvocationRequest, InvocationResult, InvocationStatus,
     RequestSummary,

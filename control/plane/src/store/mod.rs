@@ -19,6 +19,7 @@ mod error;
 mod functions;
 mod invocations;
 mod logs;
+mod placements;
 mod schema;
 mod tokens;
 mod triggers;
@@ -27,6 +28,7 @@ mod workers;
 pub use changes::Changes;
 pub use error::StoreError;
 pub use invocations::{ClaimedInvocation, Enqueued, Finish, Retried};
+pub use placements::PlacementPlan;
 pub use triggers::StoredPulsarTrigger;
 pub use workers::SingletonLease;
 

@@ -242,6 +242,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 9,
+        name: "placements",
+        statements: &[
+            // Which workers hold which functions ("replicas"): the scheduler writes the
+            // deployment each is to serve and its share of the function's maxInstances
+            // (`max_instances`), each write one more `generation`; the worker writes back
+            // what it has loaded and the bound it enforces now (`applied_max_instances`) with
+            // the generation it read. `held_max_instances` is the most the worker may be
+            // enforcing: it grows with every share written and comes down to the applied
+            // bound only when the worker acknowledges the latest generation, so a share
+            // moves to another worker only after the one giving it up has let go of it.
+            // `reason`: 'placed' by the scheduler, 'demand' asked for by a worker that got a
+            // request for a function it did not hold, 'leaving' being drained before removal.
+            "CREATE TABLE placements (
+                function_id TEXT NOT NULL REFERENCES functions (id) ON DELETE CASCADE,
+                worker_id TEXT NOT NULL,
+                deployment_id TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+                max_instances BIGINT NOT NULL,
+                reason TEXT NOT NULL,
+                placed_at BIGINT NOT NULL,
+                generation BIGINT NOT NULL,
+                held_max_instances BIGINT NOT NULL,
+                loaded_deployment_id TEXT,
+                applied_max_instances BIGINT NOT NULL,
+                acked_generation BIGINT NOT NULL,
+                reported_at BIGINT,
+                PRIMARY KEY (function_id, worker_id)
+            )",
+            "CREATE INDEX placements_by_worker ON placements (worker_id)",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

@@ -29,6 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a request waits for an instance of a function this worker holds no share of (the
+/// scheduler moves a share in a few passes: the worker giving it up drains first).
+const PLACEMENT_WAIT: Duration = Duration::from_secs(5);
+
 /// Limits of the endpoint.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -206,7 +210,7 @@ impl Endpoint {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let Some((served, state)) = self.worker.route(fid) else {
+        let Some((served, state)) = self.worker.route_or_demand(fid).await else {
             return response(
                 Answer::text(404, "no function is served here under that id\n"),
                 None,
@@ -262,16 +266,18 @@ impl Endpoint {
             return response(a, None);
         }
         // Most requests find a free instance: no timer then.
-        let permit = match state.instances.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(tokio::sync::TryAcquireError::Closed) => None,
-            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout(
-                self.config.instance_wait,
-                state.instances.clone().acquire_owned(),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok),
+        let permit = match state.instances.try_acquire() {
+            Some(p) => Some(p),
+            None => {
+                // No share here yet (asked for on demand, or moving from another worker):
+                // the scheduler's hand-over takes a few passes.
+                let wait = if state.instances.share() == 0 {
+                    self.config.instance_wait.max(PLACEMENT_WAIT)
+                } else {
+                    self.config.instance_wait
+                };
+                state.instances.acquire(wait).await
+            }
         };
         let Some(permit) = permit else {
             fm.status(503);

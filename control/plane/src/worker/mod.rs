@@ -1,16 +1,21 @@
-//! The worker role: what serves functions. It learns from the metadata store which deployments
-//! are to be served (`DEPLOYING` and `READY`) and with which settings (the Functions'), woken by
-//! the database's notifications where it has them (PostgreSQL) and polling otherwise; fetches
-//! each deployment's artifact from the artifact store into a local cache (compiling the upload
-//! itself when no artifact fits this machine); prepares it through the data plane; reports a
-//! `DEPLOYING` one `READY` with its URL once it can run it; and serves every function's newest
-//! `READY` deployment over HTTP ([`http`]). Switching to a new deployment swaps one pointer:
-//! requests in flight finish on the old one, which is released after them. When the stores are
-//! unreachable it keeps serving what it has.
+//! The worker role: what serves functions. It learns from the metadata store which functions
+//! the scheduler placed on it (the deployment to serve, and its share of the function's
+//! instances) and with which settings (the Functions'), woken by the database's notifications
+//! where it has them (PostgreSQL) and polling otherwise; fetches each placed deployment's
+//! artifact from the artifact store into a local cache (compiling the upload itself when no
+//! artifact fits this machine) ahead of traffic; prepares it through the data plane; reports
+//! back what it has loaded and the instances it lets run (a `DEPLOYING` deployment is `READY`
+//! once every replica has it); and serves every function's newest `READY` deployment it holds
+//! over HTTP ([`http`]). A request for a function it does not hold loads it on demand and asks
+//! the scheduler for a replica here ([`Worker::route_or_demand`]): a stale route is a slower
+//! request, not an error. Switching to a new deployment swaps one pointer: requests in flight
+//! finish on the old one, which is released after them. When the stores are unreachable it
+//! keeps serving what it has.
 //!
 //! Parts: [`http`] (the endpoint: routing, bodies, limits), [`execute`] (one call as a job),
 //! [`invoker`] (the threads guest code runs on, never the reactor's), [`respond`] (modes and
-//! status mapping), [`logs`] (guests' stderr, per function, into the metadata store).
+//! status mapping), [`logs`] (guests' stderr, per function, into the metadata store),
+//! [`share`] (a function's instances here), [`membership`] (this worker's lease in the fleet).
 
 pub mod execute;
 pub mod http;
@@ -19,18 +24,20 @@ pub mod logs;
 pub mod membership;
 pub mod reactors;
 pub mod respond;
+pub mod share;
 
 use crate::artifacts::ArtifactStore;
 use crate::metrics::{FunctionMetrics, Metrics};
-use crate::model::{Deployment, DeploymentStatus, Function};
+use crate::model::{Deployment, DeploymentStatus, Function, Placement};
 use crate::store::MetadataStore;
 use fnvm_dataplane::{PreparedModule, Runner};
 use fnvm_hostcalls::CStrings;
+use share::InstanceGate;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// A deployment this worker can run.
 #[derive(Debug)]
@@ -48,8 +55,8 @@ pub struct Served {
 pub struct FunctionState {
     /// The Function (environment, memory, timeout, instances).
     pub function: Function,
-    /// One permit per instance the Function may have at once on this worker.
-    pub instances: Arc<Semaphore>,
+    /// Its instances on this worker: its share of the Function's `maxInstances`.
+    pub instances: Arc<InstanceGate>,
     /// Whether its invocations are short enough to run on the reactor.
     pub runs: invoker::RunHistory,
     /// Its arguments and environment as the guest receives them, packed once.
@@ -75,7 +82,12 @@ pub struct Egress {
 }
 
 impl FunctionState {
-    fn new(f: Function, metrics: &Metrics, egress: &Egress) -> FunctionState {
+    fn new(
+        f: Function,
+        metrics: &Metrics,
+        egress: &Egress,
+        instances: Arc<InstanceGate>,
+    ) -> FunctionState {
         let (args, environment) = respond::packed_args_and_environment(&f);
         let net = match egress.policy.with_function_allow(&f.egress_allow) {
             Ok(policy) => Some(fnvm_hostcalls::NetConfig {
@@ -89,7 +101,7 @@ impl FunctionState {
             }
         };
         FunctionState {
-            instances: Arc::new(Semaphore::new(f.max_instances as usize)),
+            instances,
             runs: invoker::RunHistory::default(),
             args,
             environment,
@@ -109,11 +121,25 @@ struct Table {
     serving: HashMap<String, Arc<Served>>,
     /// The settings of the functions served.
     functions: HashMap<String, Arc<FunctionState>>,
+    /// Each function's instances here (kept across changes of its settings).
+    gates: HashMap<String, Arc<InstanceGate>>,
+    /// This worker's placements, by function, as last read.
+    placements: HashMap<String, Placement>,
+    /// When this worker last asked for a replica of a function, by function.
+    demanded: HashMap<String, Instant>,
 }
 
 /// The worker.
 #[derive(Debug)]
 pub struct Worker {
+    /// This worker's node id (its placements are under it).
+    node: String,
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    /// Wakes the sync loop (a share finished draining, a replica was asked for).
+    wake: Arc<Notify>,
+    /// Loads on demand one at a time.
+    loading: tokio::sync::Mutex<()>,
     runner: Arc<Runner>,
     table: RwLock<Table>,
     /// How the public reaches functions: `{public_url}/{functionId}`.
@@ -129,9 +155,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker running modules with `runner`, serving functions under `public_url`, caching
-    /// artifacts in `cache_dir`.
+    /// Worker `node` of the fleet whose stores are `store` and `artifacts`, running modules
+    /// with `runner`, serving functions under `public_url`, caching artifacts in `cache_dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        node: String,
+        store: MetadataStore,
+        artifacts: ArtifactStore,
         runner: Arc<Runner>,
         public_url: String,
         cache_dir: PathBuf,
@@ -139,6 +169,11 @@ impl Worker {
         egress: Egress,
     ) -> Worker {
         Worker {
+            node,
+            store,
+            artifacts,
+            wake: Arc::new(Notify::new()),
+            loading: tokio::sync::Mutex::new(()),
             egress,
             runner,
             table: RwLock::new(Table::default()),
@@ -166,6 +201,91 @@ impl Worker {
         let served = table.serving.get(function_id)?.clone();
         let state = table.functions.get(function_id)?.clone();
         Some((served, state))
+    }
+
+    /// Like [`Worker::route`], for a request: a function this worker holds no share of (it
+    /// does not hold it, or is giving it up) is asked for (the scheduler then gives this worker
+    /// a replica and a share) and, if not loaded here, loaded now. `None`: the function is not
+    /// served anywhere (no deployment `READY`), or loading it failed.
+    pub async fn route_or_demand(
+        self: &Arc<Self>,
+        function_id: &str,
+    ) -> Option<(Arc<Served>, Arc<FunctionState>)> {
+        if let Some((served, state)) = self.route(function_id) {
+            if state.instances.share() == 0 {
+                self.demand(function_id, &served.deployment.id).await;
+            }
+            return Some((served, state));
+        }
+        // Only functions the store lists as served are looked up: an unknown id costs no query.
+        let owner = {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            table.functions.get(function_id)?.function.owner_id.clone()
+        };
+        let _one_at_a_time = self.loading.lock().await;
+        if let Some(found) = self.route(function_id) {
+            return Some(found);
+        }
+        let deployments = match self.store.list_deployments(&owner, function_id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(function = %function_id, error = %e, "worker: loading on demand");
+                return None;
+            }
+        };
+        let d = deployments
+            .into_iter()
+            .filter(|d| d.status == DeploymentStatus::Ready)
+            .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))?;
+        self.demand(function_id, &d.id).await;
+        let started = Instant::now();
+        match load(&self.store, &self.artifacts, self, &d).await {
+            Ok((module, code_size)) => {
+                tracing::info!(function = %function_id, deployment = %d.id,
+                    ms = started.elapsed().as_millis() as u64, "worker: loaded on demand");
+                let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+                table.loaded.insert(
+                    d.id.clone(),
+                    Arc::new(Served {
+                        deployment: d,
+                        module,
+                        code_size,
+                    }),
+                );
+                Worker::reroute(&mut table);
+            }
+            Err(reason) => {
+                tracing::warn!(function = %function_id, %reason, "worker: loading on demand");
+                return None;
+            }
+        }
+        self.route(function_id)
+    }
+
+    /// Asks for a replica of `function_id` here (at most once a second per function).
+    async fn demand(&self, function_id: &str, deployment_id: &str) {
+        {
+            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let recent = table
+                .demanded
+                .get(function_id)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(1));
+            if recent {
+                return;
+            }
+            table.demanded.insert(function_id.to_string(), now);
+        }
+        match self
+            .store
+            .request_placement(function_id, &self.node, deployment_id)
+            .await
+        {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => {
+                tracing::warn!(function = %function_id, error = %e, "worker: asking for a replica")
+            }
+        }
     }
 
     /// The Functions this worker serves (a `READY` deployment loaded), with their timeouts.
@@ -228,17 +348,25 @@ pub async fn run(
         if let Err(e) = sync(&store, &artifacts, &worker).await {
             tracing::warn!(error = %e, "worker: syncing with the metadata store");
         }
+        let wake = worker.wake.clone();
         match changes.as_mut() {
             Some(c) => {
-                // Notified, or a fallback poll in case a notification was missed.
-                if let Err(e) = c.wait(poll * 10).await {
+                // Notified, woken, or a fallback poll in case a notification was missed.
+                let waited = tokio::select! {
+                    w = c.wait(poll * 10) => w,
+                    _ = wake.notified() => Ok(()),
+                };
+                if let Err(e) = waited {
                     tracing::warn!(error = %e, "worker: change notifications lost; polling");
                     changes = None;
                     tokio::time::sleep(poll).await;
                 }
             }
             None => {
-                tokio::time::sleep(poll).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = wake.notified() => {}
+                }
                 // (`changes` is `None` at once where the database has no notifications.)
                 if subscribed_at.elapsed() >= RESUBSCRIBE {
                     changes = store.changes().await;
@@ -249,16 +377,16 @@ pub async fn run(
     }
 }
 
-/// One pass: refresh the functions' settings, load what is new, drop what is gone, report what
-/// became ready, and reroute.
+/// One pass: refresh the functions' settings and this worker's placements, load what is newly
+/// placed, drop what is no longer, set each function's share, report what it has, and reroute.
 async fn sync(
     store: &MetadataStore,
     artifacts: &ArtifactStore,
     worker: &Arc<Worker>,
 ) -> Result<(), String> {
-    let mut wanted = Vec::new();
+    let mut candidates = Vec::new();
     for status in [DeploymentStatus::Deploying, DeploymentStatus::Ready] {
-        wanted.extend(
+        candidates.extend(
             store
                 .deployments_with_status(status)
                 .await
@@ -269,16 +397,37 @@ async fn sync(
         .serving_functions()
         .await
         .map_err(|e| format!("reading functions: {e}"))?;
+    let placements: HashMap<String, Placement> = store
+        .placements_of_worker(&worker.node)
+        .await
+        .map_err(|e| format!("reading placements: {e}"))?
+        .into_iter()
+        .map(|p| (p.function_id.clone(), p))
+        .collect();
+    let wanted = placed_deployments(&candidates, &placements);
     {
         let mut table = worker.table.write().unwrap_or_else(|e| e.into_inner());
         let mut states = HashMap::new();
+        let mut gates = HashMap::new();
         for f in functions {
+            let gate = table
+                .gates
+                .get(&f.id)
+                .cloned()
+                .unwrap_or_else(|| InstanceGate::with_notify(0, Some(worker.wake.clone())));
+            gate.set_share(placements.get(&f.id).map_or(0, |p| p.max_instances));
             let state = match table.functions.get(&f.id) {
-                // Unchanged: keep it (and the instances in use).
+                // Unchanged: keep it.
                 Some(s) if s.function == f => s.clone(),
-                // Changed: new settings; requests in flight keep the permits they hold.
-                _ => Arc::new(FunctionState::new(f, &worker.metrics, &worker.egress)),
+                // Changed: new settings, the same instances.
+                _ => Arc::new(FunctionState::new(
+                    f,
+                    &worker.metrics,
+                    &worker.egress,
+                    gate.clone(),
+                )),
             };
+            gates.insert(state.function.id.clone(), gate);
             states.insert(state.function.id.clone(), state);
         }
         // Series of Functions no longer served end (those with instances running stay).
@@ -286,9 +435,10 @@ async fn sync(
             .metrics
             .retain_functions(|id| states.contains_key(id));
         table.functions = states;
+        table.gates = gates;
         let ids: HashSet<&str> = wanted.iter().map(|d| d.id.as_str()).collect();
         table.loaded.retain(|id, _| ids.contains(id.as_str()));
-        // Statuses move on (DEPLOYING -> READY, by this worker or another): take the store's.
+        // Statuses move on (DEPLOYING -> READY): take the store's.
         for d in &wanted {
             if let Some(s) = table.loaded.get(&d.id) {
                 if s.deployment.status != d.status {
@@ -301,30 +451,21 @@ async fn sync(
                 }
             }
         }
+        table.placements = placements.clone();
         Worker::reroute(&mut table);
     }
     let have = worker.loaded_ids();
     for d in wanted {
         if have.contains(&d.id) {
-            if d.status == DeploymentStatus::Deploying {
-                // Loaded, but the report did not reach the store: report again.
-                mark_ready(store, worker, &d).await;
-            }
             continue;
         }
         match load(store, artifacts, worker, &d).await {
             Ok((module, code_size)) => {
-                let mut deployment = d.clone();
-                if d.status == DeploymentStatus::Deploying {
-                    if let Some(now) = mark_ready(store, worker, &d).await {
-                        deployment = now;
-                    }
-                }
                 let mut table = worker.table.write().unwrap_or_else(|e| e.into_inner());
                 table.loaded.insert(
                     d.id.clone(),
                     Arc::new(Served {
-                        deployment,
+                        deployment: d.clone(),
                         module,
                         code_size,
                     }),
@@ -351,25 +492,123 @@ async fn sync(
             }
         }
     }
+    report(store, worker, &placements).await;
+    overtaken_ready(store, worker, &placements).await;
     Ok(())
 }
 
-async fn mark_ready(store: &MetadataStore, worker: &Worker, d: &Deployment) -> Option<Deployment> {
-    let url = worker.url_of(&d.function_id);
-    match store
-        .transition(
-            &d.id,
-            &[DeploymentStatus::Deploying],
-            DeploymentStatus::Ready,
-            None,
-            Some(&url),
-        )
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => {
+/// Reports `READY` the `DEPLOYING` deployments loaded here that are not placed (a newer one of
+/// their function is): they load, and serve until the newer one is ready.
+async fn overtaken_ready(
+    store: &MetadataStore,
+    worker: &Worker,
+    placements: &HashMap<String, Placement>,
+) {
+    let overtaken: Vec<Deployment> = {
+        let table = worker.table.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .loaded
+            .values()
+            .filter(|s| s.deployment.status == DeploymentStatus::Deploying)
+            .filter(|s| {
+                placements
+                    .get(&s.deployment.function_id)
+                    .is_some_and(|p| p.deployment_id != s.deployment.id)
+            })
+            .map(|s| s.deployment.clone())
+            .collect()
+    };
+    for d in overtaken {
+        let url = worker.url_of(&d.function_id);
+        let r = store
+            .transition(
+                &d.id,
+                &[DeploymentStatus::Deploying],
+                DeploymentStatus::Ready,
+                None,
+                Some(&url),
+            )
+            .await;
+        if let Err(e) = r {
             tracing::warn!(deployment = %d.id, error = %e, "worker: reporting ready");
-            None
+        }
+    }
+}
+
+/// The deployments this worker is to have loaded: for each function placed on it, the
+/// deployment placed, its newest `READY` one (which serves until the placed one is ready), and
+/// any `DEPLOYING` one a newer deployment overtook (loading it is what makes it `READY`).
+fn placed_deployments(
+    candidates: &[Deployment],
+    placements: &HashMap<String, Placement>,
+) -> Vec<Deployment> {
+    let mut newest_ready: HashMap<&str, &Deployment> = HashMap::new();
+    for d in candidates {
+        if d.status != DeploymentStatus::Ready {
+            continue;
+        }
+        let newer = newest_ready
+            .get(d.function_id.as_str())
+            .is_none_or(|cur| (&d.created_at, &d.id) > (&cur.created_at, &cur.id));
+        if newer {
+            newest_ready.insert(d.function_id.as_str(), d);
+        }
+    }
+    candidates
+        .iter()
+        .filter(|d| {
+            placements.get(&d.function_id).is_some_and(|p| {
+                p.deployment_id == d.id
+                    || d.status == DeploymentStatus::Deploying
+                    || newest_ready
+                        .get(d.function_id.as_str())
+                        .is_some_and(|r| r.id == d.id)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Tells the store, for each placement that changed here, what this worker has loaded and the
+/// instances it lets run; a placed `DEPLOYING` deployment becomes `READY` once every replica
+/// has it.
+async fn report(store: &MetadataStore, worker: &Worker, placements: &HashMap<String, Placement>) {
+    for p in placements.values() {
+        let (loaded, applied, status) = {
+            let table = worker.table.read().unwrap_or_else(|e| e.into_inner());
+            let target = table.loaded.get(&p.deployment_id);
+            let loaded = match target {
+                Some(_) => Some(p.deployment_id.clone()),
+                None => table
+                    .serving
+                    .get(&p.function_id)
+                    .map(|s| s.deployment.id.clone()),
+            };
+            let applied = table.gates.get(&p.function_id).map_or(0, |g| g.applied());
+            (loaded, applied, target.map(|s| s.deployment.status))
+        };
+        let unchanged = p.loaded_deployment_id == loaded
+            && p.applied_max_instances == applied
+            && p.acked_generation == p.generation;
+        if !unchanged {
+            let r = store
+                .report_placement(
+                    &p.function_id,
+                    &worker.node,
+                    p.generation,
+                    loaded.as_deref(),
+                    applied,
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(function = %p.function_id, error = %e, "worker: reporting a placement");
+            }
+        }
+        if status == Some(DeploymentStatus::Deploying) {
+            let url = worker.url_of(&p.function_id);
+            if let Err(e) = store.ready_if_replicated(&p.deployment_id, &url).await {
+                tracing::warn!(deployment = %p.deployment_id, error = %e, "worker: reporting ready");
+            }
         }
     }
 }

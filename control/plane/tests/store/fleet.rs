@@ -1,9 +1,14 @@
 //! Fleet membership in the store, on both databases: a renewal registers or updates a worker,
 //! liveness follows the lease, live workers are listed first, a worker removes itself, and
-//! only long-dead ones are collected.
+//! only long-dead ones are collected. Singleton roles. Placements: the scheduler's writes
+//! fenced by its term, what a worker holds following its acknowledgements, demands, removal
+//! only once released (or with a dead worker), readiness once every replica has loaded.
 
-use super::{TestDb, R};
-use fnvm_control::model::{Timestamp, WorkerReport};
+use super::{deploy, func, TestDb, R};
+use fnvm_control::model::{
+    DeploymentStatus, PlacementReason, PlacementTarget, Timestamp, WorkerReport,
+};
+use fnvm_control::store::PlacementPlan;
 use std::time::Duration;
 
 both!(workers_register_renew_lapse_and_leave);
@@ -130,5 +135,126 @@ async fn a_singleton_role_has_one_holder_at_a_time(db: &TestDb) -> R {
         .flatten()
         .collect();
     assert_eq!(won, [1], "exactly one contender holds the role");
+    Ok(())
+}
+
+both!(placements_are_fenced_acknowledged_and_released);
+
+fn target(f: &str, w: &str, d: &str, share: u32) -> PlacementTarget {
+    PlacementTarget {
+        function_id: f.into(),
+        worker_id: w.into(),
+        deployment_id: d.into(),
+        max_instances: share,
+        reason: PlacementReason::Placed,
+    }
+}
+
+async fn placements_are_fenced_acknowledged_and_released(db: &TestDb) -> R {
+    let st = db.store().await;
+    let long = Duration::from_secs(60);
+    st.renew_worker(&report("a", 0), long).await?;
+    st.renew_worker(&report("b", 0), long).await?;
+    let f = func(&st, "org-a", "placed").await?;
+    let d = deploy(&st, &f, None, DeploymentStatus::Deploying).await?;
+    let (fid, did) = (f.id.as_str(), d.id.as_str());
+    let plan = PlacementPlan {
+        upserts: vec![target(fid, "a", did, 2)],
+        removals: vec![],
+    };
+    // Only the role's holder in its term writes.
+    assert!(!st.apply_placements("scheduler", "s1", 1, &plan).await?);
+    assert_eq!(
+        st.acquire_singleton("scheduler", "s1", long).await?,
+        Some(1)
+    );
+    assert!(!st.apply_placements("scheduler", "s1", 2, &plan).await?);
+    assert!(!st.apply_placements("scheduler", "s2", 1, &plan).await?);
+    assert!(st.list_placements().await?.is_empty());
+    assert!(st.apply_placements("scheduler", "s1", 1, &plan).await?);
+    let p = &st.placements_of_worker("a").await?[0];
+    assert_eq!(
+        (
+            p.max_instances,
+            p.held_max_instances,
+            p.generation,
+            p.applied_max_instances
+        ),
+        (2, 2, 1, 0)
+    );
+    // Not every replica has loaded the deployment: not ready.
+    assert!(!st.ready_if_replicated(did, "http://a/f").await?);
+    // a acknowledges generation 1 with the deployment loaded: held = applied; ready.
+    assert!(st.report_placement(fid, "a", 1, Some(did), 2).await?);
+    assert!(st.ready_if_replicated(did, "http://a/f").await?);
+    assert!(!st.ready_if_replicated(did, "http://a/f").await?, "once");
+    // The share is lowered: held stays until a acknowledges the new generation...
+    let lower = PlacementPlan {
+        upserts: vec![target(fid, "a", did, 0)],
+        removals: vec![],
+    };
+    assert!(st.apply_placements("scheduler", "s1", 1, &lower).await?);
+    assert!(st.report_placement(fid, "a", 1, Some(did), 2).await?);
+    let p = &st.placements_of_worker("a").await?[0];
+    assert_eq!(
+        (p.max_instances, p.held_max_instances, p.generation),
+        (0, 2, 2)
+    );
+    // ...and a removal does nothing while it holds instances.
+    let remove = PlacementPlan {
+        upserts: vec![],
+        removals: vec![(fid.to_string(), "a".to_string())],
+    };
+    assert!(st.apply_placements("scheduler", "s1", 1, &remove).await?);
+    assert_eq!(st.list_placements().await?.len(), 1);
+    // Drained and acknowledged in generation 2: released, then removed.
+    assert!(st.report_placement(fid, "a", 2, Some(did), 1).await?);
+    assert_eq!(st.placements_of_worker("a").await?[0].held_max_instances, 1);
+    assert!(st.report_placement(fid, "a", 2, Some(did), 0).await?);
+    assert!(st.apply_placements("scheduler", "s1", 1, &remove).await?);
+    assert!(st.list_placements().await?.is_empty());
+    assert!(
+        !st.report_placement(fid, "a", 2, Some(did), 0).await?,
+        "gone"
+    );
+    // b asks for the function: a demand with no share; asking again changes nothing.
+    assert!(st.request_placement(fid, "b", did).await?);
+    assert!(!st.request_placement(fid, "b", did).await?);
+    let p = &st.placements_of_function(fid).await?[0];
+    assert_eq!(
+        (p.reason, p.max_instances, p.worker_id.as_str()),
+        (PlacementReason::Demand, 0, "b")
+    );
+    // A leaving placement asked for again is a demand again.
+    let leave = PlacementPlan {
+        upserts: vec![PlacementTarget {
+            reason: PlacementReason::Leaving,
+            ..target(fid, "b", did, 0)
+        }],
+        removals: vec![],
+    };
+    assert!(st.apply_placements("scheduler", "s1", 1, &leave).await?);
+    assert!(st.request_placement(fid, "b", did).await?);
+    assert_eq!(
+        st.placements_of_worker("b").await?[0].reason,
+        PlacementReason::Demand
+    );
+    // A dead worker's placement goes even while it holds a share.
+    let grant = PlacementPlan {
+        upserts: vec![target(fid, "b", did, 3)],
+        removals: vec![],
+    };
+    assert!(st.apply_placements("scheduler", "s1", 1, &grant).await?);
+    assert!(st.remove_worker("b").await?);
+    let remove_b = PlacementPlan {
+        upserts: vec![],
+        removals: vec![(fid.to_string(), "b".to_string())],
+    };
+    assert!(st.apply_placements("scheduler", "s1", 1, &remove_b).await?);
+    assert!(st.list_placements().await?.is_empty());
+    // Deleting the function deletes its placements.
+    assert!(st.apply_placements("scheduler", "s1", 1, &plan).await?);
+    assert!(st.delete_function("org-a", fid).await?);
+    assert!(st.list_placements().await?.is_empty());
     Ok(())
 }
