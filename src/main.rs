@@ -102,13 +102,17 @@ struct ServeArgs {
     /// Where the worker's HTTP endpoint listens (functions' URLs are under it).
     #[arg(long, default_value = "127.0.0.1:8081")]
     http_listen: std::net::SocketAddr,
+    /// Where the router listens (role router): it forwards `/{functionId}/...` to a worker
+    /// holding the function.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    router_listen: std::net::SocketAddr,
     /// How clients reach the API, for upload URLs (default http://API_LISTEN).
     #[arg(long)]
     public_api_url: Option<String>,
     /// How the public reaches functions, for their URLs (default http://HTTP_LISTEN).
     #[arg(long)]
     public_url: Option<String>,
-    /// Run only these roles (repeatable: api, worker; default both).
+    /// Run only these roles (repeatable: api, worker, router; default api and worker).
     #[arg(long, value_enum)]
     role: Vec<Role>,
     /// Largest upload accepted, in bytes.
@@ -166,6 +170,17 @@ struct ServeArgs {
     /// of it); a worker silent for longer is dead to the rest of the fleet.
     #[arg(long, default_value_t = 6000)]
     worker_lease_ms: u64,
+    /// Scheduler: milliseconds without a request after which a function has no replica (it
+    /// stays deployed: the next request loads it on a worker); 0: never.
+    #[arg(long, default_value_t = 15 * 60 * 1000)]
+    idle_to_zero_ms: u64,
+    /// Scheduler: milliseconds a function's demand must stay below its replicas before they
+    /// are reduced.
+    #[arg(long, default_value_t = 30_000)]
+    scale_in_after_ms: u64,
+    /// Scheduler: mean concurrent instances per core of a worker that one replica aims at.
+    #[arg(long, default_value_t = 0.7)]
+    scale_target_per_core: f64,
     /// Largest request body the worker accepts, in bytes (413 beyond).
     #[arg(long, default_value_t = 16 << 20)]
     max_request_bytes: u64,
@@ -220,6 +235,7 @@ enum SlotReset {
 enum Role {
     Api,
     Worker,
+    Router,
 }
 
 #[derive(Debug, Subcommand)]
@@ -494,11 +510,13 @@ fn serve_config(
         artifact_store: None,
         api_listen: ([127, 0, 0, 1], 8080).into(),
         http_listen: ([127, 0, 0, 1], 8081).into(),
+        router_listen: ([127, 0, 0, 1], 8082).into(),
         public_api_url: None,
         public_url: None,
         roles: fnvm_control::serve::Roles {
             api: true,
             worker: true,
+            router: false,
         },
         max_upload_bytes: 64 << 20,
         compiler: PathBuf::from("fnvm"),
@@ -514,6 +532,7 @@ fn serve_config(
         invoker_threads: 4,
         background_reset: false,
         worker_lease: fnvm_control::worker::membership::DEFAULT_LEASE,
+        scale: fnvm_control::scheduler::autoscale::ScaleConfig::default(),
         http: fnvm_control::worker::http::HttpConfig::default(),
         queue: fnvm_control::delivery::queue::QueueConfig::default(),
     }
@@ -533,17 +552,20 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         fnvm_control::serve::Roles {
             api: true,
             worker: true,
+            router: false,
         }
     } else {
         fnvm_control::serve::Roles {
             api: args.role.contains(&Role::Api),
             worker: args.role.contains(&Role::Worker),
+            router: args.role.contains(&Role::Router),
         }
     };
     let config = fnvm_control::serve::ServeConfig {
         artifact_store: args.artifact_store,
         api_listen: args.api_listen,
         http_listen: args.http_listen,
+        router_listen: args.router_listen,
         public_api_url: args.public_api_url,
         public_url: args.public_url,
         roles,
@@ -580,6 +602,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         },
         background_reset: args.slot_reset == SlotReset::Background,
         worker_lease: std::time::Duration::from_millis(args.worker_lease_ms.max(300)),
+        scale: fnvm_control::scheduler::autoscale::ScaleConfig {
+            target_per_core: if args.scale_target_per_core.is_finite()
+                && args.scale_target_per_core > 0.0
+            {
+                args.scale_target_per_core
+            } else {
+                anyhow::bail!("--scale-target-per-core must be a positive number")
+            },
+            scale_in_after: std::time::Duration::from_millis(args.scale_in_after_ms),
+            idle_to_zero: (args.idle_to_zero_ms > 0)
+                .then(|| std::time::Duration::from_millis(args.idle_to_zero_ms)),
+        },
         invoker_threads: args.invoker_threads.unwrap_or_else(|| {
             (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).max(4)
         }),

@@ -355,6 +355,20 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
         FunctionsCommand::Get { function } => {
             let f: Function = some(c.send("GET", &format!("{}/{function}", c.base()), None)?)?;
             print_function(&f, json)?;
+            if !json {
+                let url = format!("{}/{function}/replicas", c.base());
+                let replicas: Vec<fnvm_control::model::Replica> = some(c.send("GET", &url, None)?)?;
+                let shares: Vec<String> = replicas
+                    .iter()
+                    .map(|r| format!("{} ({})", r.max_instances, r.state))
+                    .collect();
+                println!(
+                    "{:<14} {} {}",
+                    "replicas",
+                    replicas.len(),
+                    shares.join(", ")
+                );
+            }
         }
         FunctionsCommand::SetEnv { vars, function } => {
             let url = format!("{}/{function}", c.base());

@@ -1,4 +1,4 @@
-//! The services tests talk to (PostgreSQL, an S3-compatible server), started by
+//! The services tests talk to (PostgreSQL, an S3-compatible server; HAProxy, installed), started by
 //! `scripts/services.sh` the first time a test asks, once per test process. A service that
 //! cannot be started fails the test that needs it: nothing is skipped.
 
@@ -13,9 +13,11 @@ use std::sync::OnceLock;
 fn start(name: &'static str) -> &'static HashMap<String, String> {
     static POSTGRES: OnceLock<HashMap<String, String>> = OnceLock::new();
     static S3: OnceLock<HashMap<String, String>> = OnceLock::new();
+    static HAPROXY: OnceLock<HashMap<String, String>> = OnceLock::new();
     let cell = match name {
         "postgres" => &POSTGRES,
         "s3" => &S3,
+        "haproxy" => &HAPROXY,
         _ => panic!("unknown service {name}"),
     };
     cell.get_or_init(|| {
@@ -76,4 +78,9 @@ pub fn s3() -> S3 {
         bucket: setting("s3", "FNVM_TEST_S3_BUCKET"),
         env,
     }
+}
+
+/// Debian's haproxy binary (installed if missing).
+pub fn haproxy() -> String {
+    setting("haproxy", "FNVM_TEST_HAPROXY")
 }

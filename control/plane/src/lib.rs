@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod metrics;
 pub mod model;
 pub mod packager;
+pub mod router;
 pub mod scheduler;
 pub mod sealed;
 pub mod serve;

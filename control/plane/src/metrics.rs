@@ -106,6 +106,8 @@ pub struct FunctionMetrics {
     pub total: Histogram,
     /// Instances running now.
     in_use: AtomicU64,
+    /// The instances this worker may run at once (its share of `maxInstances`).
+    share: AtomicU64,
 }
 
 impl FunctionMetrics {
@@ -122,6 +124,11 @@ impl FunctionMetrics {
     pub fn delivery(&self, source: EventSource, outcome: DeliveryOutcome) {
         self.deliveries[source as usize * OUTCOMES.len() + outcome as usize]
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records this worker's share of the function's instances.
+    pub fn set_share(&self, share: u32) {
+        self.share.store(u64::from(share), Ordering::Relaxed);
     }
 
     /// An instance starts running (the guard ends it).
@@ -153,7 +160,11 @@ pub struct Metrics {
     pub compile: Histogram,
     /// Server-side builds of sources by the packager.
     pub build: Histogram,
+    /// Functions loaded on demand for a request (a cold start).
+    pub cold_start: Histogram,
     pool: RwLock<Option<PoolStats>>,
+    /// The scheduler's replicas per function (in the process holding the role).
+    replicas: RwLock<Vec<(String, u32)>>,
 }
 
 /// Where the pool's (capacity, in use) comes from.
@@ -195,6 +206,17 @@ impl Metrics {
             &self.jobs_queued
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a function loaded on demand, in `took`.
+    pub fn cold_start(&self, took: std::time::Duration) {
+        self.cold_start.observe(took);
+    }
+
+    /// The scheduler's replicas per function now.
+    pub fn set_replicas(&self, mut replicas: Vec<(String, u32)>) {
+        replicas.sort();
+        *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = replicas;
     }
 
     /// Counts an artifact found in (or missing from) the local cache.
@@ -295,6 +317,30 @@ impl Metrics {
             let n = m.in_use.load(Ordering::Relaxed);
             let _ = writeln!(out, "fnvm_instances_in_use{{function=\"{id}\"}} {n}");
         }
+        out.push_str(
+            "# HELP fnvm_instance_share Instances of a function this worker may run at once (its share of maxInstances).\n",
+        );
+        out.push_str("# TYPE fnvm_instance_share gauge\n");
+        for (id, m) in &functions {
+            let n = m.share.load(Ordering::Relaxed);
+            let _ = writeln!(out, "fnvm_instance_share{{function=\"{id}\"}} {n}");
+        }
+        let replicas = self
+            .replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !replicas.is_empty() {
+            out.push_str("# HELP fnvm_replicas Workers that should hold a function, as the scheduler decided.\n");
+            out.push_str("# TYPE fnvm_replicas gauge\n");
+            for (id, n) in &replicas {
+                let _ = writeln!(out, "fnvm_replicas{{function=\"{id}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP fnvm_cold_start_seconds Functions loaded on demand for a request.\n");
+        out.push_str("# TYPE fnvm_cold_start_seconds histogram\n");
+        self.cold_start
+            .render(&mut out, "fnvm_cold_start_seconds", "");
         let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(stats) = pool {
             let (capacity, in_use) = (stats.0)();

@@ -25,8 +25,10 @@ use thiserror::Error;
 pub struct Roles {
     /// The API, the packager and the garbage collector.
     pub api: bool,
-    /// Loading and (next) serving deployments.
+    /// Loading and serving deployments.
     pub worker: bool,
+    /// Forwarding requests to the workers holding each function.
+    pub router: bool,
 }
 
 /// Settings of `fnvm serve`.
@@ -45,6 +47,8 @@ pub struct ServeConfig {
     /// Where the worker's HTTP endpoint listens (it serves functions from the next issue on;
     /// today it names their URLs).
     pub http_listen: SocketAddr,
+    /// Where the router listens (role router).
+    pub router_listen: SocketAddr,
     /// How clients reach the API (upload URLs); default `http://{api_listen}`.
     pub public_api_url: Option<String>,
     /// How the public reaches functions (their `url`); default `http://{http_listen}`.
@@ -83,6 +87,8 @@ pub struct ServeConfig {
     pub background_reset: bool,
     /// How long the worker's fleet registration lives without renewal.
     pub worker_lease: Duration,
+    /// The scheduler's autoscaling.
+    pub scale: crate::scheduler::autoscale::ScaleConfig,
     /// Limits of the worker's HTTP endpoint.
     pub http: HttpConfig,
     /// Settings of asynchronous invocations (`concurrency` and `max_response_bytes` are taken
@@ -321,6 +327,35 @@ pub async fn serve(
         );
     }
 
+    let mut router = None;
+    if config.roles.router {
+        let table = crate::router::SharedTable::default();
+        tasks.spawn(crate::router::run(
+            store.clone(),
+            table.clone(),
+            Duration::from_millis(200),
+        ));
+        let listener = std::net::TcpListener::bind(config.router_listen).map_err(|source| {
+            ServeError::Listen {
+                addr: config.router_listen,
+                source,
+            }
+        })?;
+        let addr = listener.local_addr().unwrap_or(config.router_listen);
+        router = Some(
+            crate::router::proxy::start(
+                listener,
+                table,
+                crate::router::proxy::RouterConfig {
+                    max_body_bytes: config.http.max_body_bytes,
+                    ..crate::router::proxy::RouterConfig::default()
+                },
+            )
+            .map_err(|source| ServeError::Listen { addr, source })?,
+        );
+        tracing::info!(%addr, "router role: requests forwarded to the workers holding each function");
+    }
+
     if config.roles.api {
         let spool_dir = config.data_dir.join("spool");
         let work_dir = config.data_dir.join("packager");
@@ -386,6 +421,8 @@ pub async fn serve(
             scheduler_holder.clone(),
             crate::scheduler::DEFAULT_LEASE,
             crate::scheduler::DEFAULT_POLL,
+            config.scale.clone(),
+            metrics.clone(),
         ));
         scheduler = Some(scheduler_holder);
         tasks.spawn(packager::collect_garbage(
@@ -412,6 +449,9 @@ pub async fn serve(
     }
     if let Some(http) = http {
         http.stop().await;
+    }
+    if let Some(router) = router {
+        router.stop().await;
     }
     tasks.abort_all();
     if let Some(holder) = scheduler {

@@ -6,6 +6,7 @@
 //! lost and nothing stuck.
 
 mod async_invocations;
+mod autoscale;
 mod builds;
 mod endpoint;
 mod fleet;
@@ -16,6 +17,7 @@ mod outages;
 mod pulsar;
 mod refusals;
 mod reliability;
+mod routing;
 
 #[path = "../../support/services.rs"]
 mod services;
@@ -242,6 +244,29 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server::new(name, backends, args, api.prefix.clone());
         s.start_process();
+        s
+    }
+
+    /// Starts a process that plays only the router role on the stores of `api`, listening
+    /// where [`http`](Self::http) says (no worker role binds it), and waits until it answers.
+    pub fn start_router_sharing(name: &str, backends: Backends, api: &Server) -> Server {
+        let mut s = Server::new(name, backends, Vec::new(), api.prefix.clone());
+        s.extra = vec![
+            "--role".into(),
+            "router".into(),
+            "--router-listen".into(),
+            format!("127.0.0.1:{}", s.http_port),
+        ];
+        s.start_process();
+        let start = Instant::now();
+        while ureq::get(&format!("{}/healthz", s.http())).call().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the router did not answer:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         s
     }
 

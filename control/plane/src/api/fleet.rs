@@ -1,11 +1,12 @@
 //! `GET /v4/fleet/workers`: the fleet's workers, live or dead, with what each last reported;
 //! `GET /v4/fleet/scheduler`: which API process schedules; `GET /v4/fleet/placements`: which
 //! workers hold which functions, with their shares (operators' views; organisations' tokens
-//! do not see the routes).
+//! do not see the routes). And an organisation's view of its function's replicas:
+//! `GET .../functions/{functionId}/replicas`.
 
-use super::{ApiError, ApiState, Operator};
-use crate::model::{FleetScheduler, FleetWorker, Placement, Timestamp};
-use axum::extract::State;
+use super::{ApiError, ApiState, Operator, Org};
+use crate::model::{FleetScheduler, FleetWorker, Placement, Replica, Timestamp};
+use axum::extract::{Path, State};
 use axum::Json;
 
 /// Every registered worker, live ones first.
@@ -47,4 +48,23 @@ pub(super) async fn placements(
     _: Operator,
 ) -> Result<Json<Vec<Placement>>, ApiError> {
     Ok(Json(state.store.list_placements().await?))
+}
+
+/// The function's replicas: the workers holding it (not which), each with its share.
+#[utoipa::path(get, path = "/v4/functions/organisations/{ownerId}/functions/{functionId}/replicas",
+    params(("ownerId" = String, Path, description = "Organisation"),
+           ("functionId" = String, Path, description = "Function")),
+    responses((status = 200, body = Vec<Replica>), (status = 401), (status = 404)))]
+pub(super) async fn replicas(
+    State(state): State<ApiState>,
+    Org(owner): Org,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Vec<Replica>>, ApiError> {
+    state
+        .store
+        .get_function(&owner, &id)
+        .await?
+        .ok_or(ApiError::NotFound("function"))?;
+    let placements = state.store.placements_of_function(&id).await?;
+    Ok(Json(placements.iter().map(Replica::of).collect()))
 }

@@ -196,6 +196,10 @@ pub fn router(state: ApiState) -> Router {
             ),
         )
         .route(&format!("{org}/{{functionId}}/logs"), get(functions::logs))
+        .route(
+            &format!("{org}/{{functionId}}/replicas"),
+            get(fleet::replicas),
+        )
         .route(org, get(functions::list).post(functions::create))
         .route(
             &format!("{org}/{{functionId}}"),

@@ -4,9 +4,9 @@
 use super::{deployments, fleet, functions, invocations, triggers, uploads};
 use crate::model::{
     Accepted, BodyEncoding, Deployment, DeploymentSpec, DeploymentStatus, FleetScheduler,
-    FleetWorker, Function, FunctionSpec, Invocation, InvocationResult, InvocationStatus, LogEntry,
-    NewDeployment, Placement, PlacementReason, Platform, PulsarTrigger, PulsarTriggerSpec, Release,
-    RequestSummary, WorkerReport,
+    FleetWorker, Function, FunctionLoad, FunctionSpec, Invocation, InvocationResult,
+    InvocationStatus, LogEntry, NewDeployment, Placement, PlacementReason, Platform, PulsarTrigger,
+    PulsarTriggerSpec, Release, Replica, RequestSummary, WorkerReport,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -23,13 +23,13 @@ use utoipa::{Modify, OpenApi};
         deployments::get_release, deployments::by_status, deployments::build_log,
         uploads::upload, invocations::get, invocations::list, invocations::retry,
         triggers::get, triggers::set, triggers::delete, fleet::workers,
-        fleet::scheduler, fleet::placements,
+        fleet::scheduler, fleet::placements, fleet::replicas,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
         DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment,
         deployments::DeploymentLog, Invocation, InvocationStatus, InvocationResult, BodyEncoding,
         RequestSummary, Accepted, PulsarTrigger, PulsarTriggerSpec, FleetWorker, WorkerReport, FleetScheduler,
-        Placement, PlacementReason)),
+        Placement, PlacementReason, Replica, FunctionLoad)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -34,6 +34,30 @@ pub struct WorkerReport {
     pub resident_bytes: u64,
     /// Deployments it has loaded and serves.
     pub deployments: u64,
+    /// Load per function it holds or has run (counters since the worker started serving the
+    /// function: the scheduler takes differences between reports).
+    #[serde(default)]
+    pub functions: Vec<FunctionLoad>,
+}
+
+/// One function's demand on one worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionLoad {
+    /// The function.
+    pub function_id: String,
+    /// The instances it may run here at once (its share).
+    pub share: u32,
+    /// Instances granted so far.
+    pub granted: u64,
+    /// Requests refused for want of an instance so far.
+    pub refused: u64,
+    /// The time-integral of its instances running, in instance-microseconds: its difference
+    /// between two reports over their interval is the mean concurrency.
+    pub busy_us: u64,
+    /// When it last got an instance here.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_request_at: Option<Timestamp>,
 }
 
 /// A registered worker.
@@ -153,4 +177,38 @@ pub struct PlacementTarget {
     pub max_instances: u32,
     /// Why.
     pub reason: PlacementReason,
+}
+
+/// One replica of a function as its owner sees it (which worker holds it is the operator's
+/// business: `GET /v4/fleet/placements`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replica {
+    /// The deployment it serves (or is loading).
+    pub deployment_id: String,
+    /// The instances it may run at once: its share of the function's `maxInstances`.
+    pub max_instances: u32,
+    /// `serving` (loaded, with a share), `loading` (not loaded yet, or no share yet) or
+    /// `leaving` (being drained).
+    pub state: String,
+}
+
+impl Replica {
+    /// The owner's view of `p`.
+    pub fn of(p: &Placement) -> Replica {
+        let state = if p.reason == PlacementReason::Leaving {
+            "leaving"
+        } else if p.loaded_deployment_id.as_deref() == Some(p.deployment_id.as_str())
+            && p.max_instances > 0
+        {
+            "serving"
+        } else {
+            "loading"
+        };
+        Replica {
+            deployment_id: p.deployment_id.clone(),
+            max_instances: p.max_instances,
+            state: state.into(),
+        }
+    }
 }

@@ -10,7 +10,8 @@ mod invocation;
 mod trigger;
 
 pub use fleet::{
-    FleetScheduler, FleetWorker, Placement, PlacementReason, PlacementTarget, WorkerReport,
+    FleetScheduler, FleetWorker, FunctionLoad, Placement, PlacementReason, PlacementTarget,
+    Replica, WorkerReport,
 };
 pub use invocation::{
     Accepted, BodyEncoding, Invocation, InvocationRequest, InvocationResult, InvocationStatus,

@@ -1,16 +1,19 @@
 //! The fleet's scheduler: the one process (of the API processes) that makes fleet-wide
 //! decisions. Every API process contends for the `scheduler` singleton role in the metadata
 //! store, renewing every third of its lease; the holder acts, the others wait and take over
-//! within one lease when it dies, at once when it stops cleanly. The holder places every
-//! function's deployment on workers ([`placement`]), on every change the store signals (or
-//! every `poll` where it signals none), writing its plan fenced by its term; and it collects
-//! the rows of long-dead workers.
+//! within one lease when it dies, at once when it stops cleanly. The holder decides how many
+//! replicas each function needs from the demand workers report ([`autoscale`]) and places them
+//! on workers ([`placement`]), on every change the store signals (or every `poll` where it
+//! signals none), writing its plan fenced by its term; and it collects the rows of long-dead
+//! workers.
 
+pub mod autoscale;
 pub mod placement;
 
-use crate::model::{Deployment, DeploymentStatus};
+use crate::model::{Deployment, DeploymentStatus, Placement, PlacementReason};
 use crate::store::{MetadataStore, StoreError};
 use crate::worker::membership::FORGET_DEAD_AFTER;
+use autoscale::{Autoscaler, FunctionView, ScaleConfig};
 use placement::FunctionToPlace;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,12 +28,17 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
 /// at the latest after a missed one.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(200);
 
-/// Replicas per function (until autoscaling decides them from demand).
-const REPLICAS: u32 = 1;
-
 /// Contends for the role and acts while holding it, until the task is dropped.
-pub async fn run(store: MetadataStore, holder: String, lease: Duration, poll: Duration) {
+pub async fn run(
+    store: MetadataStore,
+    holder: String,
+    lease: Duration,
+    poll: Duration,
+    scale: ScaleConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     let every = lease / 3;
+    let mut autoscaler = Autoscaler::new(scale);
     let mut term = None;
     let mut renewed_at = None::<Instant>;
     let mut collected_at = None::<Instant>;
@@ -56,7 +64,7 @@ pub async fn run(store: MetadataStore, holder: String, lease: Duration, poll: Du
             renewed_at = Some(Instant::now());
         }
         if let Some(t) = term {
-            if let Err(e) = place(&store, &holder, t).await {
+            if let Err(e) = place(&store, &holder, t, &mut autoscaler, &metrics).await {
                 tracing::warn!(error = %e, "scheduler: placing");
             }
             if collected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
@@ -86,8 +94,14 @@ pub async fn run(store: MetadataStore, holder: String, lease: Duration, poll: Du
     }
 }
 
-/// One placement pass as holder of `term`.
-async fn place(store: &MetadataStore, holder: &str, term: u64) -> Result<(), StoreError> {
+/// One pass as holder of `term`: replicas from demand, then placement.
+async fn place(
+    store: &MetadataStore,
+    holder: &str,
+    term: u64,
+    autoscaler: &mut Autoscaler,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), StoreError> {
     let workers = store.list_workers().await?;
     let mut deployments = store
         .deployments_with_status(DeploymentStatus::Deploying)
@@ -99,7 +113,50 @@ async fn place(store: &MetadataStore, holder: &str, term: u64) -> Result<(), Sto
     );
     let functions = store.serving_functions().await?;
     let placements = store.list_placements().await?;
-    let to_place = functions_to_place(&deployments, &functions);
+    let background = store.functions_with_background_work().await?;
+    autoscaler.observe(&workers);
+    let live: Vec<_> = workers.iter().filter(|w| w.live).collect();
+    let cores = live.iter().map(|w| w.report.cores as f64).sum::<f64>() / live.len().max(1) as f64;
+    let now = crate::model::Timestamp::now().0;
+    let mut to_place = Vec::new();
+    for (f, d) in newest_deployments(&deployments, &functions) {
+        let mine: Vec<&Placement> = placements
+            .iter()
+            .filter(|p| p.function_id == f.id)
+            .collect();
+        let view = FunctionView {
+            current: mine
+                .iter()
+                .filter(|p| p.reason != PlacementReason::Leaving)
+                .count() as u32,
+            max_instances: f.max_instances,
+            keep_one: d.status == DeploymentStatus::Deploying || background.contains(&f.id),
+            since: mine
+                .iter()
+                .map(|p| p.placed_at.0)
+                .chain([d.created_at.0])
+                .max()
+                .unwrap_or(0),
+        };
+        let (replicas, decision) = autoscaler.replicas(&f.id, view, live.len(), cores, now);
+        if let Some(d) = decision {
+            tracing::info!(function = %f.id, from = d.from, to = d.to,
+                concurrency = format!("{:.2}", d.concurrency), reason = d.reason,
+                "scheduler: replicas");
+        }
+        to_place.push(FunctionToPlace {
+            id: f.id.clone(),
+            deployment_id: d.id.clone(),
+            max_instances: f.max_instances,
+            replicas,
+        });
+    }
+    metrics.set_replicas(
+        to_place
+            .iter()
+            .map(|f| (f.id.clone(), f.replicas))
+            .collect(),
+    );
     let plan = placement::plan(&workers, &to_place, &placements);
     if plan.is_empty() {
         return Ok(());
@@ -119,11 +176,11 @@ async fn place(store: &MetadataStore, holder: &str, term: u64) -> Result<(), Sto
     Ok(())
 }
 
-/// Each function's newest deployment that is `DEPLOYING` or `READY`, with its settings.
-fn functions_to_place(
-    deployments: &[Deployment],
-    functions: &[crate::model::Function],
-) -> Vec<FunctionToPlace> {
+/// Each function with a deployment `DEPLOYING` or `READY`, and its newest such.
+fn newest_deployments<'a>(
+    deployments: &'a [Deployment],
+    functions: &'a [crate::model::Function],
+) -> Vec<(&'a crate::model::Function, &'a Deployment)> {
     let mut newest: HashMap<&str, &Deployment> = HashMap::new();
     for d in deployments {
         let newer = newest
@@ -135,14 +192,6 @@ fn functions_to_place(
     }
     functions
         .iter()
-        .filter_map(|f| {
-            let d = newest.get(f.id.as_str())?;
-            Some(FunctionToPlace {
-                id: f.id.clone(),
-                deployment_id: d.id.clone(),
-                max_instances: f.max_instances,
-                replicas: REPLICAS,
-            })
-        })
+        .filter_map(|f| Some((f, *newest.get(f.id.as_str())?)))
         .collect()
 }

@@ -25,7 +25,8 @@ pub struct FunctionToPlace {
     pub deployment_id: String,
     /// Its `maxInstances`, across the fleet.
     pub max_instances: u32,
-    /// How many workers should hold it.
+    /// How many workers should hold it (0: none, it scaled to zero; workers that get requests
+    /// for it still ask for it, and get it).
     pub replicas: u32,
 }
 
@@ -108,7 +109,7 @@ pub fn plan(
             .iter()
             .filter(|p| p.reason == PlacementReason::Demand)
             .count() as u32;
-        let replicas = f.replicas.max(demanded).max(1).min(max) as usize;
+        let replicas = f.replicas.max(demanded).min(max) as usize;
         let replicas = replicas.min(live.len());
 
         // Which to keep: demanded first, then placed, then leaving ones (loaded already).

@@ -21,6 +21,7 @@ fn worker(id: &str, in_flight: u64) -> FleetWorker {
             slots_in_use: in_flight,
             resident_bytes: 1 << 26,
             deployments: 0,
+            functions: vec![],
         },
         renewed_at: Timestamp(0),
         lease_until: Timestamp(0),

@@ -101,6 +101,21 @@ impl MetadataStore {
         rows.iter().map(placement_from_row).collect()
     }
 
+    /// Functions that need a replica whatever their requests: those with an event trigger
+    /// (someone must consume it) or async invocations queued or running.
+    pub async fn functions_with_background_work(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT function_id FROM pulsar_triggers UNION \
+             SELECT DISTINCT function_id FROM invocations WHERE status IN ('QUEUED', 'RUNNING')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("listing functions with background work"))?;
+        Ok(ids.into_iter().collect())
+    }
+
     /// Writes the scheduler's `plan` in one transaction if `holder` still holds `role` in
     /// `term` with a lease that runs; `false` (nothing written) otherwise. On PostgreSQL the
     /// role's row stays locked until the plan is written, so a take-over waits for it; on

@@ -274,6 +274,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX placements_by_worker ON placements (worker_id)",
         ],
     },
+    Migration {
+        version: 10,
+        name: "function load in worker reports",
+        statements: &[
+            // Each worker's per-function demand counters (JSON), renewed with its lease: what
+            // the scheduler's autoscaler decides replicas from.
+            "ALTER TABLE workers ADD COLUMN function_load TEXT NOT NULL DEFAULT '[]'",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

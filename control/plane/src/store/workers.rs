@@ -14,13 +14,15 @@ use std::time::Duration;
 macro_rules! worker_columns {
     () => {
         "id, url, started_at, version, cores, slots, memory_bytes, in_flight, slots_in_use, \
-         resident_bytes, deployments, renewed_at, lease_until"
+         resident_bytes, deployments, renewed_at, lease_until, function_load"
     };
 }
 
 fn worker_from_row(row: &AnyRow, at: i64) -> Result<FleetWorker, StoreError> {
     let r = Reader::new(row, "worker", "id")?;
     let lease_until = r.time("lease_until")?;
+    let load: String = r.get("function_load")?;
+    let functions = serde_json::from_str(&load).map_err(|e| r.corrupt("function_load", e))?;
     Ok(FleetWorker {
         report: WorkerReport {
             id: r.id(),
@@ -34,6 +36,7 @@ fn worker_from_row(row: &AnyRow, at: i64) -> Result<FleetWorker, StoreError> {
             slots_in_use: r.u64("slots_in_use")?,
             resident_bytes: r.u64("resident_bytes")?,
             deployments: r.u64("deployments")?,
+            functions,
         },
         renewed_at: r.time("renewed_at")?,
         lease_until,
@@ -53,14 +56,14 @@ impl MetadataStore {
         sqlx::query(concat!(
             "INSERT INTO workers (",
             worker_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
              started_at = excluded.started_at, version = excluded.version, \
              cores = excluded.cores, slots = excluded.slots, \
              memory_bytes = excluded.memory_bytes, in_flight = excluded.in_flight, \
              slots_in_use = excluded.slots_in_use, resident_bytes = excluded.resident_bytes, \
              deployments = excluded.deployments, renewed_at = excluded.renewed_at, \
-             lease_until = excluded.lease_until"
+             lease_until = excluded.lease_until, function_load = excluded.function_load"
         ))
         .bind(&report.id)
         .bind(&report.url)
@@ -75,6 +78,7 @@ impl MetadataStore {
         .bind(to_db("deployments", report.deployments)?)
         .bind(at)
         .bind(lease_end(lease))
+        .bind(serde_json::to_string(&report.functions).unwrap_or_else(|_| "[]".into()))
         .execute(&self.pool)
         .await
         .map_err(StoreError::query("renewing a worker's lease"))?;

@@ -155,6 +155,9 @@ fn response(answer: Answer, receipt: Option<HeaderValue>) -> Response<Full<Bytes
 /// The receipt header.
 const FNVM_INVOCATION: HeaderName = HeaderName::from_static("fnvm-invocation");
 
+/// What a cold start cost: loading the function here, waiting for a share of its instances.
+const FNVM_COLD_START: HeaderName = HeaderName::from_static("fnvm-cold-start");
+
 /// An invocation's id: this process's random prefix and a counter, in hex.
 #[derive(Clone, Copy, Debug)]
 struct InvocationId(u32, u64);
@@ -210,7 +213,7 @@ impl Endpoint {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let Some((served, state)) = self.worker.route_or_demand(fid).await else {
+        let Some((served, state, loaded_in)) = self.worker.route_or_demand(fid).await else {
             return response(
                 Answer::text(404, "no function is served here under that id\n"),
                 None,
@@ -266,6 +269,8 @@ impl Endpoint {
             return response(a, None);
         }
         // Most requests find a free instance: no timer then.
+        let cold = loaded_in.is_some() || state.instances.share() == 0;
+        let waited = Instant::now();
         let permit = match state.instances.try_acquire() {
             Some(p) => Some(p),
             None => {
@@ -291,6 +296,13 @@ impl Endpoint {
             .with("retry-after", "1");
             return response(a, None);
         };
+        // A cold start (loaded here for this request, or waiting for a share to come here):
+        // the response says what it cost.
+        let cold_start = cold.then(|| {
+            let load_ms = loaded_in.map_or(0, |d| d.as_millis());
+            let wait_ms = waited.elapsed().as_millis();
+            HeaderValue::from_str(&format!("load_ms={load_ms}, wait_ms={wait_ms}")).ok()
+        });
         let call = Call {
             method: parts.method,
             uri: parts.uri,
@@ -338,7 +350,11 @@ impl Endpoint {
         };
         fm.status(answer.status);
         fm.total.observe(start.elapsed());
-        response(answer, Some(receipt))
+        let mut r = response(answer, Some(receipt));
+        if let Some(Some(v)) = cold_start {
+            r.headers_mut().insert(FNVM_COLD_START, v);
+        }
+        r
     }
 
     /// Queues an asynchronous invocation; the answer says where to follow it.

@@ -49,6 +49,7 @@ pub fn report(identity: &Identity, worker: &Worker, metrics: &Metrics) -> Worker
         slots_in_use: slots_in_use as u64,
         resident_bytes: resident().unwrap_or(0),
         deployments: worker.loaded_ids().len() as u64,
+        functions: worker.function_loads(),
     }
 }
 

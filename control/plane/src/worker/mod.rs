@@ -205,17 +205,18 @@ impl Worker {
 
     /// Like [`Worker::route`], for a request: a function this worker holds no share of (it
     /// does not hold it, or is giving it up) is asked for (the scheduler then gives this worker
-    /// a replica and a share) and, if not loaded here, loaded now. `None`: the function is not
-    /// served anywhere (no deployment `READY`), or loading it failed.
+    /// a replica and a share) and, if not loaded here, loaded now (with how long that took).
+    /// `None`: the function is not served anywhere (no deployment `READY`), or loading it
+    /// failed.
     pub async fn route_or_demand(
         self: &Arc<Self>,
         function_id: &str,
-    ) -> Option<(Arc<Served>, Arc<FunctionState>)> {
+    ) -> Option<(Arc<Served>, Arc<FunctionState>, Option<Duration>)> {
         if let Some((served, state)) = self.route(function_id) {
             if state.instances.share() == 0 {
                 self.demand(function_id, &served.deployment.id).await;
             }
-            return Some((served, state));
+            return Some((served, state, None));
         }
         // Only functions the store lists as served are looked up: an unknown id costs no query.
         let owner = {
@@ -223,8 +224,8 @@ impl Worker {
             table.functions.get(function_id)?.function.owner_id.clone()
         };
         let _one_at_a_time = self.loading.lock().await;
-        if let Some(found) = self.route(function_id) {
-            return Some(found);
+        if let Some((served, state)) = self.route(function_id) {
+            return Some((served, state, None));
         }
         let deployments = match self.store.list_deployments(&owner, function_id).await {
             Ok(d) => d,
@@ -243,6 +244,7 @@ impl Worker {
             Ok((module, code_size)) => {
                 tracing::info!(function = %function_id, deployment = %d.id,
                     ms = started.elapsed().as_millis() as u64, "worker: loaded on demand");
+                self.metrics.cold_start(started.elapsed());
                 let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
                 table.loaded.insert(
                     d.id.clone(),
@@ -259,7 +261,8 @@ impl Worker {
                 return None;
             }
         }
-        self.route(function_id)
+        let (served, state) = self.route(function_id)?;
+        Some((served, state, Some(started.elapsed())))
     }
 
     /// Asks for a replica of `function_id` here (at most once a second per function).
@@ -299,6 +302,29 @@ impl Worker {
                 Some((id.clone(), Duration::from_millis(f.timeout_ms)))
             })
             .collect()
+    }
+
+    /// The demand of every function this worker holds a share of or has run.
+    pub fn function_loads(&self) -> Vec<crate::model::FunctionLoad> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let mut loads: Vec<_> = table
+            .gates
+            .iter()
+            .filter_map(|(id, gate)| {
+                let d = gate.demand();
+                let share = gate.share();
+                (share > 0 || d.granted > 0 || d.refused > 0).then(|| crate::model::FunctionLoad {
+                    function_id: id.clone(),
+                    share,
+                    granted: d.granted,
+                    refused: d.refused,
+                    busy_us: d.busy_us,
+                    last_request_at: d.last_granted,
+                })
+            })
+            .collect();
+        loads.sort_by(|a, b| a.function_id.cmp(&b.function_id));
+        loads
     }
 
     /// Ids of the deployments loaded.
@@ -427,6 +453,7 @@ async fn sync(
                     gate.clone(),
                 )),
             };
+            state.metrics.set_share(gate.share());
             gates.insert(state.function.id.clone(), gate);
             states.insert(state.function.id.clone(), state);
         }

@@ -4,9 +4,13 @@
 //! use beyond the new share are retired as they come back. What the worker enforces meanwhile
 //! ([`InstanceGate::applied`]: the share plus what is still to retire) is what it reports, so
 //! the scheduler gives that part of the share to another worker only once it is retired here.
+//! The gate also measures the function's demand here ([`Demand`]): instances granted and
+//! refused, and the time-integral of instances running, from which the scheduler's autoscaler
+//! derives the mean concurrency between two reports.
 
+use crate::model::Timestamp;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The gate of one function's instances.
@@ -18,12 +22,46 @@ pub struct InstanceGate {
     retired: Option<Arc<Notify>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counts {
     /// The share.
     share: u32,
     /// Permits in use beyond the share, to be retired when they come back.
     retiring: u32,
+    /// Instances running now.
+    running: u32,
+    /// Instances granted and refused (no permit within the wait), since the gate was made.
+    granted: u64,
+    refused: u64,
+    /// The integral of `running` over time, in instance-microseconds, up to `changed`.
+    busy_us: u64,
+    changed: Instant,
+    /// When an instance was last granted.
+    last_granted: Option<Timestamp>,
+}
+
+impl Counts {
+    /// Brings `busy_us` up to now.
+    fn account(&mut self, now: Instant) {
+        let us = now.saturating_duration_since(self.changed).as_micros() as u64;
+        self.busy_us = self
+            .busy_us
+            .saturating_add(us.saturating_mul(u64::from(self.running)));
+        self.changed = now;
+    }
+}
+
+/// A function's demand on this worker, counted since its gate was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// Instances granted.
+    pub granted: u64,
+    /// Requests refused for want of an instance.
+    pub refused: u64,
+    /// The time-integral of instances running, in instance-microseconds.
+    pub busy_us: u64,
+    /// When an instance was last granted.
+    pub last_granted: Option<Timestamp>,
 }
 
 /// The right to run one instance; back to the gate (or retired) when dropped.
@@ -36,6 +74,8 @@ pub struct InstancePermit {
 impl Drop for InstancePermit {
     fn drop(&mut self) {
         let mut c = self.gate.lock();
+        c.account(Instant::now());
+        c.running = c.running.saturating_sub(1);
         if let Some(p) = self.permit.take() {
             if c.retiring > 0 {
                 c.retiring -= 1;
@@ -62,7 +102,16 @@ impl InstanceGate {
         Arc::new(InstanceGate {
             retired,
             permits: Arc::new(Semaphore::new(share as usize)),
-            counts: Mutex::new(Counts { share, retiring: 0 }),
+            counts: Mutex::new(Counts {
+                share,
+                retiring: 0,
+                running: 0,
+                granted: 0,
+                refused: 0,
+                busy_us: 0,
+                changed: Instant::now(),
+                last_granted: None,
+            }),
         })
     }
 
@@ -104,19 +153,34 @@ impl InstanceGate {
         c.share = share;
     }
 
-    /// A permit if one is free now.
+    /// The demand so far.
+    pub fn demand(&self) -> Demand {
+        let mut c = self.lock();
+        c.account(Instant::now());
+        Demand {
+            granted: c.granted,
+            refused: c.refused,
+            busy_us: c.busy_us,
+            last_granted: c.last_granted,
+        }
+    }
+
+    /// A permit if one is free now (not counted as refused if none is: the caller waits).
     pub fn try_acquire(self: &Arc<Self>) -> Option<InstancePermit> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         Some(self.wrap(permit))
     }
 
-    /// A permit, waiting at most `wait` for one.
+    /// A permit, waiting at most `wait` for one; a refusal is counted if none came.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Option<InstancePermit> {
-        let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
-        Some(self.wrap(permit))
+        let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+        match permit {
+            Ok(Ok(permit)) => Some(self.wrap(permit)),
+            _ => {
+                self.lock().refused += 1;
+                None
+            }
+        }
     }
 
     /// A permit, waiting as long as it takes.
@@ -126,6 +190,12 @@ impl InstanceGate {
     }
 
     fn wrap(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> InstancePermit {
+        let mut c = self.lock();
+        c.account(Instant::now());
+        c.running += 1;
+        c.granted += 1;
+        c.last_granted = Some(Timestamp::now());
+        drop(c);
         InstancePermit {
             permit: Some(permit),
             gate: self.clone(),
@@ -154,6 +224,29 @@ mod tests {
         let c = g.try_acquire().unwrap();
         assert!(g.try_acquire().is_none());
         drop(c);
+    }
+
+    #[tokio::test]
+    async fn demand_counts_grants_refusals_and_busy_time() {
+        let g = InstanceGate::new(2);
+        assert_eq!(g.demand(), Demand::default());
+        let a = g.try_acquire().unwrap();
+        let b = g.try_acquire().unwrap();
+        assert!(g.acquire(Duration::from_millis(1)).await.is_none());
+        std::thread::sleep(Duration::from_millis(30));
+        drop(a);
+        let d = g.demand();
+        assert_eq!((d.granted, d.refused), (2, 1));
+        assert!(d.last_granted.is_some());
+        // Two instances for at least 30 ms: at least 60 instance-ms.
+        assert!(d.busy_us >= 60_000, "{d:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        // One still runs: the integral grows while it does, and stops once it ends.
+        drop(b);
+        let e = g.demand();
+        assert!(e.busy_us >= d.busy_us + 20_000, "{e:?}");
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(g.demand().busy_us < e.busy_us + 1_000);
     }
 
     #[tokio::test]

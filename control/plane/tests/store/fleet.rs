@@ -6,7 +6,7 @@
 
 use super::{deploy, func, TestDb, R};
 use fnvm_control::model::{
-    DeploymentStatus, PlacementReason, PlacementTarget, Timestamp, WorkerReport,
+    DeploymentStatus, FunctionLoad, PlacementReason, PlacementTarget, Timestamp, WorkerReport,
 };
 use fnvm_control::store::PlacementPlan;
 use std::time::Duration;
@@ -26,6 +26,14 @@ fn report(id: &str, in_flight: u64) -> WorkerReport {
         slots_in_use: in_flight,
         resident_bytes: 20 << 20,
         deployments: 3,
+        functions: vec![FunctionLoad {
+            function_id: "f".into(),
+            share: 2,
+            granted: in_flight * 10,
+            refused: 1,
+            busy_us: 12_345,
+            last_request_at: Some(Timestamp(1_700_000_000_000)),
+        }],
     }
 }
 
