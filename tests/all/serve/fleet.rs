@@ -358,6 +358,42 @@ fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
     // An unknown function: 404 anywhere.
     let (s, _) = get(&format!("{other}/no-such-function"));
     assert_eq!(s, 404);
+    // A new version of f1 reaches its replica (READY once it has loaded it); deleting f1
+    // removes it from every worker.
+    let v2 = api.data_dir.with_extension("f1v2.wasm");
+    std::fs::write(&v2, printing_wasm("f1v2")).unwrap();
+    ok(api.cli("org-p", &org, &["deploy", v2.to_str().unwrap(), &fids[1]]));
+    let start = Instant::now();
+    while get(&format!("{}/{}", url_of(&holders[1]), fids[1])).1 != b"f1v2" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, _) = request(
+        "DELETE",
+        &format!(
+            "{}/v4/functions/organisations/org-p/functions/{}",
+            api.api, fids[1]
+        ),
+        Some(&org),
+        None,
+        None,
+    );
+    assert_eq!(s, 204);
+    let start = Instant::now();
+    while workers
+        .iter()
+        .any(|w| get(&format!("{}/{}", w.http(), fids[1])).0 != 404)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            all_logs(&api, &workers)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(placements(&api, &operator)
+        .iter()
+        .all(|p| p["functionId"] != fids[1].as_str()));
     // SIGKILL of the worker holding f2: its lease lapses (1.5 s), and f2 is placed on, loaded
     // by and served from another worker.
     let i = workers

@@ -1,7 +1,9 @@
 //! A worker cut off from the metadata store and the API keeps serving what it has, and catches
 //! up (subscribes to notifications again, loads the new deployment) once the store is back. The
 //! database "goes down" for the worker alone: it reaches PostgreSQL through a TCP relay that the
-//! test cuts and restores, while other tests keep using the same server.
+//! test cuts and restores, while other tests keep using the same server. The same for a whole
+//! fleet (API, two workers, a router): requests through the router are all answered while the
+//! database is away, and a deployment made once it is back reaches the fleet.
 
 use super::*;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -179,4 +181,106 @@ fn a_worker_keeps_serving_while_the_database_and_the_api_are_down() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(calls > 20, "only {calls} calls during the outage");
+}
+
+#[test]
+fn a_fleet_serves_through_a_database_outage_and_catches_up() {
+    let backends = Backends::with(true, true, "fleet_outage");
+    let direct = backends.database_url.clone().unwrap();
+    let (credentials, rest) = direct.split_once('@').unwrap();
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let mut relay = Relay::start(host_port.parse().unwrap());
+    let relayed = Backends {
+        database_url: Some(format!("{credentials}@127.0.0.1:{}/{database}", relay.port)),
+        s3: backends.s3.clone(),
+    };
+    let api = Server::start("fleet-outage-api", relayed.clone(), &["--role", "api"]);
+    let lease = ["--worker-lease-ms", "1500"];
+    let workers: Vec<Server> = (0..2)
+        .map(|i| {
+            Server::start_worker_sharing_with(
+                &format!("fleet-outage-{i}"),
+                relayed.clone(),
+                &api,
+                &lease,
+            )
+        })
+        .collect();
+    let router = Server::start_router_sharing("fleet-outage-router", relayed, &api);
+    let token = api.token(Some("org-fo"));
+    let fid = api.deploy_function(
+        "org-fo",
+        &token,
+        r#"{"maxInstances": 2}"#,
+        &printing_wasm("up"),
+    );
+    let url = format!("{}/{fid}", router.http());
+    let start = Instant::now();
+    while endpoint::call("GET", &url, &[], b"").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            router.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Two clients through the router: 2 s, the database away for 8 s, 6 s after.
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (s, _, _) = endpoint::call("GET", &url, &[], b"");
+                    statuses.lock().unwrap().push(s);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    relay.cut();
+    std::thread::sleep(Duration::from_secs(8));
+    relay.restore();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "database outage of 8 s under a fleet: {failed} of {} requests through the router failed",
+        statuses.len()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "{:?}\n{}\n{}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>(),
+        router.log_text(),
+        api.log_text()
+    );
+    assert!(statuses.len() > 100);
+    // Caught up: a function deployed now is placed, READY and answers through the router.
+    let again = api.deploy_function("org-fo", &token, "{}", &printing_wasm("again"));
+    let url = format!("{}/{again}", router.http());
+    let start = Instant::now();
+    loop {
+        let (s, _, body) = endpoint::call("GET", &url, &[], b"");
+        if (s, body.as_slice()) == (200, b"again".as_slice()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{s}\n{}",
+            workers
+                .iter()
+                .map(|w| w.log_text())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

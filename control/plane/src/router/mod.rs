@@ -29,6 +29,8 @@ pub struct Backend {
     pub cores: u64,
     /// Invocations it reported running with its last lease renewal.
     pub reported_in_flight: u64,
+    /// Its lease lapsed (lately: it may be dead, or the database was away): tried last.
+    pub lapsed: bool,
     /// Requests this router has in flight to it now (one counter per worker, carried from
     /// table to table, so requests sent under an older table count it down).
     pub in_flight: Arc<AtomicU64>,
@@ -37,6 +39,9 @@ pub struct Backend {
     /// dead, and the store says so only once its lease lapses).
     pub failed_at: Arc<AtomicU64>,
 }
+
+/// How long a worker whose lease lapsed stays in the table (tried last).
+pub const LAPSED_GRACE_MS: i64 = 30_000;
 
 /// How long a worker that failed a request is tried last.
 const SUSPECT_FOR_MS: u64 = 3000;
@@ -55,7 +60,7 @@ impl Backend {
 
     /// Whether a request to it failed lately.
     fn suspect(&self, now: u64) -> bool {
-        now.saturating_sub(self.failed_at.load(Ordering::Relaxed)) < SUSPECT_FOR_MS
+        self.lapsed || now.saturating_sub(self.failed_at.load(Ordering::Relaxed)) < SUSPECT_FOR_MS
     }
 
     /// How loaded the worker looks: what it reported plus what this router sends it now, per
@@ -77,11 +82,20 @@ pub struct Table {
 
 impl Table {
     /// A table of the live `workers` and their `placements`; the in-flight counts of workers
-    /// in `previous` carry over.
+    /// in `previous` carry over. Workers of `previous` whose lease lapsed less than
+    /// [`LAPSED_GRACE_MS`] ago are kept, to be tried last: after the database was away, every
+    /// lease has lapsed until the workers renew, which can take their database pools a while
+    /// (a dead worker refuses the connection, and the next one is tried).
     pub fn new(workers: &[FleetWorker], placements: &[Placement], previous: &Table) -> Table {
+        let now = now_ms() as i64;
+        let recent = |w: &FleetWorker| {
+            w.live
+                || (previous.backends.contains_key(&w.report.id)
+                    && w.lease_until.0 + LAPSED_GRACE_MS > now)
+        };
         let backends: HashMap<String, Arc<Backend>> = workers
             .iter()
-            .filter(|w| w.live)
+            .filter(|w| recent(w))
             .map(|w| {
                 let before = previous.backends.get(&w.report.id);
                 let in_flight = before.map_or_else(Arc::default, |b| b.in_flight.clone());
@@ -91,6 +105,7 @@ impl Table {
                     url: w.report.url.trim_end_matches('/').to_string(),
                     cores: w.report.cores,
                     reported_in_flight: w.report.in_flight,
+                    lapsed: !w.live,
                     in_flight,
                     failed_at,
                 };
@@ -134,9 +149,9 @@ impl Table {
         first
     }
 
-    /// Live workers known.
+    /// Live workers known (not counting those whose lease lapsed lately).
     pub fn workers(&self) -> usize {
-        self.backends.len()
+        self.backends.values().filter(|b| !b.lapsed).count()
     }
 }
 

@@ -10,7 +10,7 @@
 pub mod autoscale;
 pub mod placement;
 
-use crate::model::{Deployment, DeploymentStatus, Placement, PlacementReason};
+use crate::model::{Deployment, DeploymentStatus, FleetWorker, Placement, PlacementReason};
 use crate::store::{MetadataStore, StoreError};
 use crate::worker::membership::FORGET_DEAD_AFTER;
 use autoscale::{Autoscaler, FunctionView, ScaleConfig};
@@ -28,6 +28,38 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
 /// at the latest after a missed one.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(200);
 
+/// Which workers the scheduler treats as dead: a worker whose lease lapsed only after it has
+/// been seen lapsed for half a lease. A lapsed lease may be the scheduler's own doing: after
+/// the database was unreachable for everyone (restarted, cut off), every lease has lapsed,
+/// and the workers renew within a third of theirs once it is back; moving every function
+/// meanwhile would disrupt what is served for nothing. A worker that really died loses its
+/// placements half a lease later than its lease says.
+#[derive(Debug, Default)]
+struct DeathWatch {
+    lapsed_since: HashMap<String, Instant>,
+}
+
+impl DeathWatch {
+    /// `workers`, with those lapsed for less than half their lease still live.
+    fn judge(&mut self, mut workers: Vec<FleetWorker>) -> Vec<FleetWorker> {
+        let now = Instant::now();
+        let mut seen = HashMap::new();
+        for w in &mut workers {
+            if w.live {
+                continue;
+            }
+            let since = self.lapsed_since.get(&w.report.id).copied().unwrap_or(now);
+            seen.insert(w.report.id.clone(), since);
+            let lease_ms = w.lease_until.0.saturating_sub(w.renewed_at.0).max(0) as u64;
+            if now.duration_since(since) < Duration::from_millis(lease_ms / 2) {
+                w.live = true;
+            }
+        }
+        self.lapsed_since = seen;
+        workers
+    }
+}
+
 /// Contends for the role and acts while holding it, until the task is dropped.
 pub async fn run(
     store: MetadataStore,
@@ -39,6 +71,7 @@ pub async fn run(
 ) {
     let every = lease / 3;
     let mut autoscaler = Autoscaler::new(scale);
+    let mut deaths = DeathWatch::default();
     let mut term = None;
     let mut renewed_at = None::<Instant>;
     let mut collected_at = None::<Instant>;
@@ -64,7 +97,8 @@ pub async fn run(
             renewed_at = Some(Instant::now());
         }
         if let Some(t) = term {
-            if let Err(e) = place(&store, &holder, t, &mut autoscaler, &metrics).await {
+            if let Err(e) = place(&store, &holder, t, &mut autoscaler, &mut deaths, &metrics).await
+            {
                 tracing::warn!(error = %e, "scheduler: placing");
             }
             if collected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
@@ -100,9 +134,10 @@ async fn place(
     holder: &str,
     term: u64,
     autoscaler: &mut Autoscaler,
+    deaths: &mut DeathWatch,
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), StoreError> {
-    let workers = store.list_workers().await?;
+    let workers = deaths.judge(store.list_workers().await?);
     let mut deployments = store
         .deployments_with_status(DeploymentStatus::Deploying)
         .await?;
@@ -194,4 +229,56 @@ fn newest_deployments<'a>(
         .iter()
         .filter_map(|f| Some((f, *newest.get(f.id.as_str())?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Timestamp, WorkerReport};
+
+    fn worker(id: &str, live: bool) -> FleetWorker {
+        FleetWorker {
+            report: WorkerReport {
+                id: id.into(),
+                url: String::new(),
+                started_at: Timestamp(0),
+                version: String::new(),
+                cores: 1,
+                slots: 1,
+                memory_bytes: 1,
+                in_flight: 0,
+                slots_in_use: 0,
+                resident_bytes: 0,
+                deployments: 0,
+                functions: vec![],
+            },
+            renewed_at: Timestamp(1_000),
+            lease_until: Timestamp(1_200),
+            live,
+        }
+    }
+
+    #[test]
+    fn a_lapsed_worker_is_dead_after_half_a_lease_of_being_seen_lapsed() {
+        let mut d = DeathWatch::default();
+        let live = |ws: Vec<FleetWorker>| ws.iter().map(|w| w.live).collect::<Vec<_>>();
+        // Lease 200 ms: lapsed workers stay live for 100 ms of watching.
+        assert_eq!(
+            live(d.judge(vec![worker("a", true), worker("b", false)])),
+            [true, true]
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            live(d.judge(vec![worker("a", true), worker("b", false)])),
+            [true, true]
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            live(d.judge(vec![worker("a", true), worker("b", false)])),
+            [true, false]
+        );
+        // Renewed: forgotten; lapsed again: watched from the start again.
+        assert_eq!(live(d.judge(vec![worker("b", true)])), [true]);
+        assert_eq!(live(d.judge(vec![worker("b", false)])), [true]);
+    }
 }
