@@ -2,7 +2,9 @@
 //! replicas while its demand lasts (clients sending only to the workers holding it, as a
 //! placement-aware router does), fewer when the demand falls, none once it is idle, and comes
 //! back on the next request, which says what its cold start cost. The shares of
-//! `maxInstances` held never add up to more than it at any sample.
+//! `maxInstances` held never add up to more than it at any sample. And `maxInstances` holds
+//! across the fleet: clients hammering every worker directly never see more instances of the
+//! function running at once than it allows.
 
 use super::fleet::{all_logs, fleet, get, placements};
 use super::*;
@@ -209,4 +211,97 @@ fn a_busy_function_scales_out_in_and_to_zero_then_comes_back() {
         assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn max_instances_holds_across_the_fleet_when_every_worker_is_asked() {
+    let (_backends, api, workers, operator) = super::routing::fleet_of("maxinst", 3);
+    let org = api.token(Some("org-m"));
+    let fid = api.deploy_function(
+        "org-m",
+        &org,
+        r#"{"maxInstances": 2, "timeoutMs": 10000}"#,
+        &busy_wasm(30_000_000),
+    );
+    // Six clients, each going round the three workers, for 6 s; every answer's run, from its
+    // receipt, as an interval ending when the answer arrived.
+    let urls: Vec<String> = workers
+        .iter()
+        .map(|w| format!("{}/{fid}", w.http()))
+        .collect();
+    let runs = Arc::new(Mutex::new(Vec::<(Instant, Duration)>::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let (urls, runs, refused, stop) =
+                (urls.clone(), runs.clone(), refused.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = i;
+                while !stop.load(Ordering::Relaxed) {
+                    let (s, hs, _) = super::endpoint::call("GET", &urls[n % 3], &[], b"");
+                    n += 1;
+                    if s != 200 {
+                        assert_eq!(s, 503, "only 'busy' may refuse");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let receipt = super::endpoint::header(&hs, "fnvm-invocation").unwrap();
+                    let run_us: u64 = receipt
+                        .split(", ")
+                        .find_map(|kv| kv.strip_prefix("run_us="))
+                        .and_then(|v| v.parse().ok())
+                        .expect("run_us in the receipt");
+                    runs.lock()
+                        .unwrap()
+                        .push((Instant::now(), Duration::from_micros(run_us)));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let runs = runs.lock().unwrap();
+    assert!(runs.len() >= 10, "{} runs", runs.len());
+    // Intervals shrunk by 10 ms at each end (the answer's way back is not the run's).
+    let slack = Duration::from_millis(10);
+    let mut edges: Vec<(Instant, i32)> = Vec::new();
+    for (end, run) in runs.iter() {
+        if *run > slack * 3 {
+            edges.push((*end - *run + slack, 1));
+            edges.push((*end - slack, -1));
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    let workers_used = workers
+        .iter()
+        .filter(|w| {
+            let (_, _, m) =
+                super::endpoint::call("GET", &format!("{}/metrics", w.http()), &[], b"");
+            String::from_utf8(m).unwrap().contains(&format!(
+                "fnvm_requests_total{{function=\"{fid}\",status=\"200\"}}"
+            ))
+        })
+        .count();
+    eprintln!(
+        "maxInstances 2 across 3 workers asked directly: {} runs on {workers_used} workers, {} \
+         refused (503), at most {most} running at once",
+        runs.len(),
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(most <= 2, "{most} instances at once");
+    let held: u64 = placements(&api, &operator)
+        .iter()
+        .filter(|p| p["functionId"] == fid.as_str())
+        .map(|p| p["heldMaxInstances"].as_u64().unwrap())
+        .sum();
+    assert!(held <= 2);
 }

@@ -183,6 +183,16 @@ impl Server {
         s
     }
 
+    /// Starts another API process on the stores of `api` (the same artifact prefix), with
+    /// its own data directory, and waits until it answers.
+    pub fn start_api_sharing(name: &str, backends: Backends, api: &Server) -> Server {
+        let extra = vec!["--role".to_string(), "api".to_string()];
+        let mut s = Server::new(name, backends, extra, api.prefix.clone());
+        s.api = format!("http://127.0.0.1:{}", s.api_port);
+        s.spawn();
+        s
+    }
+
     /// A server not started yet, with a fresh data directory named after `name` and its
     /// artifacts (on S3) under `prefix`.
     fn new(name: &str, backends: Backends, extra: Vec<String>, prefix: String) -> Server {

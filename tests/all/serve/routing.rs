@@ -1,8 +1,10 @@
 //! The router end to end, on PostgreSQL and S3: requests through `fnvm serve --role router`
 //! reach the worker holding the function; SIGKILL of that worker under load fails only the
 //! requests it had in flight (counted), the others go to the remaining workers, which load the
-//! function on demand until the scheduler has placed it; HAProxy (Debian's) in front of two
-//! routers spreads requests over both and loses none when one is killed.
+//! function on demand until the scheduler has placed it; SIGKILL of the API process holding
+//! the scheduler's role under load fails nothing, and the other API process schedules the
+//! next deployment; HAProxy (Debian's) in front of two routers spreads requests over both and
+//! loses none when one is killed.
 
 use super::fleet::{all_logs, fleet, get, placements};
 use super::*;
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// Starts an API process and `n` workers on fresh stores, and waits until the workers are
 /// live.
-fn fleet_of(name: &str, n: usize) -> (Backends, Server, Vec<Server>, String) {
+pub(super) fn fleet_of(name: &str, n: usize) -> (Backends, Server, Vec<Server>, String) {
     let backends = Backends::with(true, true, name);
     let api = Server::start(&format!("{name}-api"), backends.clone(), &["--role", "api"]);
     let operator = api.token(None);
@@ -247,4 +249,77 @@ fn haproxy_spreads_over_two_routers_and_loses_nothing_when_one_dies() {
     let _ = proxy.wait();
     eprintln!("router SIGKILL behind HAProxy: {failures} of 40 sequential requests failed");
     assert_eq!(failures, 0);
+}
+
+#[test]
+fn killing_the_scheduler_under_load_fails_nothing_and_the_other_api_schedules() {
+    let (backends, first, workers, operator) = fleet_of("sched_kill", 2);
+    let second = Server::start_api_sharing("sched_kill-api2", backends.clone(), &first);
+    let router = Server::start_router_sharing("sched_kill-router", backends, &first);
+    let org = first.token(Some("org-k"));
+    let fid = first.deploy_function("org-k", &org, r#"{"maxInstances": 2}"#, &printing_wasm("k"));
+    let url = format!("{}/{fid}", router.http());
+    let start = Instant::now();
+    while get(&url).0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let holder = |api: &Server| -> String {
+        let (s, body) = super::fleet::fleet_get(api, &operator, "scheduler");
+        assert_eq!(s, 200, "{body}");
+        body["holder"].as_str().unwrap().to_string()
+    };
+    let node = |s: &Server| std::fs::read_to_string(s.data_dir.join("node-id")).unwrap();
+    let scheduler = holder(&first);
+    let (mut dead, alive) = if scheduler.starts_with(node(&first).trim()) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    statuses.lock().unwrap().push(get(&url).0);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    dead.kill9();
+    // The other API process takes the role within the lease (6 s) and places a new function.
+    let killed = Instant::now();
+    while holder(&alive) == scheduler {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "{}",
+            alive.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let org2 = alive.token(Some("org-k"));
+    let next = alive.deploy_function("org-k", &org2, "{}", &printing_wasm("after"));
+    let (s, body) = get(&format!("{}/{next}", router.http()));
+    assert_eq!(
+        (s, body.as_slice()),
+        (200, b"after".as_slice()),
+        "{}",
+        all_logs(&alive, &workers)
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "scheduler SIGKILL under load: {failed} of {} requests through the router failed; \
+         take-over after {:?}",
+        statuses.len(),
+        killed.elapsed()
+    );
+    assert_eq!(failed, 0);
 }
