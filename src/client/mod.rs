@@ -360,13 +360,13 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 let replicas: Vec<fnvm_control::model::Replica> = some(c.send("GET", &url, None)?)?;
                 let shares: Vec<String> = replicas
                     .iter()
-                    .map(|r| format!("{} ({})", r.max_instances, r.state))
+                    .map(|r| format!("{} instances, {}", r.max_instances, r.state))
                     .collect();
                 println!(
-                    "{:<14} {} {}",
+                    "{:<14} {} ({})",
                     "replicas",
                     replicas.len(),
-                    shares.join(", ")
+                    shares.join("; ")
                 );
             }
         }

@@ -304,7 +304,7 @@ fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
     assert!(r[0].get("workerId").is_none(), "{r}");
     let text = ok(api.cli("org-p", &org, &["get", &fids[0]]));
     assert!(
-        text.contains("replicas") && text.contains("1 2 (serving)"),
+        text.contains("replicas") && text.contains("1 (2 instances, serving)"),
         "{text}"
     );
     let other_org = api.token(Some("org-q"));

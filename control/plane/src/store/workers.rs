@@ -145,10 +145,12 @@ pub struct SingletonLease {
 
 impl MetadataStore {
     /// Takes or renews the role `name` for `holder` for `lease` from now: granted if nobody
-    /// holds it, `holder` already does, or the holder's lease has lapsed. Returns the term
-    /// (unchanged on a renewal, one more on a change of hands), or `None` if another holder's
-    /// lease still runs. One statement, so two contenders on any number of machines never
-    /// both win.
+    /// holds it, `holder` already does, the holder's lease has lapsed, or the holder is an
+    /// earlier incarnation of the same node (holders are `node/incarnation`: a restarted
+    /// process takes its role back at once instead of waiting for its old lease). Returns the
+    /// term (unchanged on a renewal, one more on a change of hands), or `None` if another
+    /// holder's lease still runs. One statement, so two contenders on any number of machines
+    /// never both win.
     pub async fn acquire_singleton(
         &self,
         name: &str,
@@ -156,6 +158,14 @@ impl MetadataStore {
         lease: Duration,
     ) -> Result<Option<u64>, StoreError> {
         let at = now();
+        // Earlier incarnations of this node (`_` and `%` cannot occur in node ids, UUIDs); an
+        // empty pattern matches nothing else than an empty holder, which never exists.
+        let node_pattern = match holder.split_once('/') {
+            Some((node, _)) if !node.is_empty() && !node.contains(['%', '_']) => {
+                format!("{node}/%")
+            }
+            _ => String::new(),
+        };
         let term: Option<i64> = sqlx::query_scalar(
             "INSERT INTO singleton_leases (name, holder, term, acquired_at, lease_until) \
              VALUES ($1, $2, 1, $3, $4) \
@@ -167,12 +177,14 @@ impl MetadataStore {
              holder = excluded.holder, lease_until = excluded.lease_until \
              WHERE singleton_leases.holder = excluded.holder \
                 OR singleton_leases.lease_until < excluded.acquired_at \
+                OR singleton_leases.holder LIKE $5 \
              RETURNING term",
         )
         .bind(name)
         .bind(holder)
         .bind(at)
         .bind(lease_end(lease))
+        .bind(&node_pattern)
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("acquiring a singleton role"))?;

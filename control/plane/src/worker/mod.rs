@@ -333,6 +333,24 @@ impl Worker {
         table.loaded.keys().cloned().collect()
     }
 
+    /// Deployment `id`, loaded here, was just reported `READY`: it serves from now on (rather
+    /// than from the next pass, which would send the first requests down the on-demand path).
+    fn now_ready(&self, id: &str) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = table.loaded.get(id) {
+            let mut deployment = s.deployment.clone();
+            deployment.status = DeploymentStatus::Ready;
+            deployment.url = Some(self.url_of(&deployment.function_id));
+            let updated = Arc::new(Served {
+                deployment,
+                module: s.module.clone(),
+                code_size: s.code_size,
+            });
+            table.loaded.insert(id.to_string(), updated);
+            Worker::reroute(&mut table);
+        }
+    }
+
     /// The runner.
     pub fn runner(&self) -> &Arc<Runner> {
         &self.runner
@@ -556,8 +574,10 @@ async fn overtaken_ready(
                 Some(&url),
             )
             .await;
-        if let Err(e) = r {
-            tracing::warn!(deployment = %d.id, error = %e, "worker: reporting ready");
+        match r {
+            Ok(Some(_)) => worker.now_ready(&d.id),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(deployment = %d.id, error = %e, "worker: reporting ready"),
         }
     }
 }
@@ -633,8 +653,12 @@ async fn report(store: &MetadataStore, worker: &Worker, placements: &HashMap<Str
         }
         if status == Some(DeploymentStatus::Deploying) {
             let url = worker.url_of(&p.function_id);
-            if let Err(e) = store.ready_if_replicated(&p.deployment_id, &url).await {
-                tracing::warn!(deployment = %p.deployment_id, error = %e, "worker: reporting ready");
+            match store.ready_if_replicated(&p.deployment_id, &url).await {
+                Ok(true) => worker.now_ready(&p.deployment_id),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(deployment = %p.deployment_id, error = %e, "worker: reporting ready")
+                }
             }
         }
     }
