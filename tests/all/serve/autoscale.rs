@@ -57,38 +57,9 @@ fn replicas(api: &Server, token: &str, fid: &str) -> (Vec<String>, u64) {
 
 #[test]
 fn a_busy_function_scales_out_in_and_to_zero_then_comes_back() {
-    let backends = Backends::with(true, true, "scale");
-    let scaling = [
-        "--role",
-        "api",
-        "--scale-in-after-ms",
-        "2000",
-        "--idle-to-zero-ms",
-        "5000",
-    ];
-    let api = Server::start("scale-api", backends.clone(), &scaling);
-    let operator = api.token(None);
+    let scaling = ["--scale-in-after-ms", "2000", "--idle-to-zero-ms", "5000"];
+    let (_backends, api, workers, operator) = super::fleet::start_fleet("scale", 3, &scaling);
     let org = api.token(Some("org-s"));
-    let lease = ["--worker-lease-ms", "1500"];
-    let workers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_worker_sharing_with(&format!("scale-{i}"), backends.clone(), &api, &lease)
-        })
-        .collect();
-    let start = Instant::now();
-    while fleet(&api, &operator)
-        .iter()
-        .filter(|w| w["live"] == true)
-        .count()
-        < 3
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{}",
-            all_logs(&api, &workers)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let fid = api.deploy_function(
         "org-s",
         &org,
@@ -215,7 +186,7 @@ fn a_busy_function_scales_out_in_and_to_zero_then_comes_back() {
 
 #[test]
 fn max_instances_holds_across_the_fleet_when_every_worker_is_asked() {
-    let (_backends, api, workers, operator) = super::routing::fleet_of("maxinst", 3);
+    let (_backends, api, workers, operator) = super::fleet::start_fleet("maxinst", 3, &[]);
     let org = api.token(Some("org-m"));
     let fid = api.deploy_function(
         "org-m",

@@ -228,16 +228,27 @@ fn one_replica_serving(p: &[Value], max: u64) -> bool {
         && p[0]["loadedDeploymentId"] == p[0]["deploymentId"]
 }
 
-#[test]
-fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
-    let backends = Backends::with(true, true, "place");
-    let api = Server::start("place-api", backends.clone(), &["--role", "api"]);
+/// An API process (with `api_args` after `--role api`) and `n` workers (lease 1.5 s) on fresh
+/// PostgreSQL and S3 stores, the workers live: (backends, API, workers, operator token).
+pub(super) fn start_fleet(
+    name: &str,
+    n: usize,
+    api_args: &[&str],
+) -> (Backends, Server, Vec<Server>, String) {
+    let backends = Backends::with(true, true, name);
+    let mut args = vec!["--role", "api"];
+    args.extend_from_slice(api_args);
+    let api = Server::start(&format!("{name}-api"), backends.clone(), &args);
     let operator = api.token(None);
-    let org = api.token(Some("org-p"));
     let lease = ["--worker-lease-ms", "1500"];
-    let mut workers: Vec<Server> = (0..3)
+    let workers: Vec<Server> = (0..n)
         .map(|i| {
-            Server::start_worker_sharing_with(&format!("place-{i}"), backends.clone(), &api, &lease)
+            Server::start_worker_sharing_with(
+                &format!("{name}-{i}"),
+                backends.clone(),
+                &api,
+                &lease,
+            )
         })
         .collect();
     let start = Instant::now();
@@ -245,7 +256,7 @@ fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
         .iter()
         .filter(|w| w["live"] == true)
         .count()
-        < 3
+        < n
     {
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -254,6 +265,50 @@ fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    (backends, api, workers, operator)
+}
+
+/// Client threads sending GETs to `url` in a loop until stopped, each status recorded with
+/// when it came.
+pub(super) struct Clients {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u16)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    /// `n` clients on `url`.
+    pub(super) fn start(n: usize, url: &str) -> Clients {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, log, url) = (stop.clone(), log.clone(), url.to_string());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let s = get(&url).0;
+                        log.lock().unwrap().push((Instant::now(), s));
+                    }
+                })
+            })
+            .collect();
+        Clients { stop, log, threads }
+    }
+
+    /// Stops the clients; every status with its time.
+    pub(super) fn stop(self) -> Vec<(Instant, u16)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+#[test]
+fn functions_are_placed_by_load_and_any_worker_answers_any_function() {
+    let (_backends, api, mut workers, operator) = start_fleet("place", 3, &[]);
+    let org = api.token(Some("org-p"));
     let url_of = |worker_id: &Value| -> String {
         let w = fleet(&api, &operator);
         let w = w

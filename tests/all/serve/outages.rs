@@ -225,30 +225,13 @@ fn a_fleet_serves_through_a_database_outage_and_catches_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Two clients through the router: 2 s, the database away for 8 s, 6 s after.
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let (s, _, _) = endpoint::call("GET", &url, &[], b"");
-                    statuses.lock().unwrap().push(s);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    let clients = super::fleet::Clients::start(2, &url);
     std::thread::sleep(Duration::from_secs(2));
     relay.cut();
     std::thread::sleep(Duration::from_secs(8));
     relay.restore();
     std::thread::sleep(Duration::from_secs(6));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let statuses = statuses.lock().unwrap();
+    let statuses: Vec<u16> = clients.stop().into_iter().map(|(_, s)| s).collect();
     let failed = statuses.iter().filter(|s| **s != 200).count();
     eprintln!(
         "database outage of 8 s under a fleet: {failed} of {} requests through the router failed",

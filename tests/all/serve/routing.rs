@@ -6,45 +6,9 @@
 //! next deployment; HAProxy (Debian's) in front of two routers spreads requests over both and
 //! loses none when one is killed.
 
-use super::fleet::{all_logs, fleet, get, placements};
+use super::fleet::{all_logs, fleet, get, placements, start_fleet, Clients};
 use super::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// Starts an API process and `n` workers on fresh stores, and waits until the workers are
-/// live.
-pub(super) fn fleet_of(name: &str, n: usize) -> (Backends, Server, Vec<Server>, String) {
-    let backends = Backends::with(true, true, name);
-    let api = Server::start(&format!("{name}-api"), backends.clone(), &["--role", "api"]);
-    let operator = api.token(None);
-    let lease = ["--worker-lease-ms", "1500"];
-    let workers: Vec<Server> = (0..n)
-        .map(|i| {
-            Server::start_worker_sharing_with(
-                &format!("{name}-{i}"),
-                backends.clone(),
-                &api,
-                &lease,
-            )
-        })
-        .collect();
-    let start = Instant::now();
-    while fleet(&api, &operator)
-        .iter()
-        .filter(|w| w["live"] == true)
-        .count()
-        < n
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{}",
-            all_logs(&api, &workers)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (backends, api, workers, operator)
-}
 
 /// The URL of the worker holding `fid` once it has loaded it.
 fn holder(api: &Server, operator: &str, fid: &str) -> String {
@@ -76,7 +40,7 @@ fn answered(worker: &str, fid: &str) -> u64 {
 
 #[test]
 fn a_router_follows_placements_and_a_killed_worker_fails_only_its_requests_in_flight() {
-    let (backends, api, mut workers, operator) = fleet_of("route", 3);
+    let (backends, api, mut workers, operator) = start_fleet("route", 3, &[]);
     let router = Server::start_router_sharing("route-router", backends, &api);
     let org = api.token(Some("org-r"));
     let fid = api.deploy_function(
@@ -102,29 +66,13 @@ fn a_router_follows_placements_and_a_killed_worker_fails_only_its_requests_in_fl
         assert_eq!(n, if w.http() == holding { 40 } else { 0 }, "{}", w.http());
     }
     // Four clients through the router; SIGKILL of the holder after a second.
-    let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Vec::<(Instant, u16)>::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, log, url) = (stop.clone(), log.clone(), url.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let (s, _) = get(&url);
-                    log.lock().unwrap().push((Instant::now(), s));
-                }
-            })
-        })
-        .collect();
+    let clients = Clients::start(4, &url);
     std::thread::sleep(Duration::from_secs(1));
     let i = workers.iter().position(|w| w.http() == holding).unwrap();
     workers[i].kill9();
     let killed = Instant::now();
     std::thread::sleep(Duration::from_secs(8));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let log = log.lock().unwrap();
+    let log = clients.stop();
     let mut statuses = BTreeMap::new();
     for (_, s) in log.iter() {
         *statuses.entry(*s).or_insert(0u32) += 1;
@@ -150,7 +98,7 @@ fn a_router_follows_placements_and_a_killed_worker_fails_only_its_requests_in_fl
         .iter()
         .filter(|(t, _)| t.duration_since(killed) > Duration::from_secs(6))
         .all(|(_, s)| *s == 200));
-    drop(log);
+
     let (_, metrics) = get(&format!("{}/metrics", router.http()));
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("fnvm_router_workers 2"), "{metrics}");
@@ -159,7 +107,7 @@ fn a_router_follows_placements_and_a_killed_worker_fails_only_its_requests_in_fl
 #[test]
 fn haproxy_spreads_over_two_routers_and_loses_nothing_when_one_dies() {
     let haproxy = services::haproxy();
-    let (backends, api, workers, _operator) = fleet_of("haproxy", 2);
+    let (backends, api, workers, _operator) = start_fleet("haproxy", 2, &[]);
     let mut routers: Vec<Server> = (0..2)
         .map(|i| {
             Server::start_router_sharing(&format!("haproxy-router-{i}"), backends.clone(), &api)
@@ -253,7 +201,7 @@ fn haproxy_spreads_over_two_routers_and_loses_nothing_when_one_dies() {
 
 #[test]
 fn killing_the_scheduler_under_load_fails_nothing_and_the_other_api_schedules() {
-    let (backends, first, workers, operator) = fleet_of("sched_kill", 2);
+    let (backends, first, workers, operator) = start_fleet("sched_kill", 2, &[]);
     let second = Server::start_api_sharing("sched_kill-api2", backends.clone(), &first);
     let router = Server::start_router_sharing("sched_kill-router", backends, &first);
     let org = first.token(Some("org-k"));
@@ -276,18 +224,7 @@ fn killing_the_scheduler_under_load_fails_nothing_and_the_other_api_schedules() 
     } else {
         (second, first)
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(Vec::<u16>::new()));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    statuses.lock().unwrap().push(get(&url).0);
-                }
-            })
-        })
-        .collect();
+    let clients = Clients::start(2, &url);
     std::thread::sleep(Duration::from_secs(1));
     dead.kill9();
     // The other API process takes the role within the lease (6 s) and places a new function.
@@ -309,11 +246,7 @@ fn killing_the_scheduler_under_load_fails_nothing_and_the_other_api_schedules() 
         "{}",
         all_logs(&alive, &workers)
     );
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let statuses = statuses.lock().unwrap();
+    let statuses: Vec<u16> = clients.stop().into_iter().map(|(_, s)| s).collect();
     let failed = statuses.iter().filter(|s| **s != 200).count();
     eprintln!(
         "scheduler SIGKILL under load: {failed} of {} requests through the router failed; \

@@ -78,6 +78,32 @@ pub struct FleetWorker {
     pub live: bool,
 }
 
+#[cfg(test)]
+impl FleetWorker {
+    /// A live worker `id` (`http://{id}`, 2 cores, 16 slots, 16 GiB, idle), for tests.
+    pub(crate) fn for_tests(id: &str) -> FleetWorker {
+        FleetWorker {
+            report: WorkerReport {
+                id: id.into(),
+                url: format!("http://{id}"),
+                started_at: Timestamp(0),
+                version: "0".into(),
+                cores: 2,
+                slots: 16,
+                memory_bytes: 1 << 34,
+                in_flight: 0,
+                slots_in_use: 0,
+                resident_bytes: 1 << 26,
+                deployments: 0,
+                functions: vec![],
+            },
+            renewed_at: Timestamp(0),
+            lease_until: Timestamp(0),
+            live: true,
+        }
+    }
+}
+
 /// Who schedules the fleet: the API process holding the scheduler's role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -613,6 +613,14 @@ pub struct DeploymentSpec {
     pub tag: Option<String>,
 }
 
+impl Deployment {
+    /// Whether this deployment of a function came after `other` (by creation, then id: the
+    /// order in which the newest one serves).
+    pub fn is_newer_than(&self, other: &Deployment) -> bool {
+        (&self.created_at, &self.id) > (&other.created_at, &other.id)
+    }
+}
+
 impl DeploymentSpec {
     /// Checks the free-text fields.
     pub fn validate(&self) -> Result<(), ValidationError> {

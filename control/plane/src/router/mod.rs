@@ -187,28 +187,14 @@ pub async fn run(store: MetadataStore, table: SharedTable, poll: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Timestamp, WorkerReport};
+    use crate::model::Timestamp;
 
     fn worker(id: &str, in_flight: u64, live: bool) -> FleetWorker {
-        FleetWorker {
-            report: WorkerReport {
-                id: id.into(),
-                url: format!("http://{id}/"),
-                started_at: Timestamp(0),
-                version: String::new(),
-                cores: 2,
-                slots: 8,
-                memory_bytes: 1 << 30,
-                in_flight,
-                slots_in_use: 0,
-                resident_bytes: 0,
-                deployments: 0,
-                functions: vec![],
-            },
-            renewed_at: Timestamp(0),
-            lease_until: Timestamp(0),
-            live,
-        }
+        let mut w = FleetWorker::for_tests(id);
+        w.report.url = format!("http://{id}/");
+        w.report.in_flight = in_flight;
+        w.live = live;
+        w
     }
 
     fn placed(f: &str, w: &str, share: u32, reason: PlacementReason) -> Placement {

@@ -198,38 +198,24 @@ impl Autoscaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FunctionLoad, Timestamp, WorkerReport};
+    use crate::model::{FunctionLoad, Timestamp};
 
     fn worker(id: &str, at: i64, loads: &[(&str, u64, u64)]) -> FleetWorker {
-        FleetWorker {
-            report: WorkerReport {
-                id: id.into(),
-                url: String::new(),
-                started_at: Timestamp(0),
-                version: String::new(),
-                cores: 2,
-                slots: 8,
-                memory_bytes: 1 << 30,
-                in_flight: 0,
-                slots_in_use: 0,
-                resident_bytes: 0,
-                deployments: 0,
-                functions: loads
-                    .iter()
-                    .map(|(f, busy_us, refused)| FunctionLoad {
-                        function_id: f.to_string(),
-                        share: 4,
-                        granted: 1,
-                        refused: *refused,
-                        busy_us: *busy_us,
-                        last_request_at: Some(Timestamp(at)),
-                    })
-                    .collect(),
-            },
-            renewed_at: Timestamp(at),
-            lease_until: Timestamp(at + 6000),
-            live: true,
-        }
+        let mut w = FleetWorker::for_tests(id);
+        w.report.functions = loads
+            .iter()
+            .map(|(f, busy_us, refused)| FunctionLoad {
+                function_id: f.to_string(),
+                share: 4,
+                granted: 1,
+                refused: *refused,
+                busy_us: *busy_us,
+                last_request_at: Some(Timestamp(at)),
+            })
+            .collect();
+        w.renewed_at = Timestamp(at);
+        w.lease_until = Timestamp(at + 6000);
+        w
     }
 
     fn view(current: u32) -> FunctionView {

@@ -220,7 +220,7 @@ fn newest_deployments<'a>(
     for d in deployments {
         let newer = newest
             .get(d.function_id.as_str())
-            .is_none_or(|cur| (&d.created_at, &d.id) > (&cur.created_at, &cur.id));
+            .is_none_or(|cur| d.is_newer_than(cur));
         if newer {
             newest.insert(d.function_id.as_str(), d);
         }
@@ -234,28 +234,14 @@ fn newest_deployments<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Timestamp, WorkerReport};
+    use crate::model::Timestamp;
 
     fn worker(id: &str, live: bool) -> FleetWorker {
-        FleetWorker {
-            report: WorkerReport {
-                id: id.into(),
-                url: String::new(),
-                started_at: Timestamp(0),
-                version: String::new(),
-                cores: 1,
-                slots: 1,
-                memory_bytes: 1,
-                in_flight: 0,
-                slots_in_use: 0,
-                resident_bytes: 0,
-                deployments: 0,
-                functions: vec![],
-            },
-            renewed_at: Timestamp(1_000),
-            lease_until: Timestamp(1_200),
-            live,
-        }
+        let mut w = FleetWorker::for_tests(id);
+        w.renewed_at = Timestamp(1_000);
+        w.lease_until = Timestamp(1_200);
+        w.live = live;
+        w
     }
 
     #[test]

@@ -5,28 +5,13 @@
 //! instances across the fleet than its `maxInstances`.
 
 use super::*;
-use crate::model::{Timestamp, WorkerReport};
+use crate::model::Timestamp;
 
 fn worker(id: &str, in_flight: u64) -> FleetWorker {
-    FleetWorker {
-        report: WorkerReport {
-            id: id.into(),
-            url: format!("http://{id}"),
-            started_at: Timestamp(0),
-            version: "0".into(),
-            cores: 2,
-            slots: 16,
-            memory_bytes: 1 << 34,
-            in_flight,
-            slots_in_use: in_flight,
-            resident_bytes: 1 << 26,
-            deployments: 0,
-            functions: vec![],
-        },
-        renewed_at: Timestamp(0),
-        lease_until: Timestamp(0),
-        live: true,
-    }
+    let mut w = FleetWorker::for_tests(id);
+    w.report.in_flight = in_flight;
+    w.report.slots_in_use = in_flight;
+    w
 }
 
 fn function(id: &str, max_instances: u32, replicas: u32) -> FunctionToPlace {

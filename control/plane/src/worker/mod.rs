@@ -237,7 +237,7 @@ impl Worker {
         let d = deployments
             .into_iter()
             .filter(|d| d.status == DeploymentStatus::Ready)
-            .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)))?;
+            .reduce(|a, b| if b.is_newer_than(&a) { b } else { a })?;
         self.demand(function_id, &d.id).await;
         let started = Instant::now();
         match load(&self.store, &self.artifacts, self, &d).await {
@@ -363,10 +363,9 @@ impl Worker {
             if s.deployment.status != DeploymentStatus::Ready {
                 continue;
             }
-            let newer = serving.get(&s.deployment.function_id).is_none_or(|cur| {
-                (&s.deployment.created_at, &s.deployment.id)
-                    > (&cur.deployment.created_at, &cur.deployment.id)
-            });
+            let newer = serving
+                .get(&s.deployment.function_id)
+                .is_none_or(|cur| s.deployment.is_newer_than(&cur.deployment));
             if newer {
                 serving.insert(s.deployment.function_id.clone(), s.clone());
             }
@@ -596,7 +595,7 @@ fn placed_deployments(
         }
         let newer = newest_ready
             .get(d.function_id.as_str())
-            .is_none_or(|cur| (&d.created_at, &d.id) > (&cur.created_at, &cur.id));
+            .is_none_or(|cur| d.is_newer_than(cur));
         if newer {
             newest_ready.insert(d.function_id.as_str(), d);
         }

@@ -129,24 +129,29 @@ async fn a_singleton_role_has_one_holder_at_a_time(db: &TestDb) -> R {
     // A later incarnation of the holder's node takes the role back at once, in a new term;
     // another node's incarnation does not.
     assert_eq!(
-        st.acquire_singleton("scheduler", "node1/inc1", lease).await?,
+        st.acquire_singleton("scheduler", "node1/inc1", lease)
+            .await?,
         None
     );
     assert!(st.release_singleton("scheduler", "a").await?);
     assert_eq!(
-        st.acquire_singleton("scheduler", "node1/inc1", lease).await?,
+        st.acquire_singleton("scheduler", "node1/inc1", lease)
+            .await?,
         Some(4)
     );
     assert_eq!(
-        st.acquire_singleton("scheduler", "node2/inc1", lease).await?,
+        st.acquire_singleton("scheduler", "node2/inc1", lease)
+            .await?,
         None
     );
     assert_eq!(
-        st.acquire_singleton("scheduler", "node1/inc2", lease).await?,
+        st.acquire_singleton("scheduler", "node1/inc2", lease)
+            .await?,
         Some(5)
     );
     assert_eq!(
-        st.acquire_singleton("scheduler", "node1/inc1", lease).await?,
+        st.acquire_singleton("scheduler", "node1/inc1", lease)
+            .await?,
         Some(6),
         "(an older incarnation that still runs would take it back too: incarnations of one \
          node never run at once)"
