@@ -178,6 +178,10 @@ struct ServeArgs {
     /// are reduced.
     #[arg(long, default_value_t = 30_000)]
     scale_in_after_ms: u64,
+    /// Confine the threads that run guest code with a seccomp filter (an allowlist of system
+    /// calls; Linux x86_64): defence in depth under the in-process isolation.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    seccomp: bool,
     /// Scheduler: mean concurrent instances per core of a worker that one replica aims at.
     #[arg(long, default_value_t = 0.7)]
     scale_target_per_core: f64,
@@ -533,6 +537,7 @@ fn serve_config(
         background_reset: false,
         worker_lease: fnvm_control::worker::membership::DEFAULT_LEASE,
         scale: fnvm_control::scheduler::autoscale::ScaleConfig::default(),
+        seccomp: true,
         http: fnvm_control::worker::http::HttpConfig::default(),
         queue: fnvm_control::delivery::queue::QueueConfig::default(),
     }
@@ -602,6 +607,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         },
         background_reset: args.slot_reset == SlotReset::Background,
         worker_lease: std::time::Duration::from_millis(args.worker_lease_ms.max(300)),
+        seccomp: args.seccomp,
         scale: fnvm_control::scheduler::autoscale::ScaleConfig {
             target_per_core: if args.scale_target_per_core.is_finite()
                 && args.scale_target_per_core > 0.0

@@ -89,6 +89,8 @@ pub struct ServeConfig {
     pub worker_lease: Duration,
     /// The scheduler's autoscaling.
     pub scale: crate::scheduler::autoscale::ScaleConfig,
+    /// Whether the threads that run guest code confine themselves with the seccomp filter.
+    pub seccomp: bool,
     /// Limits of the worker's HTTP endpoint.
     pub http: HttpConfig,
     /// Settings of asynchronous invocations (`concurrency` and `max_response_bytes` are taken
@@ -261,7 +263,9 @@ pub async fn serve(
             metrics.clone(),
             egress,
         ));
-        let invoker = Arc::new(Invoker::new(threads, inline_slots).map_err(ServeError::Invoker)?);
+        let confine = worker::confinement(config.seccomp);
+        let invoker =
+            Arc::new(Invoker::new(threads, inline_slots, confine).map_err(ServeError::Invoker)?);
         tasks.spawn(worker::run(
             store.clone(),
             artifacts.clone(),
@@ -322,8 +326,17 @@ pub async fn serve(
             },
         ));
         http = Some(
-            worker::http::start(listener, worker, invoker, queue, config.http.clone())
-                .map_err(ServeError::Http)?,
+            worker::http::start(
+                listener,
+                worker,
+                invoker,
+                queue,
+                HttpConfig {
+                    confine,
+                    ..config.http.clone()
+                },
+            )
+            .map_err(ServeError::Http)?,
         );
     }
 

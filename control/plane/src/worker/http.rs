@@ -56,6 +56,9 @@ pub struct HttpConfig {
     /// Threads that accept and serve connections, each with a reactor of its own; 0 serves on
     /// the calling runtime instead.
     pub reactor_threads: usize,
+    /// What each reactor thread applies to itself first (the seccomp filter), if anything:
+    /// they run short guests inline.
+    pub confine: Option<super::Confine>,
 }
 
 impl Default for HttpConfig {
@@ -70,6 +73,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(60),
             inline_short_jobs: true,
             reactor_threads: 0,
+            confine: None,
         }
     }
 }
@@ -98,6 +102,7 @@ pub fn start(
     let mut prefix = [0u8; 4];
     let _ = getrandom::fill(&mut prefix);
     let threads = config.reactor_threads;
+    let config_confine = config.confine;
     let endpoint = Arc::new(Endpoint {
         worker,
         invoker,
@@ -106,7 +111,7 @@ pub fn start(
         id_prefix: u32::from_le_bytes(prefix),
         next_id: AtomicU64::new(1),
     });
-    reactors::start(listener, threads, move |stream| {
+    reactors::start(listener, threads, config_confine, move |stream| {
         serve_connection(endpoint.clone(), stream)
     })
 }

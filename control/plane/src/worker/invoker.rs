@@ -178,15 +178,27 @@ impl Drop for Joins {
 impl Invoker {
     /// Starts `threads` invoker threads; up to `inline_slots` short jobs may run on their
     /// callers' threads at once (see the module's documentation).
-    pub fn new(threads: usize, inline_slots: usize) -> std::io::Result<Invoker> {
+    pub fn new(
+        threads: usize,
+        inline_slots: usize,
+        confine: Option<super::Confine>,
+    ) -> std::io::Result<Invoker> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let mut joins = Vec::with_capacity(threads);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let ready = ready_tx.clone();
             joins.push(
                 std::thread::Builder::new()
                     .name(format!("fnvm-invoke-{i}"))
                     .spawn(move || {
+                        let confined = confine.map_or(Ok(()), |c| c());
+                        let failed = confined.is_err();
+                        let _ = ready.send(confined);
+                        if failed {
+                            return;
+                        }
                         // Ends when every sender is gone.
                         for job in rx.iter() {
                             // A panicking job (a bug) must not take the thread with it.
@@ -194,6 +206,14 @@ impl Invoker {
                         }
                     })?,
             );
+        }
+        drop(ready_tx);
+        for _ in 0..threads.max(1) {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Err(std::io::Error::other("an invoker thread ended at start")),
+            }
         }
         Ok(Invoker {
             tx,
@@ -256,7 +276,7 @@ mod tests {
 
     #[test]
     fn jobs_run_off_the_caller_and_a_panic_spares_the_thread() {
-        let inv = Invoker::new(2, 0).unwrap();
+        let inv = Invoker::new(2, 0, None).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let caller = std::thread::current().id();
         for i in 0..10 {
@@ -288,7 +308,7 @@ mod tests {
 
     #[test]
     fn short_jobs_run_inline_while_a_slot_is_free() {
-        let inv = Arc::new(Invoker::new(1, 1).unwrap());
+        let inv = Arc::new(Invoker::new(1, 1, None).unwrap());
         let caller = std::thread::current().id();
         assert_eq!(thread_of(&inv, true), (Some(caller), true));
         // Not short: queued, on another thread.

@@ -24,6 +24,8 @@ pub mod logs;
 pub mod membership;
 pub mod reactors;
 pub mod respond;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod seccomp;
 pub mod share;
 
 use crate::artifacts::ArtifactStore;
@@ -38,6 +40,24 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// What a thread that runs guest code applies to itself before it does: the seccomp filter
+/// ([`seccomp`]); an error says why it could not.
+pub type Confine = fn() -> Result<(), String>;
+
+/// The confinement of guest threads, if `enabled` (and this platform has a filter).
+pub fn confinement(enabled: bool) -> Option<Confine> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        enabled
+            .then_some((|| seccomp::apply_to_this_thread().map_err(|e| e.to_string())) as Confine)
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = enabled;
+        None
+    }
+}
 
 /// A deployment this worker can run.
 #[derive(Debug)]

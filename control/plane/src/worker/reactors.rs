@@ -60,6 +60,7 @@ struct Peer {
 pub fn start<S, F>(
     listener: std::net::TcpListener,
     threads: usize,
+    confine: Option<super::Confine>,
     serve: S,
 ) -> std::io::Result<Reactors>
 where
@@ -100,6 +101,7 @@ where
         });
     }
     let mut joins = Vec::with_capacity(threads);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     for (index, handoff) in receivers.into_iter().enumerate() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -119,8 +121,26 @@ where
         let join = std::thread::Builder::new()
             .name(format!("fnvm-http-{index}"))
             // The runtime, and the connections on it, are dropped when accepting stops.
-            .spawn(move || runtime.block_on(thread.run(listener, stopped)))?;
+            .spawn({
+                let ready = ready_tx.clone();
+                move || {
+                    let confined = confine.map_or(Ok(()), |c| c());
+                    let failed = confined.is_err();
+                    let _ = ready.send(confined);
+                    if !failed {
+                        runtime.block_on(thread.run(listener, stopped))
+                    }
+                }
+            })?;
         joins.push(join);
+    }
+    drop(ready_tx);
+    for _ in 0..joins.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(std::io::Error::other(e)),
+            Err(_) => return Err(std::io::Error::other("a reactor thread ended at start")),
+        }
     }
     Ok(Reactors {
         stop,
@@ -262,9 +282,11 @@ mod tests {
     async fn a_burst_of_connections_is_spread_over_the_threads() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        // Confined as the worker's are: serving connections needs nothing the filter denies.
         let reactors = start(
             listener,
             3,
+            crate::worker::confinement(true),
             |mut stream: tokio::net::TcpStream| async move {
                 let name = std::thread::current().name().unwrap_or("?").to_owned();
                 let mut byte = [0u8; 1];
@@ -364,6 +386,7 @@ mod tests {
         let reactors = start(
             listener,
             0,
+            None,
             |mut stream: tokio::net::TcpStream| async move {
                 let _ = stream.write_all(b"hi").await;
             },
