@@ -32,7 +32,7 @@ mod imp {
 
     /// One image, several entry points (offsets into the code). `rsi` = the MMIO page.
     #[rustfmt::skip]
-    const CODE: [u8; 25] = [
+    const CODE: [u8; 41] = [
         // 0x00 DONE: end at once
         0x48, 0x89, 0x46, 0x08, // mov [rsi+8], rax
         0xeb, 0xfe,             // jmp $
@@ -45,10 +45,16 @@ mod imp {
         0x48, 0x89, 0x3e,       // mov [rsi], rdi
         0x48, 0x89, 0x46, 0x08, // mov [rsi+8], rax
         0xeb, 0xfe,             // jmp $
+        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, // padding
+        // 0x20 LOAD: end with the word at [rdi] (a fault when rdi is unmapped)
+        0x48, 0x8b, 0x07,       // mov rax, [rdi]
+        0x48, 0x89, 0x46, 0x08, // mov [rsi+8], rax
+        0xeb, 0xfe,             // jmp $
     ];
     const DONE: u64 = 0x00;
     const LOOP: u64 = 0x08;
     const INVOKE: u64 = 0x10;
+    const LOAD: u64 = 0x20;
     /// `_IO(KVMIO, 0xce)`: not wrapped by kvm-ioctls 0.25.
     const KVM_GET_STATS_FD: u64 = 0xaece;
 
@@ -269,6 +275,22 @@ mod imp {
         })?;
         report(
             "reset (KVM_SET_SREGS + registers) + run to first exit",
+            &mut s,
+        );
+
+        // A guest fault (what a trap would be): PVM logs each triple fault to the kernel log,
+        // so this runs a tenth of the iterations.
+        let mut fault = mmio_regs(&layout, LOAD);
+        fault.rdi = 0;
+        let mut s = measure(a.iters / 10, || {
+            vcpu.reset(&fault)?;
+            match run(&mut vcpu)? {
+                Exit::Shutdown => Ok(()),
+                exit => Err(format!("expected a triple fault, got {exit:?}").into()),
+            }
+        })?;
+        report(
+            "reset + run to a page fault (triple fault, Exit::Shutdown)",
             &mut s,
         );
 
