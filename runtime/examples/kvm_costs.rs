@@ -243,6 +243,17 @@ mod imp {
         })?;
         report("set registers + run to first MMIO exit", &mut s);
 
+        if vcpu.uses_sync_regs() {
+            vcpu.set_sync_regs(false)?;
+            let mut s = measure(a.iters, || {
+                vcpu.set_regs(&done)?;
+                expect_write(&mut vcpu, layout.mmio + 8)?;
+                Ok(())
+            })?;
+            report("same, registers by KVM_SET_REGS ioctl", &mut s);
+            vcpu.set_sync_regs(true)?;
+        }
+
         vcpu.set_regs(&mmio_regs(&layout, LOOP))?;
         let mut s = measure(a.iters, || {
             expect_write(&mut vcpu, layout.mmio)?;

@@ -15,7 +15,9 @@
 //! ioctl. Segment and control registers are set by ioctl at creation and on [`Vcpu::reset`] only.
 
 use super::vm::{os_error, MemorySlot, Vm};
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_MMIO};
+use kvm_bindings::{
+    kvm_regs, kvm_segment, kvm_sregs, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_MMIO, KVM_SYNC_X86_REGS,
+};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -79,6 +81,8 @@ pub struct Vcpu {
     /// The segment and control registers every run starts from (see [`Vcpu::reset`]).
     sregs: kvm_sregs,
     sync_regs: bool,
+    /// Whether KVM offers SYNC_REGS at all.
+    can_sync_regs: bool,
     _slots: Arc<[MemorySlot]>,
 }
 
@@ -112,7 +116,8 @@ impl Vcpu {
         let sregs = user_mode_sregs(initial, cr3, gdt_base);
         fd.set_sregs(&sregs)
             .map_err(|e| VcpuError::SetSregs(os_error(e)))?;
-        let sync_regs = vm.kvm().has_sync_regs();
+        let can_sync_regs = vm.kvm().has_sync_regs();
+        let sync_regs = can_sync_regs;
         if sync_regs {
             // KVM copies the general registers into kvm_run on every exit from now on.
             fd.set_sync_valid_reg(SyncReg::Register);
@@ -121,6 +126,7 @@ impl Vcpu {
             fd,
             sregs,
             sync_regs,
+            can_sync_regs,
             _slots: vm.shared_slots(),
         })
     }
@@ -128,6 +134,37 @@ impl Vcpu {
     /// Whether registers travel through the kvm_run page (KVM_CAP_SYNC_REGS) rather than ioctls.
     pub fn uses_sync_regs(&self) -> bool {
         self.sync_regs
+    }
+
+    /// Chooses how registers travel: through kvm_run (`true`, the default when KVM offers it) or
+    /// KVM_SET_REGS/KVM_GET_REGS ioctls (`false`; for comparison and to exercise that path).
+    /// Registers already set for the next run carry over.
+    pub fn set_sync_regs(&mut self, on: bool) -> Result<(), VcpuError> {
+        let on = on && self.can_sync_regs;
+        if on == self.sync_regs {
+            return Ok(());
+        }
+        if on {
+            // KVM holds the current registers; copy them so `regs` is right before the next run.
+            let regs = self
+                .fd
+                .get_regs()
+                .map_err(|e| VcpuError::GetRegs(os_error(e)))?;
+            self.fd.sync_regs_mut().regs = regs;
+            self.fd.set_sync_valid_reg(SyncReg::Register);
+        } else {
+            // Registers set through kvm_run but not yet entered: hand them over by ioctl.
+            if self.fd.get_kvm_run().kvm_dirty_regs & u64::from(KVM_SYNC_X86_REGS) != 0 {
+                let regs = self.fd.sync_regs_mut().regs;
+                self.fd
+                    .set_regs(&regs)
+                    .map_err(|e| VcpuError::SetRegs(os_error(e)))?;
+                self.fd.clear_sync_dirty_reg(SyncReg::Register);
+            }
+            self.fd.clear_sync_valid_reg(SyncReg::Register);
+        }
+        self.sync_regs = on;
+        Ok(())
     }
 
     /// Sets the general registers for the next run (no ioctl with SYNC_REGS). Safe to use after
