@@ -282,6 +282,9 @@ fn faults_shut_down_and_the_vcpu_is_reusable_after_reset() {
     for (what, regs) in bad {
         g.vcpu.reset(&regs).unwrap();
         assert_eq!(g.run(), Exit::Shutdown, "{what}");
+        // The registers still point at the faulting instruction (every case faults on its
+        // first one), which is what will turn a fault into a WebAssembly trap code.
+        assert_eq!(g.vcpu.regs().unwrap().rip, regs.rip, "{what}");
         // The same VM and vCPU, reset, run a good guest.
         let good = load(&g, data);
         g.vcpu.reset(&good).unwrap();
