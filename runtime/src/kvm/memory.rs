@@ -3,6 +3,9 @@
 //! [`GuestMemory`] is one host mapping that a VM registers as a KVM memory slot. It is either an
 //! anonymous private mapping or a shared mapping of a memfd; the memfd form exists so that a later
 //! step can map the same file privately in other VMs (copy-on-write snapshots) without copying.
+//! Inside the crate it can also borrow a mapping someone else owns (a loaded module's code, which
+//! is read+execute and shared by every VM running the module); such memory may be read-only, and
+//! then the host cannot write it either.
 //!
 //! The guest writes this memory while the host holds it, so the host never hands out references
 //! into it: every access copies through raw pointers (as rust-vmm's `vm-memory` does), which keeps
@@ -58,15 +61,22 @@ pub enum MemoryError {
     AlreadyMapped { gva: u64 },
     #[error("page-table area {area:x?} is full")]
     TablesFull { area: Range<u64> },
+    #[error("guest memory at host address {host:#x} is read-only")]
+    ReadOnly { host: u64 },
 }
 
-/// One contiguous block of guest-physical memory backed by a host mapping, unmapped on drop.
+/// One contiguous block of guest-physical memory backed by a host mapping, unmapped on drop
+/// unless borrowed.
 #[derive(Debug)]
 pub struct GuestMemory {
     ptr: NonNull<u8>,
     len: usize,
     /// The file behind a shared mapping (`None` for anonymous memory).
     memfd: Option<OwnedFd>,
+    /// Whether the host mapping is writable (only borrowed mappings may not be).
+    writable: bool,
+    /// For a borrowed mapping, what keeps it mapped; `None` when this value owns the mapping.
+    owner: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; every access goes through raw-pointer
@@ -87,6 +97,8 @@ impl GuestMemory {
             ptr,
             len,
             memfd: None,
+            writable: true,
+            owner: None,
         })
     }
 
@@ -112,7 +124,39 @@ impl GuestMemory {
             ptr,
             len,
             memfd: Some(file),
+            writable: true,
+            owner: None,
         })
+    }
+
+    /// Guest memory over `len` bytes at `ptr`, a host mapping that `owner` keeps alive; dropping
+    /// the result drops `owner` and unmaps nothing. With `writable` false the host writes
+    /// through this value fail with [`MemoryError::ReadOnly`] (and a slot over it is read-only).
+    ///
+    /// # Safety
+    /// `ptr` must be 4 KiB aligned, and `[ptr, ptr + len)` a host mapping that is readable (and
+    /// writable if `writable`), that stays mapped with the same contents' identity while `owner`
+    /// lives, and that holds nothing but what the guest may see (it becomes guest memory).
+    pub(super) unsafe fn borrowed(
+        ptr: NonNull<u8>,
+        len: usize,
+        writable: bool,
+        owner: Box<dyn std::fmt::Debug + Send + Sync>,
+    ) -> Result<GuestMemory, MemoryError> {
+        check_size(len)?;
+        check_aligned("host address", ptr.as_ptr() as u64)?;
+        Ok(GuestMemory {
+            ptr,
+            len,
+            memfd: None,
+            writable,
+            owner: Some(owner),
+        })
+    }
+
+    /// Whether the host mapping (and so a slot over it) is writable.
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// The size in bytes.
@@ -152,9 +196,19 @@ impl GuestMemory {
         }
     }
 
+    /// The host pointer to `[offset, offset + len)` for writing: bounds and writability checked.
+    fn range_mut(&self, offset: u64, len: usize) -> Result<*mut u8, MemoryError> {
+        if !self.writable {
+            return Err(MemoryError::ReadOnly {
+                host: self.host_address(),
+            });
+        }
+        self.range(offset, len)
+    }
+
     /// Copies `bytes` to offset `offset` (the guest-physical address when the slot starts at 0).
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), MemoryError> {
-        let dst = self.range(offset, bytes.len())?;
+        let dst = self.range_mut(offset, bytes.len())?;
         // SAFETY: `dst` is valid for `bytes.len()` bytes (checked by `range`) and cannot overlap
         // `bytes`, which the caller borrows from host memory outside this mapping (no reference
         // into the mapping is ever handed out).
@@ -173,7 +227,7 @@ impl GuestMemory {
 
     /// Sets `len` bytes from `offset` to zero.
     pub fn zero(&self, offset: u64, len: usize) -> Result<(), MemoryError> {
-        let dst = self.range(offset, len)?;
+        let dst = self.range_mut(offset, len)?;
         // SAFETY: `dst` is valid for `len` bytes (checked by `range`).
         unsafe { std::ptr::write_bytes(dst, 0, len) };
         Ok(())
@@ -194,6 +248,10 @@ impl GuestMemory {
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
+        if self.owner.is_some() {
+            // Borrowed: dropping `owner` (after this) releases the mapping.
+            return;
+        }
         // SAFETY: the mapping was created by `map` with this pointer and length and is owned by
         // this value; VMs and vCPUs keep an `Arc` to it, so no memory slot outlives it.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
@@ -453,6 +511,24 @@ mod tests {
             GuestMemory::anonymous(0),
             Err(MemoryError::BadSize(0))
         ));
+    }
+
+    #[test]
+    fn borrowed_read_only_memory_refuses_host_writes() {
+        let owner = GuestMemory::anonymous(2 * 4096).unwrap();
+        owner.write_u64(0, 7).unwrap();
+        let ptr = NonNull::new(owner.host_address() as *mut u8).unwrap();
+        // SAFETY: `owner` is a page-aligned 8 KiB mapping that the borrowed value keeps alive.
+        let view = unsafe { GuestMemory::borrowed(ptr, 2 * 4096, false, Box::new(owner)) }.unwrap();
+        assert!(!view.is_writable());
+        assert_eq!(view.read_u64(0).unwrap(), 7);
+        assert!(matches!(
+            view.write_u64(0, 1),
+            Err(MemoryError::ReadOnly { .. })
+        ));
+        assert!(matches!(view.zero(0, 8), Err(MemoryError::ReadOnly { .. })));
+        // Dropping the view drops the owner, which unmaps (once).
+        drop(view);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 
 use super::vm::{os_error, MemorySlot, Vm};
 use kvm_bindings::{
-    kvm_regs, kvm_segment, kvm_sregs, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_MMIO, KVM_SYNC_X86_REGS,
+    kvm_regs, kvm_segment, kvm_sregs, kvm_xcrs, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_MMIO,
+    KVM_SYNC_X86_REGS,
 };
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use std::io;
@@ -38,6 +39,8 @@ pub enum VcpuError {
     GetRegs(io::Error),
     #[error("KVM_SET_REGS failed: {0}")]
     SetRegs(io::Error),
+    #[error("KVM_SET_XCRS failed: {0}")]
+    SetXcrs(io::Error),
     #[error("KVM_RUN failed: {0}")]
     Run(io::Error),
     #[error("the last exit was not an MMIO read, so there is no read to answer")]
@@ -93,6 +96,13 @@ const CR0: u64 = 0x8005_0033;
 const CR4: u64 = 0x20 | 0x200 | 0x400 | 0x1_0000;
 /// `EFER`: SCE, LME, LMA, NXE (NXE makes the page tables' no-execute bit valid).
 const EFER: u64 = 0x1 | 0x100 | 0x400 | 0x800;
+/// `CR4.OSXSAVE`: XSETBV/XGETBV and VEX-encoded (AVX, BMI) instructions are allowed.
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// `XCR0` with AVX: x87, SSE and AVX state enabled.
+const XCR0_AVX: u64 = 0x7;
+/// CPUID leaf 1, ECX: XSAVE and AVX.
+const CPUID1_ECX_XSAVE: u32 = 1 << 26;
+const CPUID1_ECX_AVX: u32 = 1 << 28;
 /// PVM runs guest user mode on the host's `__USER_CS` and `__USER_DS` (Linux's selectors).
 const USER_CS: u16 = 0x33;
 const USER_DS: u16 = 0x2b;
@@ -129,6 +139,39 @@ impl Vcpu {
             can_sync_regs,
             _slots: vm.shared_slots(),
         })
+    }
+
+    /// Lets guest code use AVX (VEX-encoded instructions, which compiled code uses when the host
+    /// has AVX) where the guest's own XSAVE state governs that: if KVM's CPUID offers XSAVE and
+    /// AVX, sets CR4.OSXSAVE (kept across [`Vcpu::reset`]) and XCR0 to x87+SSE+AVX and returns
+    /// true. Otherwise changes nothing and returns false: on PVM, whose CPUID has no XSAVE, guest
+    /// user mode runs natively under the host's XCR0 and VEX code runs as it is (tested).
+    pub fn enable_avx(&mut self, vm: &Vm) -> Result<bool, VcpuError> {
+        let leaf1 = vm
+            .kvm()
+            .supported_cpuid()
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 1)
+            .map_or(0, |e| e.ecx);
+        let wanted = CPUID1_ECX_XSAVE | CPUID1_ECX_AVX;
+        if leaf1 & wanted != wanted {
+            return Ok(false);
+        }
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = XCR0_AVX;
+        self.sregs.cr4 |= CR4_OSXSAVE;
+        self.fd
+            .set_sregs(&self.sregs)
+            .map_err(|e| VcpuError::SetSregs(os_error(e)))?;
+        self.fd
+            .set_xcrs(&xcrs)
+            .map_err(|e| VcpuError::SetXcrs(os_error(e)))?;
+        Ok(true)
     }
 
     /// Whether registers travel through the kvm_run page (KVM_CAP_SYNC_REGS) rather than ioctls.

@@ -10,7 +10,9 @@
 //! mapping at the same address would become guest-visible.
 
 use super::memory::GuestMemory;
-use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_userspace_memory_region, CpuId, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY,
+};
 use kvm_ioctls::{Cap, VmFd};
 use std::ffi::CString;
 use std::io;
@@ -68,6 +70,7 @@ struct KvmInner {
     kvm: kvm_ioctls::Kvm,
     cpuid: CpuId,
     sync_regs: bool,
+    readonly_mem: bool,
     max_slots: usize,
 }
 
@@ -116,6 +119,7 @@ impl Kvm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::SupportedCpuid(os_error(e)))?;
         let sync_regs = kvm.check_extension(Cap::SyncRegs);
+        let readonly_mem = kvm.check_extension(Cap::ReadonlyMem);
         // KVM_CAP_NR_MEMSLOTS answers 0 on kernels too old to report it; KVM promises 32 there.
         let max_slots = match kvm.get_nr_memslots() {
             0 => 32,
@@ -126,6 +130,7 @@ impl Kvm {
                 kvm,
                 cpuid,
                 sync_regs,
+                readonly_mem,
                 max_slots,
             }),
         })
@@ -134,6 +139,12 @@ impl Kvm {
     /// Whether vCPU registers can be passed in the shared kvm_run page (KVM_CAP_SYNC_REGS).
     pub fn has_sync_regs(&self) -> bool {
         self.inner.sync_regs
+    }
+
+    /// Whether memory slots can be read-only for the guest (KVM_CAP_READONLY_MEM): guest writes
+    /// to them then exit as MMIO instead of reaching the host mapping.
+    pub fn has_readonly_mem(&self) -> bool {
+        self.inner.readonly_mem
     }
 
     /// The CPUID table KVM supports, which every vCPU is given (as the probe does).
@@ -178,7 +189,9 @@ impl Vm {
 
     /// Creates a VM with the given slots (numbered in order), which must be page aligned and must
     /// not overlap. Guest-physical addresses outside every slot are MMIO: guest accesses there
-    /// exit to the host.
+    /// exit to the host. A slot over read-only memory ([`GuestMemory::is_writable`]) is made
+    /// read-only for the guest when KVM offers that; otherwise a guest write to it makes KVM_RUN
+    /// fail (the guest's page tables should not allow one).
     pub fn with_slots(kvm: &Kvm, slots: Vec<MemorySlot>) -> Result<Vm, VmError> {
         let max = kvm.inner.max_slots;
         if slots.is_empty() {
@@ -198,9 +211,14 @@ impl Vm {
             .map_err(|e| VmError::CreateVm(os_error(e)))?;
         for (i, s) in slots.iter().enumerate() {
             let slot = i as u32;
+            let flags = if !s.memory.is_writable() && kvm.inner.readonly_mem {
+                KVM_MEM_READONLY
+            } else {
+                0
+            };
             let region = kvm_userspace_memory_region {
                 slot,
-                flags: 0,
+                flags,
                 guest_phys_addr: s.guest_phys_addr,
                 memory_size: s.memory.len() as u64,
                 userspace_addr: s.memory.host_address(),
