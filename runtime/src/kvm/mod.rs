@@ -7,7 +7,8 @@
 //! virtualisation) only user mode runs natively; CPL0 is emulated per instruction. With no guest
 //! kernel and no IDT, every exception is a triple fault ([`Exit::Shutdown`]), and the guest leaves
 //! (ends, or calls the host) by writing to the MMIO page: guest-physical memory that no slot
-//! covers, so KVM exits with [`Exit::Mmio`]. Running compiled WebAssembly on it is a later step.
+//! covers, so KVM exits with [`Exit::Mmio`]. [`WasmVm`] runs compiled WebAssembly on it, from
+//! the same artifact as the in-process backend, with its own layout (see the `wasm` module).
 //!
 //! Guest-virtual addresses equal guest-physical ones where mapped (identity mapping, 4 KiB pages);
 //! everything not drawn as mapped is non-present, so touching it faults:
@@ -44,6 +45,9 @@ mod memory;
 mod tests;
 mod vcpu;
 mod vm;
+mod wasm;
+#[cfg(test)]
+mod wasm_tests;
 
 /// The general registers, as KVM lays them out.
 pub use kvm_bindings::kvm_regs;
@@ -52,6 +56,7 @@ pub use memory::{
 };
 pub use vcpu::{entry_regs, Exit, Vcpu, VcpuError};
 pub use vm::{Kvm, MemorySlot, Vm, VmError, KVM_PATH};
+pub use wasm::{WasmVm, WasmVmError, GPA_BASE};
 
 use std::ops::Range;
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 const HOSTCALL: u64 = MMIO_ADDR;
 const DONE: u64 = MMIO_ADDR + 8;
 
-fn skip(why: &dyn std::fmt::Display) {
+pub(super) fn skip(why: &dyn std::fmt::Display) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("no usable /dev/kvm in CI: {why}");
     }
