@@ -3,7 +3,10 @@
 //! Prints median, p99, min and mean over `--iters` samples (default 2000) after a warm-up:
 //! a pooled run to the first MMIO exit (registers reset each time), one MMIO round trip, a pooled
 //! run with one hostcall, a reset after a fault, VM+vCPU creation and destruction (plain, then with
-//! the probe's debugfs trick), and an in-process indirect call for scale.
+//! the probe's debugfs trick), and an in-process indirect call for scale. Then compiled
+//! WebAssembly: one call of a trivial export, `fib(20)`, and a trapping call, each in a
+//! [`WasmVm`](fnvm_runtime::kvm::WasmVm) and in process (a [`Store`](fnvm_runtime::Store)), plus
+//! creating a `WasmVm`.
 //!
 //! ```sh
 //! cargo run --release -p fnvm-runtime --example kvm_costs -- --cpu 1 --iters 2000
@@ -22,8 +25,9 @@ fn main() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod imp {
     use fnvm_runtime::kvm::{
-        Exit, GuestMemory, Kvm, Layout, Vcpu, Vm, DEFAULT_MEMORY_SIZE, GDT_ADDR,
+        Exit, GuestMemory, Kvm, Layout, Vcpu, Vm, WasmVm, DEFAULT_MEMORY_SIZE, GDT_ADDR,
     };
+    use fnvm_runtime::{Engine, EngineConfig, Extern, Module, Store, Val};
     use std::error::Error;
     use std::hint::black_box;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -228,10 +232,11 @@ mod imp {
         let layout = Layout::prepare(&memory, &CODE)?;
         let (_vm, mut vcpu) = create(&kvm, &memory, &layout)?;
         println!(
-            "kvm_costs: {} iterations, pinned to CPU {:?}, SYNC_REGS {}",
+            "kvm_costs: {} iterations, pinned to CPU {:?}, SYNC_REGS {}, READONLY_MEM {}",
             a.iters,
             a.cpu,
-            if vcpu.uses_sync_regs() { "on" } else { "off" }
+            if vcpu.uses_sync_regs() { "on" } else { "off" },
+            if kvm.has_readonly_mem() { "yes" } else { "no" }
         );
 
         println!("\npooled VM + vCPU (CPL3 guest, exits by MMIO write):");
@@ -327,6 +332,8 @@ mod imp {
         creation(&kvm, &memory, &layout, &a, "no debugfs: ")?;
         drop(keep);
 
+        wasm(&kvm, &a)?;
+
         println!("\nin-process, for scale:");
         let f: fn(u64) -> u64 = black_box(add_one);
         let mut sink = 0u64;
@@ -349,6 +356,98 @@ mod imp {
         let mut s = measure(a.iters, || Ok(()))?;
         report("timer overhead (Instant::now pair)", &mut s);
         black_box(sink);
+        Ok(())
+    }
+
+    const WASM: &str = r#"(module
+      (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add)
+      (func $fib (export "fib") (param i32) (result i32)
+        local.get 0 i32.const 2 i32.lt_s
+        if (result i32) local.get 0
+        else
+          local.get 0 i32.const 1 i32.sub call $fib
+          local.get 0 i32.const 2 i32.sub call $fib
+          i32.add
+        end)
+      (func (export "div") (param i32 i32) (result i32) local.get 0 local.get 1 i32.div_s))"#;
+
+    /// The same compiled exports in a WasmVm and in process.
+    fn wasm(kvm: &Kvm, a: &Args) -> Res<()> {
+        let engine = Engine::new(EngineConfig::default())?;
+        let artifact = fnvm_compiler::compile(
+            &wat::parse_str(WASM)?,
+            &fnvm_compiler::CompileOptions::default(),
+        )?;
+        let module = Module::from_artifact(&engine, &artifact)?;
+        let mut vm = WasmVm::new(kvm, &module)?;
+        let mut store = Store::new(&engine);
+        let inst = store.instantiate(&module, &[])?;
+        let mut export = |name: &str| match store.get_export(inst, name) {
+            Some(Extern::Func(f)) => Ok(f),
+            _ => Err(format!("no export {name}")),
+        };
+        let (add, fib, div) = (export("add")?, export("fib")?, export("div")?);
+        let add_args = [Val::I32(1), Val::I32(2)];
+        let fib_args = [Val::I32(20)];
+        let div_args = [Val::I32(1), Val::I32(0)];
+
+        println!("\ncompiled WebAssembly, WasmVm (pooled VM + vCPU) vs in process (Store::call):");
+        let mut s = measure(a.iters, || match vm.call("add", &add_args)? {
+            Ok(r) if r == [Val::I32(3)] => Ok(()),
+            other => Err(format!("add in the VM: {other:?}").into()),
+        })?;
+        report("VM: call add(1, 2)", &mut s);
+        let mut s = measure(a.iters, || match store.call(add, &add_args) {
+            Ok(r) if r == [Val::I32(3)] => Ok(()),
+            other => Err(format!("add in process: {other:?}").into()),
+        })?;
+        report("in process: call add(1, 2)", &mut s);
+
+        let iters = (a.iters / 10).max(10);
+        let mut s = measure(iters, || match vm.call("fib", &fib_args)? {
+            Ok(r) if r == [Val::I32(6765)] => Ok(()),
+            other => Err(format!("fib in the VM: {other:?}").into()),
+        })?;
+        report("VM: call fib(20) (21891 calls inside)", &mut s);
+        let mut s = measure(iters, || match store.call(fib, &fib_args) {
+            Ok(r) if r == [Val::I32(6765)] => Ok(()),
+            other => Err(format!("fib in process: {other:?}").into()),
+        })?;
+        report("in process: call fib(20)", &mut s);
+
+        // Traps: PVM logs each triple fault to the kernel log, so a tenth of the iterations.
+        // The VM's figure includes the next call's reset (KVM_SET_SREGS), done at its start.
+        let mut s = measure(iters, || {
+            match vm.call("div", &div_args)? {
+                Err(t) if t.code == fnvm_abi::TrapCode::IntegerDivisionByZero => {}
+                other => return Err(format!("div in the VM: {other:?}").into()),
+            }
+            match vm.call("add", &add_args)? {
+                Ok(r) if r == [Val::I32(3)] => Ok(()),
+                other => Err(format!("add after a trap: {other:?}").into()),
+            }
+        })?;
+        report("VM: div by zero trap, then call add (reset)", &mut s);
+        let mut s = measure(iters, || {
+            match store.call(div, &div_args) {
+                Err(t) if t.code == fnvm_abi::TrapCode::IntegerDivisionByZero => {}
+                other => return Err(format!("div in process: {other:?}").into()),
+            }
+            match store.call(add, &add_args) {
+                Ok(r) if r == [Val::I32(3)] => Ok(()),
+                other => Err(format!("add after a trap: {other:?}").into()),
+            }
+        })?;
+        report("in process: div by zero trap, then call add", &mut s);
+
+        let mut s = measure(iters, || {
+            drop(WasmVm::new(kvm, &module)?);
+            Ok(())
+        })?;
+        report(
+            "WasmVm::new + drop (VM, 3 slots, page tables, vCPU)",
+            &mut s,
+        );
         Ok(())
     }
 

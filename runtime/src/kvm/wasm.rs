@@ -1,8 +1,9 @@
 //! Running compiled WebAssembly in a KVM micro-VM: the same artifact, the same code bytes, as the
 //! in-process backend.
 //!
-//! Compiled code and its vmctx hold absolute host addresses (funcrefs, the limits and epoch
-//! pointers, direct calls are pc-relative). Instead of relocating anything, a [`WasmVm`] makes
+//! Compiled code is position independent (calls inside it are pc-relative), but its vmctx holds
+//! absolute addresses (funcrefs, the limits, epoch and type-id pointers) and the in-process
+//! runtime builds those from host addresses. Instead of relocating anything, a [`WasmVm`] makes
 //! guest-virtual addresses equal to the host-virtual addresses of everything the code touches:
 //! the module's code mapping itself (shared read-only by every VM of the module, never copied)
 //! and one dedicated instance region (a fresh mmap holding the guest stack, the vmctx, the
