@@ -244,6 +244,24 @@ impl GuestMemory {
     pub fn write_u64(&self, offset: u64, value: u64) -> Result<(), MemoryError> {
         self.write(offset, &value.to_le_bytes())
     }
+
+    /// Stores a u64 at an 8-byte aligned offset in one atomic (release) store, for words a
+    /// running guest reads concurrently, such as its epoch counter.
+    pub fn store_u64_atomic(&self, offset: u64, value: u64) -> Result<(), MemoryError> {
+        if !offset.is_multiple_of(8) {
+            return Err(MemoryError::Unaligned {
+                what: "atomic store offset",
+                value: offset,
+            });
+        }
+        let dst = self.range_mut(offset, 8)?;
+        // SAFETY: `dst` is valid for 8 bytes (checked by `range_mut`) and 8-byte aligned (the
+        // mapping is page aligned and `offset` a multiple of 8). Every access to guest memory
+        // goes through raw pointers, so an atomic view of these bytes aliases no reference.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(dst.cast()) };
+        word.store(value, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }
 
 impl Drop for GuestMemory {

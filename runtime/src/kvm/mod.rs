@@ -56,7 +56,7 @@ pub use memory::{
 };
 pub use vcpu::{entry_regs, Exit, Vcpu, VcpuError};
 pub use vm::{Kvm, MemorySlot, Vm, VmError, KVM_PATH};
-pub use wasm::{WasmVm, WasmVmError, GPA_BASE};
+pub use wasm::{EpochHandle, WasmVm, WasmVmError, GPA_BASE};
 
 use std::ops::Range;
 

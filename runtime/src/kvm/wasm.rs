@@ -46,9 +46,11 @@
 //! frame-pointer chain through the host's view of the stack, bounds-checked.
 //!
 //! Deadlines: code keeps its epoch checks. The vmctx's epoch pointer points at a counter in the
-//! read-only page, which only the host writes ([`WasmVm::set_epoch`]); the deadline is in the
-//! limits next to it ([`WasmVm::set_epoch_deadline`], never by default). The engine's own counter
-//! is not shared with the guest (it lives in host heap memory).
+//! read-only page, which only the host writes ([`WasmVm::set_epoch`], or an [`EpochHandle`] from
+//! another thread while a call runs: guest code sees the new value at its next check and traps
+//! with `Interrupt`); the deadline is in the limits next to it ([`WasmVm::set_epoch_deadline`],
+//! never by default). The engine's own counter is not shared with the guest (it lives in host
+//! heap memory).
 //!
 //! Supported in this step: modules without imports, linear memories, tables, element or data
 //! segments, or a start function (defined globals are fine). Builtins are not reachable (the
@@ -493,8 +495,15 @@ impl WasmVm {
 
     /// Sets the guest's epoch counter (what its epoch checks compare with the deadline).
     pub fn set_epoch(&self, epoch: u64) -> Result<(), WasmVmError> {
-        let l = &self.layout;
-        Ok(self.region.write_u64(l.epoch() - l.base, epoch)?)
+        self.epoch_handle().set(epoch)
+    }
+
+    /// A handle that sets the guest's epoch counter from any thread, also during a call.
+    pub fn epoch_handle(&self) -> EpochHandle {
+        EpochHandle {
+            region: Arc::clone(&self.region),
+            offset: self.layout.epoch() - self.layout.base,
+        }
     }
 
     /// Sets the epoch at which running code traps with [`TrapCode::Interrupt`](fnvm_abi::TrapCode::Interrupt).
@@ -512,6 +521,21 @@ impl WasmVm {
     /// The VM, for inspection.
     pub fn vm(&self) -> &Vm {
         &self.vm
+    }
+}
+
+/// Sets a [`WasmVm`]'s epoch counter from another thread (a deadline timer). It keeps the
+/// counter's memory alive, not the VM.
+#[derive(Clone, Debug)]
+pub struct EpochHandle {
+    region: Arc<GuestMemory>,
+    offset: u64,
+}
+
+impl EpochHandle {
+    /// Sets the counter (one atomic store; running guest code reads it at its epoch checks).
+    pub fn set(&self, epoch: u64) -> Result<(), WasmVmError> {
+        Ok(self.region.store_u64_atomic(self.offset, epoch)?)
     }
 }
 

@@ -235,6 +235,26 @@ fn epoch_deadline_interrupts_a_loop() {
 }
 
 #[test]
+fn another_thread_interrupts_a_running_loop_through_the_epoch() {
+    let Some((_engine, _module, mut vm)) = setup() else {
+        return;
+    };
+    vm.set_epoch_deadline(1).unwrap();
+    let epoch = vm.epoch_handle();
+    let start = std::time::Instant::now();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        epoch.set(1).unwrap();
+    });
+    // `spin` loops forever; only the epoch check at its loop header ends it.
+    assert_eq!(trap_code(&mut vm, "spin", &[]), TrapCode::Interrupt);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+    timer.join().unwrap();
+    vm.set_epoch(0).unwrap();
+    assert_eq!(call(&mut vm, "fib", &[Val::I32(5)]), Ok(vec![Val::I32(5)]));
+}
+
+#[test]
 fn globals_persist_across_calls() {
     let Some((_engine, _module, mut vm)) = setup() else {
         return;
