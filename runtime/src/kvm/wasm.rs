@@ -195,6 +195,8 @@ pub struct WasmVm {
     module: Module,
     region: Arc<GuestMemory>,
     layout: RegionLayout,
+    /// The page-table root (in slot 0).
+    cr3: u64,
     /// Whether the last run ended in a way that left the vCPU's state unknown (a fault).
     needs_reset: bool,
 }
@@ -286,6 +288,7 @@ impl WasmVm {
             module: module.clone(),
             region,
             layout,
+            cr3,
             needs_reset: false,
         };
         this.init_instance()?;
@@ -516,6 +519,18 @@ impl WasmVm {
     /// The lowest stack address wasm frames may use (the limit in the guest's `VmLimits`).
     pub fn stack_limit(&self) -> u64 {
         self.layout.stack_low + STACK_SLACK
+    }
+
+    /// The guest-physical address of the page tables' root (in slot 0, `vm().memory()`), to
+    /// inspect the mappings with [`translate`](super::translate).
+    pub fn page_table_root(&self) -> u64 {
+        self.cr3
+    }
+
+    /// The host (= guest-virtual) address range of the instance region: guard page, stack,
+    /// vmctx, value slots and the guest-read-only page, in that order.
+    pub fn instance_region(&self) -> std::ops::Range<u64> {
+        self.layout.base..self.layout.end
     }
 
     /// The VM, for inspection.

@@ -144,6 +144,55 @@ fn vms_of_a_module_share_its_code_mapping_read_only() {
 }
 
 #[test]
+fn the_guest_sees_only_the_code_stub_gdt_mmio_and_instance_region() {
+    let Some((_engine, module, vm)) = setup() else {
+        return;
+    };
+    let flags = |gva: u64| translate(vm.vm().memory(), vm.page_table_root(), gva).map(|t| t.flags);
+    let code = module.code_base() as u64;
+    let code_end = code + module.code_bytes() as u64;
+    let region = vm.instance_region();
+    let stack_low = region.start + PAGE_SIZE;
+    let guest_ro = PageFlags {
+        writable: false,
+        user: true,
+        executable: false,
+    };
+    let heap = Box::new(0u64);
+    let heap_addr = &*heap as *const u64 as u64;
+    let expected = [
+        (0, None),
+        (GDT_ADDR, Some(PageFlags::KERNEL_RODATA)),
+        (0x2000, Some(PageFlags::USER_CODE)),
+        (0x3000, None),
+        (MMIO_ADDR, Some(PageFlags::USER_DATA)),
+        (code - 1, None),
+        (code, Some(PageFlags::USER_CODE)),
+        (code_end - 1, Some(PageFlags::USER_CODE)),
+        (code_end, None),
+        (region.start, None),
+        (stack_low - 1, None),
+        (stack_low, Some(PageFlags::USER_DATA)),
+        (vm.stack_limit(), Some(PageFlags::USER_DATA)),
+        (region.end - 1, Some(guest_ro)),
+        (region.end, None),
+        (heap_addr, None),
+    ];
+    for (gva, want) in expected {
+        // The kernel may place the region right next to the code; then a neighbour of one is
+        // the other, checked by its own rows.
+        let other = (code..code_end).contains(&gva) || (stack_low..region.end).contains(&gva);
+        if want.is_none() && other {
+            continue;
+        }
+        assert_eq!(flags(gva), want, "{gva:#x}");
+    }
+    // Code and region are their own slots, at the host address the guest uses.
+    let t = translate(vm.vm().memory(), vm.page_table_root(), code + 5).unwrap();
+    assert_eq!(t.gpa, GPA_BASE + 5);
+}
+
+#[test]
 fn traps_have_the_in_process_trap_codes_and_the_vm_is_reused_after_them() {
     let Some((_engine, _module, mut vm)) = setup() else {
         return;
