@@ -316,7 +316,7 @@ impl WasmVm {
         r.write_u64(vmctx(VmOffsets::LIMITS), l.limits())?;
         r.write_u64(vmctx(VmOffsets::EPOCH_PTR), l.epoch())?;
         r.write_u64(vmctx(VmOffsets::TYPE_IDS), l.type_ids())?;
-        // WRITTEN_PAGES, BUILTINS, MEMORY_*, INSTANCE stay null (none of them exists here).
+        // BUILTINS, MEMORY_*, INSTANCE stay null (none of them exists here).
         let code_base = self.module.code_base() as u64;
         for (i, range) in info.code.iter().enumerate() {
             let f = i as u32; // no imported functions
