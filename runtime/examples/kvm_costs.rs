@@ -419,7 +419,8 @@ mod imp {
         // The VM's figure includes the next call's reset (KVM_SET_SREGS), done at its start.
         let mut s = measure(iters, || {
             match vm.call("div", &div_args)? {
-                Err(t) if t.code == fnvm_abi::TrapCode::IntegerDivisionByZero => {}
+                Err(fnvm_runtime::Halt::Trap(t))
+                    if t.code == fnvm_abi::TrapCode::IntegerDivisionByZero => {}
                 other => return Err(format!("div in the VM: {other:?}").into()),
             }
             match vm.call("add", &add_args)? {

@@ -63,6 +63,8 @@ pub enum MemoryError {
     TablesFull { area: Range<u64> },
     #[error("guest memory at host address {host:#x} is read-only")]
     ReadOnly { host: u64 },
+    #[error("guest memory at host address {host:#x} is a reservation its owner accesses itself")]
+    NoHostAccess { host: u64 },
 }
 
 /// One contiguous block of guest-physical memory backed by a host mapping, unmapped on drop
@@ -77,6 +79,9 @@ pub struct GuestMemory {
     writable: bool,
     /// For a borrowed mapping, what keeps it mapped; `None` when this value owns the mapping.
     owner: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
+    /// Whether the host may read and write through this value (false for a reservation whose
+    /// inaccessible parts would fault, see [`GuestMemory::reservation`]).
+    host_access: bool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; every access goes through raw-pointer
@@ -99,6 +104,7 @@ impl GuestMemory {
             memfd: None,
             writable: true,
             owner: None,
+            host_access: true,
         })
     }
 
@@ -126,6 +132,7 @@ impl GuestMemory {
             memfd: Some(file),
             writable: true,
             owner: None,
+            host_access: true,
         })
     }
 
@@ -151,6 +158,35 @@ impl GuestMemory {
             memfd: None,
             writable,
             owner: Some(owner),
+            host_access: true,
+        })
+    }
+
+    /// A slot over `len` bytes at `ptr`, a reservation that `owner` keeps mapped and whose
+    /// parts its owner makes accessible (readable and writable) or not as it pleases, such as a
+    /// linear memory that grows by `mprotect`. The host cannot read or write through the
+    /// result ([`MemoryError::NoHostAccess`]): the owner accesses its bytes itself. The guest
+    /// must only be given page-table mappings of parts the owner made accessible (KVM_RUN fails
+    /// with EFAULT on the others).
+    ///
+    /// # Safety
+    /// `ptr` must be 4 KiB aligned, and `[ptr, ptr + len)` a host mapping that stays mapped
+    /// (its parts may change protection, or be replaced by other private mappings of the same
+    /// range) while `owner` lives, and that holds nothing but what the guest may see.
+    pub(in crate::kvm) unsafe fn reservation(
+        ptr: NonNull<u8>,
+        len: usize,
+        owner: Box<dyn std::fmt::Debug + Send + Sync>,
+    ) -> Result<GuestMemory, MemoryError> {
+        check_size(len)?;
+        check_aligned("host address", ptr.as_ptr() as u64)?;
+        Ok(GuestMemory {
+            ptr,
+            len,
+            memfd: None,
+            writable: true,
+            owner: Some(owner),
+            host_access: false,
         })
     }
 
@@ -181,6 +217,11 @@ impl GuestMemory {
 
     /// The host pointer to `[offset, offset + len)` after a bounds check.
     fn range(&self, offset: u64, len: usize) -> Result<*mut u8, MemoryError> {
+        if !self.host_access {
+            return Err(MemoryError::NoHostAccess {
+                host: self.host_address(),
+            });
+        }
         let size = self.len as u64;
         let end = offset.checked_add(len as u64);
         match end {
@@ -351,6 +392,21 @@ impl PageFlags {
     }
 }
 
+/// Where a [`PageTableBuilder`] left off: its area, the next free table page and the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageTableState {
+    area: Range<u64>,
+    next: u64,
+    root: u64,
+}
+
+impl PageTableState {
+    /// The guest-physical address of the PML4, for CR3.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+}
+
 /// Writes 4-level page tables into a reserved range of guest memory.
 ///
 /// Table pages are handed out from the range in order and never freed. A failed [`map`] may
@@ -378,6 +434,18 @@ impl<'m> PageTableBuilder<'m> {
             size: memory.len() as u64,
         })?;
         memory.zero(area.start, len)?;
+        Self::fresh(memory, area)
+    }
+
+    /// Like [`new`](Self::new), for an area that already reads as zero (fresh anonymous
+    /// memory): nothing is written to it but the tables actually allocated, so a large area
+    /// reserved for tables that may be needed later commits no memory until they are.
+    pub fn fresh(memory: &'m GuestMemory, area: Range<u64>) -> Result<Self, MemoryError> {
+        check_aligned("page-table area start", area.start)?;
+        check_aligned("page-table area end", area.end)?;
+        let len = area.end.saturating_sub(area.start);
+        // Bounds: the whole area must lie in guest memory.
+        memory.range(area.start, usize::try_from(len).unwrap_or(usize::MAX))?;
         let mut builder = PageTableBuilder {
             memory,
             next: area.start,
@@ -396,6 +464,63 @@ impl<'m> PageTableBuilder<'m> {
     /// The part of the area holding tables so far.
     pub fn used(&self) -> Range<u64> {
         self.area.start..self.next
+    }
+
+    /// Where this builder left off, to continue with [`resume`](Self::resume) later (a
+    /// builder borrows its memory, so a VM whose mappings change keeps this instead).
+    pub fn state(&self) -> PageTableState {
+        PageTableState {
+            area: self.area.clone(),
+            next: self.next,
+            root: self.root,
+        }
+    }
+
+    /// Continues building the tables `state` describes, in the same `memory`.
+    pub fn resume(memory: &'m GuestMemory, state: &PageTableState) -> Self {
+        PageTableBuilder {
+            memory,
+            area: state.area.clone(),
+            next: state.next,
+            root: state.root,
+        }
+    }
+
+    /// Makes `len` bytes of guest-virtual space at `gva` non-present again (pages that were
+    /// not mapped are skipped; tables stay allocated). The vCPU must not be running; shadow
+    /// paging (PVM) may still hold translations of these pages until they are invalidated,
+    /// which KVM does when the host changes the backing pages' mapping or protection.
+    pub fn unmap(&mut self, gva: u64, len: u64) -> Result<(), MemoryError> {
+        check_aligned("guest-virtual address", gva)?;
+        check_aligned("mapping length", len)?;
+        if gva.checked_add(len).is_none_or(|end| end > GVA_LIMIT) {
+            return Err(MemoryError::NonCanonical { gva, len });
+        }
+        let mut page = gva;
+        while page < gva + len {
+            match self.leaf_entry(page)? {
+                Some(entry_addr) => {
+                    self.memory.write_u64(entry_addr, 0)?;
+                    page += PAGE_SIZE;
+                }
+                // No page table here: skip to the next 2 MiB boundary.
+                None => page = (page | ((1 << 21) - 1)) + 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// The address of the page-table entry for `gva`, if its tables exist.
+    fn leaf_entry(&self, gva: u64) -> Result<Option<u64>, MemoryError> {
+        let mut table = self.root;
+        for shift in [39u32, 30, 21] {
+            let entry = self.memory.read_u64(table + ((gva >> shift) & 511) * 8)?;
+            if entry & PTE_PRESENT == 0 {
+                return Ok(None);
+            }
+            table = entry & PTE_ADDR_MASK;
+        }
+        Ok(Some(table + ((gva >> 12) & 511) * 8))
     }
 
     fn alloc_table(&mut self) -> Result<u64, MemoryError> {

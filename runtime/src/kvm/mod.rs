@@ -47,16 +47,19 @@ mod vcpu;
 mod vm;
 mod wasm;
 #[cfg(test)]
+mod wasm_memory_tests;
+#[cfg(test)]
 mod wasm_tests;
 
 /// The general registers, as KVM lays them out.
 pub use kvm_bindings::kvm_regs;
 pub use memory::{
-    translate, GuestMemory, MemoryError, PageFlags, PageTableBuilder, Translation, PAGE_SIZE,
+    translate, GuestMemory, MemoryError, PageFlags, PageTableBuilder, PageTableState, Translation,
+    PAGE_SIZE,
 };
 pub use vcpu::{entry_regs, Exit, Vcpu, VcpuError};
 pub use vm::{Kvm, MemorySlot, Vm, VmError, KVM_PATH};
-pub use wasm::{EpochHandle, WasmVm, WasmVmError, GPA_BASE};
+pub use wasm::{EpochHandle, WasmVm, WasmVmConfig, WasmVmError, GPA_BASE};
 
 use std::ops::Range;
 

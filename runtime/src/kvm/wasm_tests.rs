@@ -4,7 +4,7 @@
 
 use super::tests::skip;
 use super::*;
-use crate::{Engine, EngineConfig, Extern, Module, Store, Trap, Val};
+use crate::{Engine, EngineConfig, Extern, Halt, Module, Store, Trap, Val};
 use fnvm_abi::TrapCode;
 
 const FUNCS: &str = r#"
@@ -58,7 +58,7 @@ const FUNCS: &str = r#"
     global.get $count))
 "#;
 
-fn compile(engine: &Engine, wat: &str) -> Module {
+pub(super) fn compile(engine: &Engine, wat: &str) -> Module {
     let wasm = wat::parse_str(wat).unwrap();
     let artifact =
         fnvm_compiler::compile(&wasm, &fnvm_compiler::CompileOptions::default()).unwrap();
@@ -66,7 +66,7 @@ fn compile(engine: &Engine, wat: &str) -> Module {
 }
 
 /// A VM running `module`, or `None` (after `skip`) without a usable /dev/kvm.
-fn wasm_vm(module: &Module) -> Option<WasmVm> {
+pub(super) fn wasm_vm(module: &Module) -> Option<WasmVm> {
     let kvm = match Kvm::open() {
         Ok(kvm) => kvm,
         Err(e) => {
@@ -92,13 +92,18 @@ fn setup() -> Option<(Engine, Module, WasmVm)> {
     Some((engine, module, vm))
 }
 
-/// The guest's outcome of a call that must not fail on the host side.
-fn call(vm: &mut WasmVm, name: &str, args: &[Val]) -> Result<Vec<Val>, Trap> {
-    vm.call(name, args)
-        .unwrap_or_else(|e| panic!("{name}: host-side failure: {e}"))
+/// The guest's outcome of a call that must not fail on the host side (nor exit: these
+/// modules import nothing that could).
+pub(super) fn call<T>(vm: &mut WasmVm<T>, name: &str, args: &[Val]) -> Result<Vec<Val>, Trap> {
+    match vm.call(name, args) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Halt::Trap(t))) => Err(t),
+        Ok(Err(exit)) => panic!("{name}: unexpected {exit}"),
+        Err(e) => panic!("{name}: host-side failure: {e}"),
+    }
 }
 
-fn trap_code(vm: &mut WasmVm, name: &str, args: &[Val]) -> TrapCode {
+pub(super) fn trap_code<T>(vm: &mut WasmVm<T>, name: &str, args: &[Val]) -> TrapCode {
     match call(vm, name, args) {
         Err(trap) => trap.code,
         Ok(v) => panic!("{name}{args:?} returned {v:?}, expected a trap"),
@@ -333,11 +338,19 @@ fn host_side_errors_are_typed() {
         vm.call("fib", &[Val::I64(1)]),
         Err(WasmVmError::ArgumentType { index: 0, .. })
     ));
-    let with_memory = compile(&engine, r#"(module (memory 1) (func (export "f")))"#);
+    let importing = compile(&engine, r#"(module (import "m" "f" (func)))"#);
     let kvm = Kvm::open().unwrap();
     assert!(matches!(
-        WasmVm::new(&kvm, &with_memory),
-        Err(WasmVmError::Unsupported("a linear memory"))
+        WasmVm::new(&kvm, &importing),
+        Err(WasmVmError::Link(_))
+    ));
+    let huge = compile(&engine, r#"(module (memory 20000))"#);
+    assert!(matches!(
+        WasmVm::new(&kvm, &huge),
+        Err(WasmVmError::MemoryTooLarge {
+            pages: 20000,
+            limit: 16384
+        })
     ));
     // Still fine after the errors.
     assert_eq!(call(&mut vm, "fib", &[Val::I32(7)]), Ok(vec![Val::I32(13)]));
