@@ -47,6 +47,8 @@ mod vcpu;
 mod vm;
 mod wasm;
 #[cfg(test)]
+mod wasm_import_tests;
+#[cfg(test)]
 mod wasm_memory_tests;
 #[cfg(test)]
 mod wasm_tests;
