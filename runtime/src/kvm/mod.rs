@@ -51,6 +51,8 @@ mod wasm_import_tests;
 #[cfg(test)]
 mod wasm_memory_tests;
 #[cfg(test)]
+mod wasm_table_tests;
+#[cfg(test)]
 mod wasm_tests;
 
 /// The general registers, as KVM lays them out.
