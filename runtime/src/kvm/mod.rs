@@ -8,7 +8,9 @@
 //! kernel and no IDT, every exception is a triple fault ([`Exit::Shutdown`]), and the guest leaves
 //! (ends, or calls the host) by writing to the MMIO page: guest-physical memory that no slot
 //! covers, so KVM exits with [`Exit::Mmio`]. [`WasmVm`] runs compiled WebAssembly on it, from
-//! the same artifact as the in-process backend, with its own layout (see the `wasm` module).
+//! the same artifact and with the same host functions as the in-process backend, with its own
+//! layout (see the `wasm` module), and [`KvmBackend`] pools such VMs behind the
+//! [`ExecutionBackend`](crate::ExecutionBackend) interface (see the `backend` module).
 //!
 //! Guest-virtual addresses equal guest-physical ones where mapped (identity mapping, 4 KiB pages);
 //! everything not drawn as mapped is non-present, so touching it faults:
@@ -40,6 +42,9 @@
 //!              | not mapped                   |
 //! ```
 
+mod backend;
+#[cfg(test)]
+mod backend_tests;
 mod memory;
 #[cfg(test)]
 mod tests;
@@ -55,6 +60,7 @@ mod wasm_table_tests;
 #[cfg(test)]
 mod wasm_tests;
 
+pub use backend::{KvmBackend, KvmBackendConfig, KvmInstance, KvmPrepared};
 /// The general registers, as KVM lays them out.
 pub use kvm_bindings::kvm_regs;
 pub use memory::{

@@ -188,7 +188,7 @@ fn host_functions_read_and_write_guest_memory() {
         run(&mut vm, "record", &[Val::I32(32), Val::I32(14)]),
         Ok(vec![])
     );
-    assert_eq!(vm.data().seen, b"from the guest");
+    assert_eq!(vm.data().unwrap().seen, b"from the guest");
     // The host writes, the guest reads what it wrote.
     assert_eq!(
         run(
@@ -199,7 +199,7 @@ fn host_functions_read_and_write_guest_memory() {
         Ok(vec![Val::I32(0x77)])
     );
     assert_eq!(vm.memory().unwrap()[1000..1008], [0x77; 8]);
-    assert_eq!(vm.data().calls, 4);
+    assert_eq!(vm.data().unwrap().calls, 4);
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn wasi_in_process(engine: &Engine, linked: &LinkedModule<WasiCtx>, args: &[&str
 fn wasi_in_vm(linked: &LinkedModule<WasiCtx>, args: &[&str]) -> Option<Outcome> {
     let mut vm = linked_vm(linked, wasi_ctx(args))?;
     let status = run(&mut vm, "_start", &[]).map(|_| ());
-    let mut ctx = vm.into_data();
+    let mut ctx = vm.into_data().unwrap();
     Some((status, ctx.take_stdout(), ctx.take_stderr()))
 }
 

@@ -386,6 +386,14 @@ impl VmCore {
         self.init_instance(template)
     }
 
+    /// Caps the memory at `pages` for this instance (not beyond its slot).
+    pub(super) fn set_memory_cap(&mut self, pages: u64) {
+        if let Some(m) = self.memory.as_mut() {
+            let cap = pages.min(m.max_pages());
+            m.data().set_cap(cap);
+        }
+    }
+
     /// Resolves the exported function `name` and writes `args` into the value slots; returns
     /// the function's index and result types.
     pub(super) fn prepare_call(

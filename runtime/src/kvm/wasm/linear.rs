@@ -100,6 +100,23 @@ impl LinearMemory {
         self.data_ref().def.length
     }
 
+    /// The most pages the memory can have (what its slot covers).
+    pub(super) fn max_pages(&self) -> u64 {
+        self.max_pages
+    }
+
+    /// 4 KiB pages of the accessible memory present in host memory.
+    pub(super) fn resident_pages(&self) -> std::io::Result<u64> {
+        self.data_ref().resident_pages()
+    }
+
+    /// Drops every resident page of the part the memory can grow to (image pages read as the
+    /// image again, others as zero), so the next instance's resident pages are its own.
+    pub(super) fn discard_resident(&mut self) -> std::io::Result<()> {
+        let extent = (self.max_pages * WASM_PAGE_SIZE) as usize;
+        self.data().discard_kept(extent)
+    }
+
     /// Accessible bytes of a fresh instance.
     pub(super) fn initial_len(&self) -> u64 {
         u64::from(self.ty.limits.min) * WASM_PAGE_SIZE

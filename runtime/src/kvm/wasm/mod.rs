@@ -138,6 +138,8 @@ pub enum WasmVmError {
     UnrepresentableResult(fnvm_abi::ValType),
     #[error("the guest faulted outside any trap site (code offset {offset:?})")]
     Fault { offset: Option<u32> },
+    #[error("a host function was called with no host state (a pooled VM between instances)")]
+    NoHostState,
     #[error("the guest exited inconsistently: {0}")]
     BadExit(&'static str),
     #[error("unexpected exit from the guest: {0:?}")]
@@ -174,7 +176,8 @@ pub struct WasmVm<T: 'static = ()> {
     host_calls: Box<[HostCallCtx<T>]>,
     /// The initial memory's image, which resets restore from.
     image: Option<Arc<MemoryImage>>,
-    data: T,
+    /// The host state; `None` only while a pooled VM waits for its next instance.
+    data: Option<T>,
     deadline: Option<Instant>,
 }
 
@@ -197,15 +200,21 @@ impl<T: 'static> WasmVm<T> {
         data: T,
         config: &WasmVmConfig,
     ) -> Result<WasmVm<T>, WasmVmError> {
-        let len = linked.image_bytes();
-        let image = if len > 0 {
-            Some(Arc::new(
-                MemoryImage::new(len, |m| linked.write_image(m))
-                    .map_err(WasmVmError::MemoryImage)?,
-            ))
-        } else {
-            None
-        };
+        let image = memory_image(linked)?.map(Arc::new);
+        let mut vm = WasmVm::create(kvm, linked, image, Some(data), config)?;
+        vm.start_with(None)?;
+        Ok(vm)
+    }
+
+    /// Creates the VM with an instance of `linked` whose initial memory is `image` (built by
+    /// [`memory_image`], shared by the VMs of a module), its start function not run.
+    pub(crate) fn create(
+        kvm: &Kvm,
+        linked: &LinkedModule<T>,
+        image: Option<Arc<MemoryImage>>,
+        data: Option<T>,
+        config: &WasmVmConfig,
+    ) -> Result<WasmVm<T>, WasmVmError> {
         let core = VmCore::new(
             kvm,
             linked.module(),
@@ -213,23 +222,21 @@ impl<T: 'static> WasmVm<T> {
             image.as_deref(),
             config,
         )?;
-        let mut vm = WasmVm {
+        Ok(WasmVm {
             core,
             linked: linked.clone(),
             host_calls: linked.host_funcs().iter().map(HostCallCtx::new).collect(),
             image,
             data,
             deadline: None,
-        };
-        vm.start()?;
-        Ok(vm)
+        })
     }
 
-    /// Runs the start function, if the module has one.
-    fn start(&mut self) -> Result<(), WasmVmError> {
+    /// Runs the start function, if the module has one, with host state `data` (or the VM's).
+    pub(crate) fn start_with(&mut self, data: Option<&mut T>) -> Result<(), WasmVmError> {
         if let Some(start) = self.linked.module().info().start {
             self.core.enter(start)?;
-            if let Err(halt) = self.run()? {
+            if let Err(halt) = self.run(data)? {
                 return Err(WasmVmError::Start(halt));
             }
         }
@@ -239,13 +246,39 @@ impl<T: 'static> WasmVm<T> {
     /// Makes this VM a fresh instance again, with host state `data` (the old one is returned):
     /// nothing the last invocation did (memory written or grown, globals, tables, dropped
     /// segments, epoch and deadline) is visible afterwards. Then runs the start function.
-    pub fn reset(&mut self, data: T) -> Result<T, WasmVmError> {
-        let old = std::mem::replace(&mut self.data, data);
+    pub fn reset(&mut self, data: T) -> Result<Option<T>, WasmVmError> {
+        let old = self.reset_state()?;
+        self.data = Some(data);
+        self.start_with(None)?;
+        Ok(old)
+    }
+
+    /// The first half of [`reset`](Self::reset): the instance state is back to the module's
+    /// (its start function not yet run) and the host state taken out.
+    pub(crate) fn reset_state(&mut self) -> Result<Option<T>, WasmVmError> {
         self.deadline = None;
+        let old = self.data.take();
         self.core
             .reset(self.linked.template(), self.image.as_deref())?;
-        self.start()?;
         Ok(old)
+    }
+
+    /// Caps this instance's linear memory at `pages` (at most what its slot covers).
+    pub fn set_memory_cap(&mut self, pages: u64) {
+        self.core.set_memory_cap(pages);
+    }
+
+    /// Lets wasm frames use at most `bytes` of the guest stack (at most all of it).
+    pub fn set_max_wasm_stack(&self, bytes: usize) -> Result<(), WasmVmError> {
+        let l = &self.core.layout;
+        let limit = l
+            .stack_top
+            .saturating_sub(bytes as u64)
+            .max(l.stack_low + layout::STACK_SLACK);
+        self.core.put(
+            l.limits() + u64::from(fnvm_abi::vmoffsets::limits::STACK_LIMIT),
+            limit,
+        )
     }
 
     /// Calls the exported function `name` with `args`. The outer `Result` is the host side (bad
@@ -256,16 +289,32 @@ impl<T: 'static> WasmVm<T> {
         name: &str,
         args: &[Val],
     ) -> Result<Result<Vec<Val>, Halt>, WasmVmError> {
+        self.call_with(None, name, args)
+    }
+
+    /// [`call`](Self::call) with host state `data` instead of the VM's own (the backend keeps
+    /// an instance's host state outside its pooled VM).
+    pub(crate) fn call_with(
+        &mut self,
+        data: Option<&mut T>,
+        name: &str,
+        args: &[Val],
+    ) -> Result<Result<Vec<Val>, Halt>, WasmVmError> {
         let (func, results) = self.core.prepare_call(name, args)?;
         self.core.enter(func)?;
-        match self.run()? {
+        match self.run(data)? {
             Ok(()) => Ok(Ok(self.core.results(&results)?)),
             Err(halt) => Ok(Err(halt)),
         }
     }
 
-    /// Runs the entered function to its end, serving host calls.
-    fn run(&mut self) -> Result<Result<(), Halt>, WasmVmError> {
+    /// Runs the entered function to its end, serving host calls with host state `data` (or
+    /// the VM's own).
+    fn run(&mut self, data: Option<&mut T>) -> Result<Result<(), Halt>, WasmVmError> {
+        let mut data = match data {
+            Some(d) => Some(d),
+            None => self.data.as_mut(),
+        };
         loop {
             match self.core.resume()? {
                 Stop::Returned => return Ok(Ok(())),
@@ -276,8 +325,11 @@ impl<T: 'static> WasmVm<T> {
                     };
                     let mut slots = self.core.read_values(call.values, ctx.nslots())?;
                     let deadline = FixedDeadline(self.deadline);
+                    let Some(data) = data.as_deref_mut() else {
+                        return Err(WasmVmError::NoHostState);
+                    };
                     let memory = self.core.memory_bytes();
-                    let mut caller = Caller::new(memory, &mut self.data, &deadline);
+                    let mut caller = Caller::new(memory, data, &deadline);
                     match ctx.invoke(&mut caller, &mut slots) {
                         Ok(()) => {
                             self.core.write_values(call.values, &slots)?;
@@ -308,13 +360,13 @@ impl<T: 'static> WasmVm<T> {
         }
     }
 
-    /// The host state.
-    pub fn data(&mut self) -> &mut T {
-        &mut self.data
+    /// The host state (`None` only inside the crate's VM pool).
+    pub fn data(&mut self) -> Option<&mut T> {
+        self.data.as_mut()
     }
 
     /// Ends the VM and returns its host state.
-    pub fn into_data(self) -> T {
+    pub fn into_data(self) -> Option<T> {
         self.data
     }
 
@@ -339,6 +391,32 @@ impl<T: 'static> WasmVm<T> {
             .memory
             .as_ref()
             .map_or(0, |m| m.len() / fnvm_abi::WASM_PAGE_SIZE)
+    }
+
+    /// 4 KiB pages of linear memory present in host memory: the pages the guest touched (the
+    /// debug report's `currentPages`).
+    pub fn resident_memory_pages(&self) -> std::io::Result<u64> {
+        self.core
+            .memory
+            .as_ref()
+            .map_or(Ok(0), |m| m.resident_pages())
+    }
+
+    /// Host memory this instance occupies: resident pages of its linear memory and of its
+    /// instance region (stack, vmctx, tables).
+    pub fn resident_bytes(&self) -> std::io::Result<u64> {
+        let l = &self.core.layout;
+        let region = crate::pagemap::resident_pages(l.base as usize, l.len() as usize)?;
+        Ok((region + self.resident_memory_pages()?) * super::PAGE_SIZE)
+    }
+
+    /// Drops the memory pages earlier instances left resident (see
+    /// [`InstanceLimits::exact_page_accounting`](crate::InstanceLimits::exact_page_accounting)).
+    pub fn discard_resident_memory(&mut self) -> Result<(), WasmVmError> {
+        match self.core.memory.as_mut() {
+            Some(m) => m.discard_resident().map_err(WasmVmError::MemorySetup),
+            None => Ok(()),
+        }
     }
 
     /// The host (= guest-virtual) address range the linear memory's slot covers (what it can
@@ -392,6 +470,19 @@ impl<T: 'static> WasmVm<T> {
     pub(crate) fn vm(&self) -> &super::Vm {
         self.core.vm()
     }
+}
+
+/// The image of `linked`'s initial memory (its data segments), if it has any data.
+pub(crate) fn memory_image<T>(
+    linked: &LinkedModule<T>,
+) -> Result<Option<MemoryImage>, WasmVmError> {
+    let len = linked.image_bytes();
+    if len == 0 {
+        return Ok(None);
+    }
+    MemoryImage::new(len, |m| linked.write_image(m))
+        .map(Some)
+        .map_err(WasmVmError::MemoryImage)
 }
 
 /// The deadline host functions see: a fixed instant, or never.
