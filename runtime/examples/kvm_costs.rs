@@ -6,7 +6,11 @@
 //! the probe's debugfs trick), and an in-process indirect call for scale. Then compiled
 //! WebAssembly: one call of a trivial export, `fib(20)`, and a trapping call, each in a
 //! [`WasmVm`](fnvm_runtime::kvm::WasmVm) and in process (a [`Store`](fnvm_runtime::Store)), plus
-//! creating a `WasmVm`.
+//! creating a `WasmVm`. Last, whole invocations through the two execution backends
+//! ([`KvmBackend`](fnvm_runtime::kvm::KvmBackend) and the in-process
+//! [`InstancePool`](fnvm_runtime::InstancePool)): a WASI hello and the benchmarks' 1 MiB-data
+//! module (fresh WASI context, instantiate, `_start`, stdout checked, drop), their resets
+//! alone, and a hostcall round trip (a loop calling an empty import).
 //!
 //! ```sh
 //! cargo run --release -p fnvm-runtime --example kvm_costs -- --cpu 1 --iters 2000
@@ -24,10 +28,17 @@ fn main() {
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod imp {
+    use fnvm_abi::{FuncType, ValType};
+    use fnvm_hostcalls::WasiCtx;
     use fnvm_runtime::kvm::{
-        Exit, GuestMemory, Kvm, Layout, Vcpu, Vm, WasmVm, DEFAULT_MEMORY_SIZE, GDT_ADDR,
+        Exit, GuestMemory, Kvm, KvmBackend, KvmBackendConfig, Layout, Vcpu, Vm, WasmVm,
+        DEFAULT_MEMORY_SIZE, GDT_ADDR,
     };
-    use fnvm_runtime::{Engine, EngineConfig, Extern, Module, Store, Val};
+    use fnvm_runtime::{
+        BackendInstance, Caller, Engine, EngineConfig, ExecutionBackend, Extern, HostExit,
+        HostFuncDef, Import, InstanceLimits, InstancePool, LinkedModule, Module, PoolConfig, Store,
+        Val,
+    };
     use std::error::Error;
     use std::hint::black_box;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -333,6 +344,7 @@ mod imp {
         drop(keep);
 
         wasm(&kvm, &a)?;
+        invocations(&kvm, &a)?;
 
         println!("\nin-process, for scale:");
         let f: fn(u64) -> u64 = black_box(add_one);
@@ -449,6 +461,200 @@ mod imp {
             "WasmVm::new + drop (VM, 3 slots, page tables, vCPU)",
             &mut s,
         );
+        Ok(())
+    }
+
+    /// Like [`measure`], but `f` times the part it wants measured and returns nanoseconds.
+    fn measure_part(iters: usize, mut f: impl FnMut() -> Res<f64>) -> Res<Vec<f64>> {
+        for _ in 0..iters / 10 {
+            f()?;
+        }
+        (0..iters).map(|_| f()).collect()
+    }
+
+    const HELLO: &str = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write"
+        (func $fd_write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "Hello World\n")
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 12))
+        (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 8)) (i32.const 12))
+          (then unreachable))))"#;
+
+    /// The benchmarks' 1 MiB-data module (benches/compare's `data_wat`): 16 data segments of
+    /// 64 KiB of pseudo-random bytes; `_start` reads a word of each, traps unless their xor is
+    /// right, then writes the hello like [`HELLO`].
+    fn data_wat() -> String {
+        use std::fmt::Write;
+        const SEGMENTS: usize = 16;
+        const BYTES: usize = 64 << 10;
+        let mut wat = String::from(
+            "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\"\n    (func $fd_write (param i32 i32 i32 i32) (result i32)))\n",
+        );
+        let _ = writeln!(wat, "  (memory (export \"memory\") {})", SEGMENTS + 1);
+        wat.push_str("  (data (i32.const 16) \"Hello World\\n\")\n");
+        let (mut expected, mut reads) = (0u32, String::new());
+        for i in 0..SEGMENTS {
+            let mut x = (0x9e37_79b9_7f4a_7c15u64 ^ i as u64) | 1;
+            let mut bytes = Vec::with_capacity(BYTES + 8);
+            while bytes.len() < BYTES {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                bytes.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+            }
+            bytes.truncate(BYTES);
+            let base = (i + 1) * BYTES;
+            let off = (i * 4099) % (BYTES - 4);
+            let word = [bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]];
+            expected ^= u32::from_le_bytes(word);
+            let _ = writeln!(
+                reads,
+                "    (local.set $x (i32.xor (local.get $x) (i32.load (i32.const {}))))",
+                base + off
+            );
+            let _ = write!(wat, "  (data (i32.const {base}) \"");
+            for b in bytes {
+                let _ = write!(wat, "\\{b:02x}");
+            }
+            wat.push_str("\")\n");
+        }
+        let _ = write!(
+            wat,
+            r#"  (func (export "_start") (local $x i32)
+{reads}    (if (i32.ne (local.get $x) (i32.const {expected})) (then unreachable))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 12))
+    (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))
+      (then unreachable))))
+"#,
+            expected = expected as i32
+        );
+        wat
+    }
+
+    /// A module calling an import that does nothing `n` times.
+    const NOP_LOOP: &str = r#"(module
+      (import "bench" "nop" (func $nop (param i32) (result i32)))
+      (func (export "loop") (param $n i32) (result i32) (local $acc i32)
+        (block $done
+          (loop $l
+            (br_if $done (i32.eqz (local.get $n)))
+            (local.set $acc (i32.add (local.get $acc) (call $nop (local.get $n))))
+            (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+            (br $l)))
+        (local.get $acc)))"#;
+
+    fn nop(_: &mut Caller<'_, WasiCtx>, _: &mut [u64]) -> Result<(), HostExit> {
+        Ok(())
+    }
+
+    fn resolve(imp: &Import) -> Option<HostFuncDef<WasiCtx>> {
+        if imp.module == "bench" && imp.name == "nop" {
+            return Some(HostFuncDef {
+                ty: FuncType {
+                    params: vec![ValType::I32],
+                    results: vec![ValType::I32],
+                },
+                func: nop,
+            });
+        }
+        fnvm_hostcalls::resolve(&imp.module, &imp.name)
+    }
+
+    /// One invocation: fresh WASI context, instantiate, `_start`, stdout checked, instance
+    /// dropped (which resets it inline in both backends here).
+    fn invoke<B: ExecutionBackend>(b: &B, pre: &B::Prepared<WasiCtx>) -> Res<()> {
+        let ctx = WasiCtx::builder().build()?;
+        let mut inst = b.instantiate(pre, &InstanceLimits::default(), ctx)?;
+        inst.call("_start", &[])
+            .map_err(|h| format!("_start: {h}"))?;
+        let out = inst.into_data().take_stdout();
+        if out != b"Hello World\n" {
+            return Err(format!("stdout {out:?}").into());
+        }
+        Ok(())
+    }
+
+    /// The same, timing only the drop (the reset).
+    fn reset_only<B: ExecutionBackend>(b: &B, pre: &B::Prepared<WasiCtx>) -> Res<f64> {
+        let ctx = WasiCtx::builder().build()?;
+        let mut inst = b.instantiate(pre, &InstanceLimits::default(), ctx)?;
+        inst.call("_start", &[])
+            .map_err(|h| format!("_start: {h}"))?;
+        let t = Instant::now();
+        drop(inst);
+        Ok(t.elapsed().as_nanos() as f64)
+    }
+
+    /// Whole invocations through the two backends, their resets, and a hostcall.
+    fn invocations(kvm: &Kvm, a: &Args) -> Res<()> {
+        let engine = Engine::new(EngineConfig::default())?;
+        let vms = KvmBackend::new(&engine, kvm, KvmBackendConfig::default());
+        let pool_config = PoolConfig {
+            slots: 4,
+            background_reset: false,
+            ..PoolConfig::default()
+        };
+        let pool = InstancePool::new(&engine, pool_config)?;
+        let link = |wat: &str| -> Res<LinkedModule<WasiCtx>> {
+            let artifact = fnvm_compiler::compile(
+                &wat::parse_str(wat)?,
+                &fnvm_compiler::CompileOptions::default(),
+            )?;
+            let module = Module::from_artifact(&engine, &artifact)?;
+            Ok(LinkedModule::new(&module, resolve)?)
+        };
+        println!(
+            "\ninvocations through the backends (KvmBackend vs InstancePool, both resetting inline):"
+        );
+        let iters = (a.iters / 4).max(10);
+        for (label, wat) in [("WASI hello", HELLO.to_owned()), ("1 MiB data", data_wat())] {
+            let linked = link(&wat)?;
+            let vpre = vms.prepare(&linked)?;
+            let ppre = pool.prepare(&linked)?;
+            let mut s = measure(iters, || invoke(&vms, &vpre))?;
+            report(
+                &format!("VM: {label} invocation (instantiate.._start..drop)"),
+                &mut s,
+            );
+            let mut s = measure(iters, || invoke(&pool, &ppre))?;
+            report(&format!("in process: {label} invocation"), &mut s);
+            let mut s = measure_part(iters, || reset_only(&vms, &vpre))?;
+            report(&format!("VM: {label} reset (drop)"), &mut s);
+            let mut s = measure_part(iters, || reset_only(&pool, &ppre))?;
+            report(&format!("in process: {label} reset (drop)"), &mut s);
+        }
+        let linked = link(NOP_LOOP)?;
+        let vpre = vms.prepare(&linked)?;
+        let ppre = pool.prepare(&linked)?;
+        let ctx = || WasiCtx::builder().build();
+        let mut vinst = vms.instantiate(&vpre, &InstanceLimits::default(), ctx()?)?;
+        let mut pinst = pool.instantiate(&ppre, &InstanceLimits::default(), ctx()?)?;
+        const N: i32 = 100;
+        let mut s = measure(iters, || {
+            vinst
+                .call("loop", &[Val::I32(N)])
+                .map_err(|h| format!("loop: {h}"))?;
+            Ok(())
+        })?;
+        s.iter_mut().for_each(|x| *x /= f64::from(N));
+        report(
+            "VM: hostcall round trip (nop import, per call of 100)",
+            &mut s,
+        );
+        let mut s = measure(iters, || {
+            pinst
+                .call("loop", &[Val::I32(N)])
+                .map_err(|h| format!("loop: {h}"))?;
+            Ok(())
+        })?;
+        s.iter_mut().for_each(|x| *x /= f64::from(N));
+        report("in process: hostcall round trip (nop import)", &mut s);
         Ok(())
     }
 
