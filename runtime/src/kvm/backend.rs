@@ -279,6 +279,10 @@ fn setup_error(e: WasmVmError) -> InstantiationError {
         }
         .into(),
         WasmVmError::Link(e) => e,
+        // Guest-memory errors can name host addresses: not in a message that may be shown.
+        WasmVmError::Memory(_) => {
+            ResourceError::Slot(std::io::Error::other("KVM VM: guest memory set-up failed")).into()
+        }
         other => ResourceError::Slot(std::io::Error::other(format!("KVM VM: {other}"))).into(),
     }
 }

@@ -254,3 +254,82 @@ fn wasi_hello_through_the_backend() {
     }
     assert_eq!(b.stats().module_switches, 1);
 }
+
+#[test]
+fn hostile_guests_are_contained_and_their_vms_reused() {
+    let engine = engine();
+    let Some(b) = backend(&engine, 1) else { return };
+    let hostile = prepare(
+        &b,
+        r#"(module
+          (memory 1 1)
+          (func $bomb (export "bomb") (param i64) (result i64)
+            (call $bomb (i64.add (local.get 0) (i64.const 1))))
+          (func (export "wild") (param i32) (result i32)
+            (i32.load (local.get 0)))
+          (func (export "grow") (result i32)
+            (memory.grow (i32.const 1)))
+          (func (export "spin")
+            (loop $l (br $l))))"#,
+    );
+    let limits = InstanceLimits {
+        timeout: Some(Duration::from_millis(200)),
+        ..InstanceLimits::default()
+    };
+    for _ in 0..3 {
+        let mut inst = b
+            .instantiate(&hostile, &limits, Counter::default())
+            .unwrap();
+        let code = |r: Result<Vec<Val>, Halt>| match r {
+            Err(Halt::Trap(t)) => t.code,
+            other => panic!("expected a trap, got {other:?}"),
+        };
+        assert_eq!(
+            code(inst.call("bomb", &[Val::I64(0)])),
+            TrapCode::StackOverflow
+        );
+        for addr in [65536, -1, i32::MIN] {
+            assert_eq!(
+                code(inst.call("wild", &[Val::I32(addr)])),
+                TrapCode::MemoryOutOfBounds
+            );
+        }
+        assert_eq!(inst.call("grow", &[]), Ok(vec![Val::I32(-1)]));
+        assert_eq!(inst.call("wild", &[Val::I32(65532)]), Ok(vec![Val::I32(0)]));
+        // Last: an infinite loop, ended by the instance's deadline.
+        assert_eq!(code(inst.call("spin", &[])), TrapCode::Interrupt);
+    }
+    // The same VM ran every instance (and the STATEFUL module next to it gets another).
+    let pre = prepare(&b, STATEFUL);
+    let mut inst = instance(&b, &pre);
+    assert_eq!(inst.call("check", &[]), Ok(vec![Val::I32(0)]));
+    assert_eq!(b.stats().module_switches, 2);
+}
+
+#[test]
+fn instances_run_in_parallel_on_several_threads() {
+    let engine = engine();
+    let Some(b) = backend(&engine, 2) else { return };
+    let pre = prepare(&b, STATEFUL);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (b, pre) = (&b, &pre);
+            s.spawn(move || {
+                for round in 0..20 {
+                    let mut inst = instance(b, pre);
+                    assert_eq!(
+                        inst.call("check", &[]),
+                        Ok(vec![Val::I32(0)]),
+                        "{t}/{round}"
+                    );
+                    let n = t * 100 + round;
+                    assert_eq!(inst.call("add3", &[Val::I32(n)]), Ok(vec![Val::I32(n + 3)]));
+                    inst.call("scribble", &[]).unwrap();
+                }
+            });
+        }
+    });
+    let stats = b.stats();
+    assert_eq!(stats.in_use, 0);
+    assert!(stats.module_switches <= 2, "{stats:?}");
+}
