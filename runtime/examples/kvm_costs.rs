@@ -566,15 +566,20 @@ mod imp {
         fnvm_hostcalls::resolve(&imp.module, &imp.name)
     }
 
-    /// One invocation: fresh WASI context, instantiate, `_start`, stdout checked, instance
-    /// dropped (which resets it inline in both backends here).
-    fn invoke<B: ExecutionBackend>(b: &B, pre: &B::Prepared<WasiCtx>) -> Res<()> {
+    /// A module with one memory page and an empty `_start`: an invocation's fixed cost.
+    const EMPTY: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+    /// One invocation: fresh WASI context, instantiate, `_start`, stdout checked (the hello,
+    /// or nothing for [`EMPTY`]), instance dropped (which resets it inline in both backends
+    /// here).
+    fn invoke<B: ExecutionBackend>(b: &B, pre: &B::Prepared<WasiCtx>, hello: bool) -> Res<()> {
         let ctx = WasiCtx::builder().build()?;
         let mut inst = b.instantiate(pre, &InstanceLimits::default(), ctx)?;
         inst.call("_start", &[])
             .map_err(|h| format!("_start: {h}"))?;
         let out = inst.into_data().take_stdout();
-        if out != b"Hello World\n" {
+        let want: &[u8] = if hello { b"Hello World\n" } else { b"" };
+        if out != want {
             return Err(format!("stdout {out:?}").into());
         }
         Ok(())
@@ -613,16 +618,21 @@ mod imp {
             "\ninvocations through the backends (KvmBackend vs InstancePool, both resetting inline):"
         );
         let iters = (a.iters / 4).max(10);
-        for (label, wat) in [("WASI hello", HELLO.to_owned()), ("1 MiB data", data_wat())] {
+        let modules = [
+            ("empty _start", EMPTY.to_owned(), false),
+            ("WASI hello", HELLO.to_owned(), true),
+            ("1 MiB data", data_wat(), true),
+        ];
+        for (label, wat, hello) in modules {
             let linked = link(&wat)?;
             let vpre = vms.prepare(&linked)?;
             let ppre = pool.prepare(&linked)?;
-            let mut s = measure(iters, || invoke(&vms, &vpre))?;
+            let mut s = measure(iters, || invoke(&vms, &vpre, hello))?;
             report(
                 &format!("VM: {label} invocation (instantiate.._start..drop)"),
                 &mut s,
             );
-            let mut s = measure(iters, || invoke(&pool, &ppre))?;
+            let mut s = measure(iters, || invoke(&pool, &ppre, hello))?;
             report(&format!("in process: {label} invocation"), &mut s);
             let mut s = measure_part(iters, || reset_only(&vms, &vpre))?;
             report(&format!("VM: {label} reset (drop)"), &mut s);
