@@ -269,10 +269,12 @@ const HELLO_WAT: &str = r#"(module
 /// How a WASI `_start` ended, its stdout and its stderr.
 type Outcome = (Result<(), Halt>, Vec<u8>, Vec<u8>);
 
-/// A fresh WASI context: `args`, one `GUEST_`-prefixed variable and one other.
+/// A fresh WASI context: `args`, a line on stdin, one `GUEST_`-prefixed variable and one
+/// other.
 fn wasi_ctx(args: &[&str]) -> WasiCtx {
     WasiCtx::builder()
         .args(args.iter().copied())
+        .stdin(fnvm_hostcalls::Stdin::Bytes(b"Mixed Case input\n".to_vec()))
         .env("GUEST_A", "1")
         .env("OTHER", "2")
         .build()
@@ -366,7 +368,7 @@ fn summary(r: Outcome) -> (String, String, String) {
 #[test]
 fn rust_wasi_guests_behave_the_same_in_the_vm_as_in_process() {
     let engine = Engine::new(EngineConfig::default()).unwrap();
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 7] = [
         ("hello", &["hello"], "Hello Rust!\n"),
         ("exit", &["exit", "7"], "exiting with 7\n"),
         ("trap", &["trap"], ""),
@@ -376,6 +378,9 @@ fn rust_wasi_guests_behave_the_same_in_the_vm_as_in_process() {
             "one\ntwo words\nGUEST_A=1\n",
         ),
         ("badptr", &["badptr"], ""),
+        ("upper", &["upper"], "MIXED CASE INPUT\n"),
+        // Blocking host calls (poll_oneoff on a clock) from the VM.
+        ("sleep", &["sleep"], ""),
     ];
     for (name, args, stdout) in cases {
         let linked = wasi_linked(&engine, &rust_guest(name));
