@@ -599,7 +599,11 @@ mod imp {
     /// Whole invocations through the two backends, their resets, and a hostcall.
     fn invocations(kvm: &Kvm, a: &Args) -> Res<()> {
         let engine = Engine::new(EngineConfig::default())?;
-        let vms = KvmBackend::new(&engine, kvm, KvmBackendConfig::default());
+        let vm_config = KvmBackendConfig {
+            background_reset: false,
+            ..KvmBackendConfig::default()
+        };
+        let vms = KvmBackend::new(&engine, kvm, vm_config)?;
         let pool_config = PoolConfig {
             slots: 4,
             background_reset: false,

@@ -12,8 +12,10 @@
 //! [`KvmBackendConfig::acquire_timeout`]. The instance's host state lives next to its VM, never
 //! in it, and is handed to host functions for each call.
 //!
-//! Resets run when an instance is dropped, in the dropping thread (there is no reset thread
-//! yet). Timeouts ([`InstanceLimits::timeout`]) are enforced by a watchdog thread that sets the
+//! Resets run when an instance is dropped: on the backend's reset thread
+//! ([`KvmBackendConfig::background_reset`], the default), or inline in the dropping thread. An
+//! `instantiate` that finds no idle VM while one of its module is being reset waits for that
+//! reset (microseconds) rather than create a VM (milliseconds). Timeouts ([`InstanceLimits::timeout`]) are enforced by a watchdog thread that sets the
 //! VM's epoch counter at the deadline (compiled code then traps with `Interrupt` at its next
 //! epoch check) and by the deadline host functions see; the engine needs no epoch ticker.
 
@@ -28,7 +30,7 @@ use crate::{
 use fnvm_abi::{TrapCode, WASM_PAGE_SIZE};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// Sizes and caps of a [`KvmBackend`].
@@ -40,6 +42,8 @@ pub struct KvmBackendConfig {
     pub vm: WasmVmConfig,
     /// How long `instantiate` waits for a VM when all are in use.
     pub acquire_timeout: Duration,
+    /// Reset VMs on a background thread instead of in the thread dropping the instance.
+    pub background_reset: bool,
 }
 
 impl Default for KvmBackendConfig {
@@ -48,6 +52,7 @@ impl Default for KvmBackendConfig {
             vms: 32,
             vm: WasmVmConfig::default(),
             acquire_timeout: Duration::from_millis(100),
+            background_reset: true,
         }
     }
 }
@@ -75,6 +80,24 @@ struct Inner {
     /// The idle lists of every prepared module, to evict from when full.
     idle_lists: Mutex<Vec<Weak<dyn IdleVms>>>,
     watchdog: Arc<Watchdog>,
+    /// Where dropped instances send their VM's reset, when there is a reset thread.
+    resets: Option<mpsc::Sender<ResetJob>>,
+}
+
+/// A VM's reset, run on the reset thread.
+type ResetJob = Box<dyn FnOnce() + Send>;
+
+/// Runs reset jobs until every sender is gone (the backend was dropped).
+fn reset_thread() -> std::io::Result<mpsc::Sender<ResetJob>> {
+    let (tx, rx) = mpsc::channel::<ResetJob>();
+    std::thread::Builder::new()
+        .name("fnvm-kvm-reset".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+    Ok(tx)
 }
 
 impl Drop for Inner {
@@ -115,9 +138,18 @@ impl std::fmt::Debug for KvmBackend {
 }
 
 impl KvmBackend {
-    /// A backend running modules of `engine` in VMs of `kvm`.
-    pub fn new(engine: &Engine, kvm: &Kvm, config: KvmBackendConfig) -> KvmBackend {
-        KvmBackend {
+    /// A backend running modules of `engine` in VMs of `kvm` (and its reset thread, if
+    /// configured; failing to start it fails).
+    pub fn new(
+        engine: &Engine,
+        kvm: &Kvm,
+        config: KvmBackendConfig,
+    ) -> std::io::Result<KvmBackend> {
+        let resets = match config.background_reset {
+            true => Some(reset_thread()?),
+            false => None,
+        };
+        Ok(KvmBackend {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
                 kvm: kvm.clone(),
@@ -128,8 +160,9 @@ impl KvmBackend {
                 created: AtomicU64::new(0),
                 idle_lists: Mutex::new(Vec::new()),
                 watchdog: Arc::new(Watchdog::default()),
+                resets,
             }),
-        }
+        })
     }
 
     /// A place for one more VM: free, made by evicting an idle VM, or waited for.
@@ -184,6 +217,32 @@ struct PreparedInner<T: 'static> {
     linked: LinkedModule<T>,
     image: Option<Arc<MemoryImage>>,
     idle: Mutex<Vec<PooledVm<T>>>,
+    /// VMs of this module being reset.
+    resetting: AtomicUsize,
+}
+
+impl<T: 'static> PreparedInner<T> {
+    /// Resets `pooled` and keeps it for the next instance (or destroys it, freeing its
+    /// place, if it cannot be reset).
+    fn take_back(&self, mut pooled: PooledVm<T>) {
+        if pooled.vm.reset_state().is_ok() {
+            lock(&self.idle).push(pooled);
+        }
+    }
+
+    /// An idle VM, waiting for one being reset if there is no other (at most `patience`).
+    fn idle_vm(&self, patience: Duration) -> Option<PooledVm<T>> {
+        let start = Instant::now();
+        loop {
+            if let Some(p) = lock(&self.idle).pop() {
+                return Some(p);
+            }
+            if self.resetting.load(Ordering::Acquire) == 0 || start.elapsed() >= patience {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl<T: Send + 'static> IdleVms for PreparedInner<T> {
@@ -212,37 +271,51 @@ impl<T> std::fmt::Debug for KvmPrepared<T> {
 }
 
 /// An instance of a [`KvmBackend`]: a pooled VM and the instance's host state.
-pub struct KvmInstance<T: 'static> {
+pub struct KvmInstance<T: Send + 'static> {
     lease: VmLease<T>,
     data: T,
 }
 
-impl<T> std::fmt::Debug for KvmInstance<T> {
+impl<T: Send> std::fmt::Debug for KvmInstance<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvmInstance").finish_non_exhaustive()
     }
 }
 
 /// The VM an instance runs in, reset and given back to its module's idle list on drop.
-struct VmLease<T: 'static> {
+struct VmLease<T: Send + 'static> {
     vm: Option<PooledVm<T>>,
     prepared: Arc<PreparedInner<T>>,
     backend: Arc<Inner>,
     timer: Option<TimerKey>,
 }
 
-impl<T: 'static> Drop for VmLease<T> {
+impl<T: Send + 'static> Drop for VmLease<T> {
     fn drop(&mut self) {
         if let Some(key) = self.timer.take() {
             self.backend.watchdog.disarm(key);
         }
-        if let Some(mut pooled) = self.vm.take() {
-            // A VM that cannot be reset is destroyed (which frees its place).
-            if pooled.vm.reset_state().is_ok() {
-                lock(&self.prepared.idle).push(pooled);
+        let Some(pooled) = self.vm.take() else {
+            self.backend.in_use.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let prepared = Arc::clone(&self.prepared);
+        let backend = Arc::clone(&self.backend);
+        prepared.resetting.fetch_add(1, Ordering::AcqRel);
+        let job = move || {
+            prepared.take_back(pooled);
+            prepared.resetting.fetch_sub(1, Ordering::AcqRel);
+            backend.in_use.fetch_sub(1, Ordering::Relaxed);
+        };
+        match &self.backend.resets {
+            Some(tx) => {
+                // The thread is gone only if it panicked: then reset here.
+                if let Err(mpsc::SendError(job)) = tx.send(Box::new(job)) {
+                    job();
+                }
             }
+            None => job(),
         }
-        self.backend.in_use.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -332,6 +405,7 @@ impl ExecutionBackend for KvmBackend {
             linked: linked.clone(),
             image,
             idle: Mutex::new(Vec::new()),
+            resetting: AtomicUsize::new(0),
         });
         let weak: Weak<dyn IdleVms> = Arc::downgrade(&inner) as Weak<dyn IdleVms>;
         lock(&self.inner.idle_lists).push(weak);
@@ -358,7 +432,7 @@ impl ExecutionBackend for KvmBackend {
         if !pre.linked.module().inner.engine.same(&inner.engine) {
             return Err(InstantiationError::WrongEngine);
         }
-        let idle = lock(&pre.idle).pop();
+        let idle = pre.idle_vm(inner.config.acquire_timeout);
         let reused = idle.is_some();
         let pooled = match idle {
             Some(p) => p,

@@ -36,8 +36,14 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef<Counter>> {
     })
 }
 
-/// A backend of at most `vms` VMs, or `None` (after `skip`) without a usable /dev/kvm.
+/// A backend of at most `vms` VMs resetting on its reset thread, or `None` (after `skip`)
+/// without a usable /dev/kvm.
 fn backend(engine: &Engine, vms: u32) -> Option<KvmBackend> {
+    backend_with(engine, vms, true)
+}
+
+/// The same, resetting in the background or inline.
+fn backend_with(engine: &Engine, vms: u32, background_reset: bool) -> Option<KvmBackend> {
     let kvm = match Kvm::open() {
         Ok(kvm) => kvm,
         Err(e) => {
@@ -48,9 +54,10 @@ fn backend(engine: &Engine, vms: u32) -> Option<KvmBackend> {
     let config = KvmBackendConfig {
         vms,
         acquire_timeout: Duration::from_millis(20),
+        background_reset,
         ..KvmBackendConfig::default()
     };
-    Some(KvmBackend::new(engine, &kvm, config))
+    Some(KvmBackend::new(engine, &kvm, config).unwrap())
 }
 
 fn prepare(b: &KvmBackend, wat: &str) -> KvmPrepared<Counter> {
@@ -109,14 +116,30 @@ const STATEFUL: &str = r#"(module
       (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
       (br_if $l (i32.ge_s (local.get 0) (i32.const 0))))))"#;
 
+/// Waits (a little) until no instance is alive or being reset.
+fn wait_idle(b: &KvmBackend) {
+    let start = std::time::Instant::now();
+    while b.stats().in_use > 0 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn engine() -> Engine {
     Engine::new(EngineConfig::default()).unwrap()
 }
 
 #[test]
 fn a_reused_vm_shows_nothing_of_the_previous_instance() {
+    for background in [false, true] {
+        reused_vm_isolation(background);
+    }
+}
+
+fn reused_vm_isolation(background: bool) {
     let engine = engine();
-    let Some(b) = backend(&engine, 1) else { return };
+    let Some(b) = backend_with(&engine, 1, background) else {
+        return;
+    };
     let pre = prepare(&b, STATEFUL);
     for round in 0..5 {
         let mut inst = instance(&b, &pre);
@@ -134,6 +157,7 @@ fn a_reused_vm_shows_nothing_of_the_previous_instance() {
         assert_eq!(inst.into_data().calls, 1);
     }
     // One VM, created once, reused four times.
+    wait_idle(&b);
     let stats = b.stats();
     assert_eq!((stats.in_use, stats.module_switches), (0, 1));
 }
@@ -329,6 +353,7 @@ fn instances_run_in_parallel_on_several_threads() {
             });
         }
     });
+    wait_idle(&b);
     let stats = b.stats();
     assert_eq!(stats.in_use, 0);
     assert!(stats.module_switches <= 2, "{stats:?}");
