@@ -9,8 +9,9 @@
 //! creating a `WasmVm`. Last, whole invocations through the two execution backends
 //! ([`KvmBackend`](fnvm_runtime::kvm::KvmBackend) and the in-process
 //! [`InstancePool`](fnvm_runtime::InstancePool)): a WASI hello and the benchmarks' 1 MiB-data
-//! module (fresh WASI context, instantiate, `_start`, stdout checked, drop), their resets
-//! alone, and a hostcall round trip (a loop calling an empty import).
+//! module (fresh WASI context, instantiate, `_start`, stdout checked, drop), an empty
+//! `_start`, their resets alone, hello invocations per second on two threads, and a hostcall
+//! round trip (a loop calling an empty import).
 //!
 //! ```sh
 //! cargo run --release -p fnvm-runtime --example kvm_costs -- --cpu 1 --iters 2000
@@ -596,6 +597,31 @@ mod imp {
         Ok(t.elapsed().as_nanos() as f64)
     }
 
+    /// Calls of `f` per second with two threads making `n` calls each at once.
+    fn rate(n: usize, f: impl Fn() -> Res<()> + Sync) -> Res<f64> {
+        let start = Instant::now();
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| -> Result<(), String> {
+                        for _ in 0..n {
+                            f().map_err(|e| e.to_string())?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        Ok(2.0 * n as f64 / start.elapsed().as_secs_f64())
+    }
+
     /// Whole invocations through the two backends, their resets, and a hostcall.
     fn invocations(kvm: &Kvm, a: &Args) -> Res<()> {
         let engine = Engine::new(EngineConfig::default())?;
@@ -643,6 +669,17 @@ mod imp {
             let mut s = measure_part(iters, || reset_only(&pool, &ppre))?;
             report(&format!("in process: {label} reset (drop)"), &mut s);
         }
+        // Invocations per second with two threads invoking at once (each its own instance).
+        let linked = link(HELLO)?;
+        let vpre = vms.prepare(&linked)?;
+        let ppre = pool.prepare(&linked)?;
+        let n = a.iters.max(100);
+        let vm_rate = rate(n, || invoke(&vms, &vpre, true))?;
+        let pool_rate = rate(n, || invoke(&pool, &ppre, true))?;
+        println!(
+            "  WASI hello invocations/s on 2 threads: VM {vm_rate:.0}, in process {pool_rate:.0} ({n} per thread)"
+        );
+
         let linked = link(NOP_LOOP)?;
         let vpre = vms.prepare(&linked)?;
         let ppre = pool.prepare(&linked)?;
