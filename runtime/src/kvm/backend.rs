@@ -72,9 +72,12 @@ struct Inner {
     engine: Engine,
     kvm: Kvm,
     config: KvmBackendConfig,
-    /// VMs alive, and how a waiter learns that one went away.
+    /// VMs alive, and how a waiter learns that one went away or became idle.
     live: Mutex<u32>,
     freed: Condvar,
+    /// Bumped whenever a VM becomes idle (so evictable): a waiter that saw no idle VM checks
+    /// it under `live` before it sleeps, so the wake-up cannot fall between the two.
+    idled: AtomicU64,
     in_use: AtomicUsize,
     created: AtomicU64,
     /// The idle lists of every prepared module, to evict from when full.
@@ -156,6 +159,7 @@ impl KvmBackend {
                 config,
                 live: Mutex::new(0),
                 freed: Condvar::new(),
+                idled: AtomicU64::new(0),
                 in_use: AtomicUsize::new(0),
                 created: AtomicU64::new(0),
                 idle_lists: Mutex::new(Vec::new()),
@@ -177,11 +181,12 @@ impl KvmBackend {
                     return Ok(LiveToken(Arc::clone(inner)));
                 }
             }
+            let idled = inner.idled.load(Ordering::Acquire);
             if self.evict_one() {
                 continue;
             }
             let live = lock(&inner.live);
-            if *live < inner.config.vms {
+            if *live < inner.config.vms || inner.idled.load(Ordering::Acquire) != idled {
                 continue;
             }
             let waited = start.elapsed();
@@ -306,6 +311,10 @@ impl<T: Send + 'static> Drop for VmLease<T> {
             prepared.take_back(pooled);
             prepared.resetting.fetch_sub(1, Ordering::AcqRel);
             backend.in_use.fetch_sub(1, Ordering::Relaxed);
+            // A caller waiting for a place can now evict this VM.
+            backend.idled.fetch_add(1, Ordering::AcqRel);
+            let _live = lock(&backend.live);
+            backend.freed.notify_all();
         };
         match &self.backend.resets {
             Some(tx) => {

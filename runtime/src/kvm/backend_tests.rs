@@ -44,18 +44,25 @@ fn backend(engine: &Engine, vms: u32) -> Option<KvmBackend> {
 
 /// The same, resetting in the background or inline.
 fn backend_with(engine: &Engine, vms: u32, background_reset: bool) -> Option<KvmBackend> {
+    backend_config(
+        engine,
+        KvmBackendConfig {
+            vms,
+            acquire_timeout: Duration::from_millis(20),
+            background_reset,
+            ..KvmBackendConfig::default()
+        },
+    )
+}
+
+/// A backend with `config`, or `None` (after `skip`) without a usable /dev/kvm.
+fn backend_config(engine: &Engine, config: KvmBackendConfig) -> Option<KvmBackend> {
     let kvm = match Kvm::open() {
         Ok(kvm) => kvm,
         Err(e) => {
             skip(&e);
             return None;
         }
-    };
-    let config = KvmBackendConfig {
-        vms,
-        acquire_timeout: Duration::from_millis(20),
-        background_reset,
-        ..KvmBackendConfig::default()
     };
     Some(KvmBackend::new(engine, &kvm, config).unwrap())
 }
@@ -357,4 +364,36 @@ fn instances_run_in_parallel_on_several_threads() {
     let stats = b.stats();
     assert_eq!(stats.in_use, 0);
     assert!(stats.module_switches <= 2, "{stats:?}");
+}
+
+#[test]
+fn a_caller_waiting_for_a_place_takes_a_vm_idled_meanwhile() {
+    let engine = engine();
+    let config = KvmBackendConfig {
+        vms: 1,
+        acquire_timeout: Duration::from_secs(5),
+        ..KvmBackendConfig::default()
+    };
+    let Some(b) = backend_config(&engine, config) else {
+        return;
+    };
+    let a = prepare(&b, STATEFUL);
+    let other = prepare(
+        &b,
+        r#"(module (func (export "f") (result i32) (i32.const 5)))"#,
+    );
+    let held = instance(&b, &a);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let start = std::time::Instant::now();
+            let mut i = instance(&b, &other);
+            assert_eq!(i.call("f", &[]), Ok(vec![Val::I32(5)]));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // The only VM goes idle (for module `a`); the waiter evicts it well before its 5 s.
+        drop(held);
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+    });
 }
