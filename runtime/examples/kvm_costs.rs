@@ -33,7 +33,7 @@ mod imp {
     use fnvm_hostcalls::WasiCtx;
     use fnvm_runtime::kvm::{
         Exit, GuestMemory, Kvm, KvmBackend, KvmBackendConfig, Layout, Vcpu, Vm, WasmVm,
-        DEFAULT_MEMORY_SIZE, GDT_ADDR,
+        WasmVmConfig, DEFAULT_MEMORY_SIZE, GDT_ADDR,
     };
     use fnvm_runtime::{
         BackendInstance, Caller, Engine, EngineConfig, ExecutionBackend, Extern, HostExit,
@@ -673,6 +673,18 @@ mod imp {
         let linked = link(HELLO)?;
         let vpre = vms.prepare(&linked)?;
         let ppre = pool.prepare(&linked)?;
+        // What a pooled VM saves: a VM for the module (1 GiB memory slot, image mapped).
+        let mut s = measure(iters / 5, || {
+            let ctx = WasiCtx::builder().build()?;
+            drop(WasmVm::with_host(
+                kvm,
+                &linked,
+                ctx,
+                &WasmVmConfig::default(),
+            )?);
+            Ok(())
+        })?;
+        report("VM: WasmVm::with_host + drop for the hello", &mut s);
         let n = a.iters.max(100);
         let vm_rate = rate(n, || invoke(&vms, &vpre, true))?;
         let pool_rate = rate(n, || invoke(&pool, &ppre, true))?;
