@@ -15,9 +15,12 @@
 //! Resets run when an instance is dropped: on the backend's reset thread
 //! ([`KvmBackendConfig::background_reset`], the default), or inline in the dropping thread. An
 //! `instantiate` that finds no idle VM while one of its module is being reset waits for that
-//! reset (microseconds) rather than create a VM (milliseconds). Timeouts ([`InstanceLimits::timeout`]) are enforced by a watchdog thread that sets the
-//! VM's epoch counter at the deadline (compiled code then traps with `Interrupt` at its next
-//! epoch check) and by the deadline host functions see; the engine needs no epoch ticker.
+//! reset (microseconds) rather than create a VM (milliseconds).
+//!
+//! Timeouts ([`InstanceLimits::timeout`]) are enforced by a watchdog thread that sets the VM's
+//! epoch counter at the deadline (compiled code then traps with `Interrupt` at its next epoch
+//! check, as in process) and by the deadline host functions see; the engine needs no epoch
+//! ticker. Code compiled without epoch checks is not interrupted (nor is it in process).
 
 use super::vm::Kvm;
 use super::wasm::{memory_image, EpochHandle, WasmVm, WasmVmConfig, WasmVmError};
