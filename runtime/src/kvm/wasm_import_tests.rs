@@ -394,3 +394,44 @@ fn rust_wasi_guests_behave_the_same_in_the_vm_as_in_process() {
         assert_eq!(summary(there), here, "{name}");
     }
 }
+
+#[test]
+fn the_hostcall_trace_is_the_same_in_the_vm() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let traced = || {
+        WasiCtx::builder()
+            .args(["args_env", "x"])
+            .env("GUEST_B", "2")
+            .trace(true)
+            .trace_id(7)
+            .build()
+            .unwrap()
+    };
+    for name in ["hello", "args_env"] {
+        let linked = wasi_linked(&engine, &rust_guest(name));
+        let config = PoolConfig {
+            slots: 1,
+            background_reset: false,
+            ..PoolConfig::default()
+        };
+        let pool = InstancePool::new(&engine, config).unwrap();
+        let pre = pool.prepare(&linked).unwrap();
+        let mut inst = pool
+            .instantiate(&pre, &InstanceLimits::default(), traced())
+            .unwrap();
+        inst.call("_start", &[]).unwrap();
+        let here = inst.into_data().take_dmesg().unwrap();
+        let Some(mut vm) = linked_vm(&linked, traced()) else {
+            return;
+        };
+        run(&mut vm, "_start", &[]).unwrap();
+        let there = vm.into_data().unwrap().take_dmesg().unwrap();
+        // Every hostcall, with its arguments (offsets in linear memory) and results.
+        assert!(
+            here.as_str().contains("WASI_FD_WRITE(vmctx=7,"),
+            "{}",
+            here.as_str()
+        );
+        assert_eq!(there.as_str(), here.as_str(), "{name}");
+    }
+}
