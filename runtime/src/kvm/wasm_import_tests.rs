@@ -435,3 +435,104 @@ fn the_hostcall_trace_is_the_same_in_the_vm() {
         assert_eq!(there.as_str(), here.as_str(), "{name}");
     }
 }
+
+/// A fresh directory tree for the `files` or `escape` guest (as tests/all/wasi.rs sets them
+/// up): returns the root and the directory to preopen at `/sandbox`.
+fn sandbox_tree(guest: &str, tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let root =
+        std::env::temp_dir().join(format!("fnvm-kvm-{guest}-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let sandbox = root.join("sandbox");
+    std::fs::create_dir_all(sandbox.join("inside-dir")).unwrap();
+    if guest == "files" {
+        std::fs::remove_dir(sandbox.join("inside-dir")).unwrap();
+        std::fs::write(sandbox.join("host.txt"), "from the host\n").unwrap();
+    } else {
+        std::fs::write(root.join("outside.txt"), "secret outside\n").unwrap();
+        std::fs::write(sandbox.join("inside.txt"), "inside\n").unwrap();
+        let link = |target: &std::path::Path, name: &str| {
+            std::os::unix::fs::symlink(target, sandbox.join(name)).unwrap()
+        };
+        link(&root.join("outside.txt"), "link-abs");
+        link(std::path::Path::new("../outside.txt"), "link-rel");
+        link(&root, "link-dir");
+        link(std::path::Path::new("inside.txt"), "link-inside");
+    }
+    (root, sandbox)
+}
+
+/// What a sandbox tree holds afterwards: every path under the root with its contents.
+fn tree_listing(root: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_dir() {
+                stack.push(path.clone());
+                "<dir>".to_owned()
+            } else if meta.file_type().is_symlink() {
+                "<symlink>".to_owned()
+            } else {
+                std::fs::read_to_string(&path).unwrap_or_default()
+            };
+            out.push((rel, content));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn rust_file_guests_see_the_same_sandbox_in_the_vm() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let ctx = |sandbox: &std::path::Path, name: &str| {
+        WasiCtx::builder()
+            .args([name, "/sandbox"])
+            .preopen_dir(sandbox, "/sandbox")
+            .build()
+            .unwrap()
+    };
+    for name in ["files", "escape"] {
+        let linked = wasi_linked(&engine, &rust_guest(name));
+        let (root_here, sandbox_here) = sandbox_tree(name, "pool");
+        let config = PoolConfig {
+            slots: 1,
+            background_reset: false,
+            ..PoolConfig::default()
+        };
+        let pool = InstancePool::new(&engine, config).unwrap();
+        let pre = pool.prepare(&linked).unwrap();
+        let mut inst = pool
+            .instantiate(&pre, &InstanceLimits::default(), ctx(&sandbox_here, name))
+            .unwrap();
+        let status_here = inst.call("_start", &[]).map(|_| ());
+        let stdout_here = inst.into_data().take_stdout();
+        let (root_there, sandbox_there) = sandbox_tree(name, "vm");
+        let Some(mut vm) = linked_vm(&linked, ctx(&sandbox_there, name)) else {
+            return;
+        };
+        let status_there = run(&mut vm, "_start", &[]).map(|_| ());
+        let stdout_there = vm.into_data().unwrap().take_stdout();
+        assert_eq!(status_here, Ok(()), "{name} in process");
+        assert_eq!(status_there, Ok(()), "{name} in the VM");
+        assert!(!stdout_here.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&stdout_there),
+            String::from_utf8_lossy(&stdout_here),
+            "{name}"
+        );
+        // The guests left the same files behind (and nothing outside the sandbox).
+        assert_eq!(
+            tree_listing(&root_there),
+            tree_listing(&root_here),
+            "{name}"
+        );
+        let _ = std::fs::remove_dir_all(&root_here);
+        let _ = std::fs::remove_dir_all(&root_there);
+    }
+}
