@@ -112,7 +112,10 @@ const IMPORTS: &str = r#"
     call $deep
     unreachable)
   (func (export "panics")
-    call $panics))
+    call $panics)
+  (func (export "grow") (param i32) (result i32)
+    local.get 0
+    memory.grow))
 "#;
 
 fn def(
@@ -200,6 +203,24 @@ fn host_functions_read_and_write_guest_memory() {
     );
     assert_eq!(vm.memory().unwrap()[1000..1008], [0x77; 8]);
     assert_eq!(vm.data().unwrap().calls, 4);
+    // Host functions see the memory as grown by the guest.
+    assert_eq!(run(&mut vm, "grow", &[Val::I32(1)]), Ok(vec![Val::I32(1)]));
+    assert_eq!(
+        run(
+            &mut vm,
+            "fill_then_load",
+            &[Val::I32(70000), Val::I32(4), Val::I32(9)]
+        ),
+        Ok(vec![Val::I32(9)])
+    );
+    assert_eq!(
+        run(&mut vm, "peek", &[Val::I32(131071)]),
+        Ok(vec![Val::I32(0)])
+    );
+    assert_eq!(
+        run(&mut vm, "peek", &[Val::I32(131072)]),
+        Ok(vec![Val::I32(-1)])
+    );
 }
 
 #[test]
