@@ -683,7 +683,11 @@ impl VmCore {
 }
 
 /// The module's code mapping as guest memory: borrowed (the module keeps it mapped), read-only.
-fn code_memory(module: &Module) -> Result<GuestMemory, WasmVmError> {
+/// `None` for a module without code (no functions).
+fn code_memory(module: &Module) -> Result<Option<GuestMemory>, WasmVmError> {
+    if module.code_bytes() == 0 {
+        return Ok(None);
+    }
     let base = module.code_base() as *mut u8;
     let ptr = NonNull::new(base).ok_or(WasmVmError::Unsupported("an empty code mapping"))?;
     // SAFETY: the module maps its code page aligned, `code_bytes()` long (its length rounded up
@@ -692,5 +696,5 @@ fn code_memory(module: &Module) -> Result<GuestMemory, WasmVmError> {
     let memory = unsafe {
         GuestMemory::borrowed(ptr, module.code_bytes(), false, Box::new(module.clone()))
     }?;
-    Ok(memory)
+    Ok(Some(memory))
 }

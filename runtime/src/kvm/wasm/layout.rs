@@ -248,13 +248,13 @@ impl AddressSpace {
     /// the code (read+execute), the region (see [`RegionLayout`]) and the memory's accessible
     /// part. Slot 0 has room for the tables of the memory's whole slot, committed as needed.
     pub(super) fn build(
-        code: GuestMemory,
+        code: Option<GuestMemory>,
         region: &Arc<GuestMemory>,
         layout: &RegionLayout,
         memory: Option<&MemoryMapping>,
     ) -> Result<AddressSpace, MemoryError> {
-        let code_base = code.host_address();
-        let code_len = code.len() as u64;
+        // A module without functions has no code to map (and nothing can be called).
+        let code_len = code.as_ref().map_or(0, |c| c.len() as u64);
         let code_gpa = GPA_BASE;
         let region_gpa = code_gpa + code_len;
         let memory_gpa = region_gpa + layout.len();
@@ -275,7 +275,14 @@ impl AddressSpace {
         pt.map(GDT_ADDR, GDT_ADDR, PAGE_SIZE, PageFlags::KERNEL_RODATA)?;
         pt.map(STUB_ADDR, STUB_ADDR, PAGE_SIZE, PageFlags::USER_CODE)?;
         pt.map(MMIO_ADDR, MMIO_ADDR, PAGE_SIZE, PageFlags::USER_DATA)?;
-        pt.map(code_base, code_gpa, code_len, PageFlags::USER_CODE)?;
+        if let Some(code) = &code {
+            pt.map(
+                code.host_address(),
+                code_gpa,
+                code_len,
+                PageFlags::USER_CODE,
+            )?;
+        }
         let gpa = |addr: u64| region_gpa + (addr - layout.base);
         pt.map(
             layout.stack_low,
@@ -288,20 +295,20 @@ impl AddressSpace {
             pt.map(m.base, memory_gpa, m.len, PageFlags::USER_DATA)?;
         }
         let tables = pt.state();
-        let mut slots = vec![
-            MemorySlot {
-                guest_phys_addr: 0,
-                memory: low,
-            },
-            MemorySlot {
+        let mut slots = vec![MemorySlot {
+            guest_phys_addr: 0,
+            memory: low,
+        }];
+        if let Some(code) = code {
+            slots.push(MemorySlot {
                 guest_phys_addr: code_gpa,
                 memory: Arc::new(code),
-            },
-            MemorySlot {
-                guest_phys_addr: region_gpa,
-                memory: Arc::clone(region),
-            },
-        ];
+            });
+        }
+        slots.push(MemorySlot {
+            guest_phys_addr: region_gpa,
+            memory: Arc::clone(region),
+        });
         if let Some(m) = memory {
             slots.push(MemorySlot {
                 guest_phys_addr: memory_gpa,

@@ -422,7 +422,10 @@ impl<T: 'static> WasmVm<T> {
     /// The host (= guest-virtual) address range the linear memory's slot covers (what it can
     /// grow to), for inspection.
     pub fn memory_region(&self) -> Option<std::ops::Range<u64>> {
-        let slot = self.core.vm().slots().get(3)?;
+        self.core.memory.as_ref()?;
+        let gpa = self.core.memory_gpa;
+        let slots = self.core.vm().slots();
+        let slot = slots.iter().find(|s| s.guest_phys_addr == gpa)?;
         let base = slot.memory.host_address();
         Some(base..base + slot.memory.len() as u64)
     }
