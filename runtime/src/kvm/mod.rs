@@ -47,6 +47,8 @@ mod backend;
 mod backend_tests;
 mod memory;
 #[cfg(test)]
+mod spec_tests;
+#[cfg(test)]
 mod tests;
 mod vcpu;
 mod vm;
