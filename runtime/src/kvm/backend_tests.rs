@@ -397,3 +397,39 @@ fn a_caller_waiting_for_a_place_takes_a_vm_idled_meanwhile() {
         assert!(waited < Duration::from_secs(2), "{waited:?}");
     });
 }
+
+#[test]
+fn a_host_call_waiting_past_the_deadline_ends_the_invocation() {
+    let engine = engine();
+    let Some(b) = backend(&engine, 1) else { return };
+    // The Rust `sleep` guest sleeps 50 ms twice (poll_oneoff on a clock, in the host).
+    let wasm = super::wasm_import_tests::rust_guest("sleep");
+    let artifact =
+        fnvm_compiler::compile(&wasm, &fnvm_compiler::CompileOptions::default()).unwrap();
+    let module = crate::Module::from_artifact(&engine, &artifact).unwrap();
+    let linked = LinkedModule::new(&module, |imp| {
+        fnvm_hostcalls::resolve(&imp.module, &imp.name)
+    })
+    .unwrap();
+    let pre = b.prepare(&linked).unwrap();
+    let limits = InstanceLimits {
+        timeout: Some(Duration::from_millis(20)),
+        ..InstanceLimits::default()
+    };
+    let ctx = fnvm_hostcalls::WasiCtx::builder().build().unwrap();
+    let mut inst = b.instantiate(&pre, &limits, ctx).unwrap();
+    let start = std::time::Instant::now();
+    match inst.call("_start", &[]) {
+        Err(Halt::Trap(t)) => assert_eq!(t.code, TrapCode::Interrupt),
+        other => panic!("sleep past the deadline: {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(45), "{took:?}");
+    drop(inst);
+    // Without a deadline it sleeps to the end.
+    let ctx = fnvm_hostcalls::WasiCtx::builder().build().unwrap();
+    let mut inst = b
+        .instantiate(&pre, &InstanceLimits::default(), ctx)
+        .unwrap();
+    assert_eq!(inst.call("_start", &[]), Ok(vec![]));
+}

@@ -350,7 +350,7 @@ fn wasi_hello_prints_the_same_in_the_vm_as_in_process() {
 
 /// The Rust guests of the WASI integration tests, built (if needed) by `scripts/guests.sh`
 /// into `target/guests/rust/`, as those tests do; a failed build fails the test.
-fn rust_guest(name: &str) -> Vec<u8> {
+pub(super) fn rust_guest(name: &str) -> Vec<u8> {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let built = BUILT.get_or_init(|| {
