@@ -597,15 +597,19 @@ mod imp {
         Ok(t.elapsed().as_nanos() as f64)
     }
 
-    /// Calls of `f` per second with two threads making `n` calls each at once.
-    fn rate(n: usize, f: impl Fn() -> Res<()> + Sync) -> Res<f64> {
+    /// Calls of `f` per second with two threads making `n` calls each at once, each pinned to
+    /// its own CPU (they would inherit the main thread's single one).
+    fn rate(n: usize, f: impl Fn(usize) -> Res<()> + Sync) -> Res<f64> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let start = Instant::now();
         let results: Vec<Result<(), String>> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..2)
-                .map(|_| {
-                    s.spawn(|| -> Result<(), String> {
+                .map(|i| {
+                    let f = &f;
+                    s.spawn(move || -> Result<(), String> {
+                        pin(i % cpus).map_err(|e| e.to_string())?;
                         for _ in 0..n {
-                            f().map_err(|e| e.to_string())?;
+                            f(i).map_err(|e| e.to_string())?;
                         }
                         Ok(())
                     })
@@ -686,10 +690,13 @@ mod imp {
         })?;
         report("VM: WasmVm::with_host + drop for the hello", &mut s);
         let n = a.iters.max(100);
-        let vm_rate = rate(n, || invoke(&vms, &vpre, true))?;
-        let pool_rate = rate(n, || invoke(&pool, &ppre, true))?;
+        let vm_rate = rate(n, |_| invoke(&vms, &vpre, true))?;
+        // The same with a prepared module per thread: a VM then stays on its thread's CPU.
+        let per_thread = [vms.prepare(&linked)?, vms.prepare(&linked)?];
+        let vm_rate_own = rate(n, |i| invoke(&vms, &per_thread[i], true))?;
+        let pool_rate = rate(n, |_| invoke(&pool, &ppre, true))?;
         println!(
-            "  WASI hello invocations/s on 2 threads: VM {vm_rate:.0}, in process {pool_rate:.0} ({n} per thread)"
+            "  WASI hello invocations/s on 2 threads: VM {vm_rate:.0} (VMs shared by the threads), {vm_rate_own:.0} (each thread its own), in process {pool_rate:.0} ({n} per thread)"
         );
 
         let linked = link(NOP_LOOP)?;
