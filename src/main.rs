@@ -1,7 +1,7 @@
 //! The `fnvm` command line: `fnvm serve` runs the platform (API, packager, workers); `fnvm
 //! functions ...` is its client; `fnvm admin token create` makes API tokens; `fnvm run` runs a
 //! WASI program (a `.wasm`, compiled through the on-disk cache, or an artifact) in a pooled
-//! instance; `fnvm compile` turns a WebAssembly module into an fnvm artifact; `fnvm wast` runs
+//! instance (in process, or in a KVM micro-VM with `--isolation vm`); `fnvm compile` turns a WebAssembly module into an fnvm artifact; `fnvm wast` runs
 //! WebAssembly specification scripts against the compiler and runtime. Argument parsing and
 //! reporting live here; the work is in `fnvm_control`, `fnvm_dataplane`, `fnvm_compiler` and
 //! [`fnvm::wast`].
@@ -339,6 +339,10 @@ struct RunArgs {
     /// Stop the program after this many milliseconds (a trap, status 134).
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// Where the program runs: `process` (a pooled instance in fnvm's process) or `vm` (a KVM
+    /// micro-VM with no guest OS; needs /dev/kvm). Same output, exit status and report.
+    #[arg(long, value_enum, default_value = "process")]
+    isolation: IsolationArg,
     /// The program, then its arguments.
     #[arg(
         required = true,
@@ -349,6 +353,15 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+/// `--isolation`: where guests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum IsolationArg {
+    /// In fnvm's process (guard pages, signal handlers).
+    Process,
+    /// In a KVM micro-VM (needs /dev/kvm).
+    Vm,
+}
+
 /// The first bytes of every WebAssembly binary.
 const WASM_MAGIC: &[u8] = b"\0asm";
 
@@ -356,8 +369,7 @@ const WASM_MAGIC: &[u8] = b"\0asm";
 const TRAP_EXIT_STATUS: i32 = 134;
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    use fnvm_dataplane::{Invocation, Runner, RunnerConfig, Status};
-    use fnvm_hostcalls::{CStrings, Output, Stdin};
+    use fnvm_dataplane::{Runner, RunnerConfig};
     let Some(file) = args.command.first() else {
         anyhow::bail!("no program given");
     };
@@ -375,19 +387,50 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         text = to_wasm(path, mapped.bytes())?;
         &text
     };
-    let runner = Runner::new(RunnerConfig {
-        pool: fnvm_runtime::PoolConfig {
-            slots: 1,
-            max_memory_pages: 65536,
-            background_reset: false,
-            ..fnvm_runtime::PoolConfig::default()
-        },
-        // The ticker thread only runs when there is a deadline to count.
-        epoch_tick: args
-            .timeout_ms
-            .map(|_| std::time::Duration::from_millis(10)),
-        ..RunnerConfig::default()
-    })?;
+    match args.isolation {
+        IsolationArg::Process => {
+            let runner = Runner::new(RunnerConfig {
+                pool: fnvm_runtime::PoolConfig {
+                    slots: 1,
+                    max_memory_pages: 65536,
+                    background_reset: false,
+                    ..fnvm_runtime::PoolConfig::default()
+                },
+                // The ticker thread only runs when there is a deadline to count.
+                epoch_tick: args
+                    .timeout_ms
+                    .map(|_| std::time::Duration::from_millis(10)),
+                ..RunnerConfig::default()
+            })?;
+            run_on(runner, &args, file, bytes)
+        }
+        IsolationArg::Vm => {
+            let runner = Runner::kvm(
+                fnvm_dataplane::KvmRunnerConfig {
+                    backend: fnvm_runtime::kvm::KvmBackendConfig {
+                        vms: 1,
+                        background_reset: false,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                fnvm_dataplane::ArtifactCache::new(fnvm_dataplane::ArtifactCache::default_dir()),
+            )?;
+            run_on(runner, &args, file, bytes)
+        }
+    }
+}
+
+/// `fnvm run` once the runner is made: loads `bytes` (the program `file`), runs it and exits
+/// with its status.
+fn run_on<B: fnvm_runtime::ExecutionBackend>(
+    runner: fnvm_dataplane::Runner<B>,
+    args: &RunArgs,
+    file: &str,
+    bytes: &[u8],
+) -> Result<ExitCode> {
+    use fnvm_dataplane::{Invocation, Status};
+    use fnvm_hostcalls::{CStrings, Output, Stdin};
     let function = runner
         .load(bytes)
         .with_context(|| format!("loading {file}"))?;
