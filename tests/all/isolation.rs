@@ -301,3 +301,29 @@ fn without_kvm_the_vm_isolation_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn wast_in_a_vm_is_refused_with_its_reason() {
+    let script = std::env::temp_dir().join(format!("fnvm-isolation-{}.wast", std::process::id()));
+    std::fs::write(&script, "(module (func (export \"f\")))\n(invoke \"f\")\n").unwrap();
+    let out = Command::new(FNVM)
+        .args(["wast", "--isolation", "vm"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fnvm wast --isolation vm is not supported"),
+        "{err}"
+    );
+    let out = Command::new(FNVM)
+        .args(["wast", "--isolation", "process"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _ = std::fs::remove_file(&script);
+}
