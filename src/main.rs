@@ -3,8 +3,8 @@
 //! WASI program (a `.wasm`, compiled through the on-disk cache, or an artifact) in a pooled
 //! instance (in process, or in a KVM micro-VM with `--isolation vm`); `fnvm compile` turns a
 //! WebAssembly module into an fnvm artifact; `fnvm wast` runs WebAssembly specification scripts
-//! against the compiler and runtime. Argument parsing and reporting live here; the work is in `fnvm_control`, `fnvm_dataplane`, `fnvm_compiler` and
-//! [`fnvm::wast`].
+//! against the compiler and runtime. Argument parsing and reporting live here; the work is in
+//! `fnvm_control`, `fnvm_dataplane`, `fnvm_compiler` and [`fnvm::wast`].
 
 mod client;
 
