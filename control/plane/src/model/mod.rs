@@ -128,6 +128,46 @@ pub fn new_id() -> String {
     )
 }
 
+/// Where a Function's invocations run: `process` (the default: a pooled instance in the
+/// worker's process, isolated by guard pages) or `vm` (a KVM micro-VM per instance, with no
+/// guest OS: the same artifact and hostcalls; the worker needs `/dev/kvm`). An fnvm extension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// In the worker's process.
+    #[default]
+    Process,
+    /// In a KVM micro-VM.
+    Vm,
+}
+
+impl Isolation {
+    /// The API's (and the database's) name: `process` or `vm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::Vm => "vm",
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Isolation, UnknownValue> {
+        [Isolation::Process, Isolation::Vm]
+            .into_iter()
+            .find(|i| i.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_string()))
+    }
+}
+
 /// What a deployment's upload is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -309,6 +349,9 @@ pub struct Function {
     /// extension.
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// Where its invocations run: `process` or `vm`. An fnvm extension.
+    #[serde(default)]
+    pub isolation: Isolation,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -355,6 +398,10 @@ pub struct FunctionSpec {
     /// Milliseconds before an event's first retry, doubling after each (default 1000).
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// Where its invocations run: `process` (default, in the worker's process) or `vm` (a KVM
+    /// micro-VM per instance; a deployment fails on a worker without `/dev/kvm`).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 fn default_max_memory() -> u64 {
@@ -386,6 +433,7 @@ impl Default for FunctionSpec {
             egress_allow: Vec::new(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+            isolation: Isolation::Process,
         }
     }
 }
@@ -677,6 +725,7 @@ mod tests {
             egress_allow: Vec::new(),
             max_attempts: 3,
             retry_backoff_ms: 1000,
+            isolation: Isolation::Vm,
             created_at: Timestamp(1_764_590_400_123),
             updated_at: Timestamp(0),
         };
@@ -685,6 +734,7 @@ mod tests {
         assert_eq!(v["maxMemory"], 64 << 20);
         assert_eq!(v["createdAt"], "2025-12-01T12:00:00.123Z");
         assert_eq!(v["updatedAt"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["isolation"], "vm");
         let back: Function = serde_json::from_value(v).unwrap();
         assert_eq!(back, f);
         assert_eq!(serde_json::to_value(Platform::TinyGo).unwrap(), "TINY_GO");
@@ -719,6 +769,19 @@ mod tests {
         assert!(ok.validate().is_ok());
         let spec: FunctionSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(spec, ok);
+        assert_eq!(spec.isolation, Isolation::Process);
+        let vm: FunctionSpec = serde_json::from_str(r#"{"isolation": "vm"}"#).unwrap();
+        assert_eq!(vm.isolation, Isolation::Vm);
+        assert!(vm.validate().is_ok());
+        // Anything else is refused with the values it may take.
+        let e = serde_json::from_str::<FunctionSpec>(r#"{"isolation": "container"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("process") && e.contains("vm"), "{e}");
+        for i in [Isolation::Process, Isolation::Vm] {
+            assert_eq!(i.as_str().parse::<Isolation>(), Ok(i));
+            assert_eq!(serde_json::to_value(i).unwrap(), i.as_str());
+        }
         let bad = |s: FunctionSpec| s.validate().unwrap_err().field;
         assert_eq!(
             bad(FunctionSpec {
