@@ -151,3 +151,31 @@ impl AnyModule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_names_round_trip() {
+        for i in [Isolation::Process, Isolation::Vm] {
+            assert_eq!(i.as_str().parse::<Isolation>().unwrap(), i);
+        }
+        assert!("container".parse::<Isolation>().is_err());
+        assert_eq!(Isolation::default(), Isolation::Process);
+    }
+
+    #[test]
+    fn a_missing_kvm_device_is_a_clear_setup_error() {
+        let config = KvmRunnerConfig {
+            device: Some(PathBuf::from("/nonexistent/kvm")),
+            ..KvmRunnerConfig::default()
+        };
+        let cache = ArtifactCache::new(std::env::temp_dir().join("fnvm-isolation-unused"));
+        let e = Runner::kvm(config, cache).unwrap_err();
+        assert!(matches!(e, SetupError::Kvm(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("isolation vm needs /dev/kvm: "), "{text}");
+        assert!(text.contains("/nonexistent/kvm"), "{text}");
+    }
+}

@@ -1,0 +1,115 @@
+//! A Function with `isolation: "vm"` end to end: its invocations run in KVM micro-VMs on the
+//! worker and answer over HTTP as the same module does in process: the raw-mode body and exit
+//! code, a trap's kind (500), a deadline in compiled code and in a blocking hostcall (504), the
+//! `?debug` report; and the setting round-trips through the API and the CLI. Needs `/dev/kvm`:
+//! skipped without it, a failure under `CI=true`.
+
+use super::endpoint::{call, header, mapper_wasm};
+use super::*;
+
+#[test]
+fn a_vm_function_answers_like_the_same_module_in_process() {
+    if !crate::isolation::kvm_available() {
+        return;
+    }
+    let server = Server::start("isolation", Backends::embedded(), &[]);
+    let token = server.token(Some("org-i"));
+    let settings = |isolation: &str| {
+        format!(r#"{{"timeoutMs": 300, "maxInstances": 2, "isolation": "{isolation}"}}"#)
+    };
+    let in_process = server.deploy_function("org-i", &token, &settings("process"), &mapper_wasm());
+    let in_vm = server.deploy_function("org-i", &token, &settings("vm"), &mapper_wasm());
+
+    // The setting as the API and the CLI show it.
+    let f = format!(
+        "{}/v4/functions/organisations/org-i/functions/{in_vm}",
+        server.api
+    );
+    let (s, v) = request("GET", &f, Some(&token), None, None);
+    assert_eq!((s, v["isolation"].as_str()), (200, Some("vm")), "{v}");
+    let shown = ok(server.cli("org-i", &token, &["get", &in_vm]));
+    assert!(
+        shown.contains("isolation") && shown.contains("vm"),
+        "{shown}"
+    );
+    let (s, v) = request(
+        "POST",
+        &format!("{}/v4/functions/organisations/org-i/functions", server.api),
+        Some(&token),
+        Some("application/json"),
+        Some(br#"{"isolation": "container"}"#.to_vec()),
+    );
+    assert_eq!(s, 400, "{v}");
+
+    let url = |fid: &str| format!("{}/{fid}", server.http());
+    let post = |fid: &str, body: &[u8]| call("POST", &url(fid), &[], body);
+    // ok, exit 3, trap: same status, body and headers that say how it ended.
+    for body in [&b""[..], b"e", b"t", b"x"] {
+        let (ps, phs, pbody) = post(&in_process, body);
+        let (vs, vhs, vbody) = post(&in_vm, body);
+        let what = String::from_utf8_lossy(body);
+        assert_eq!(
+            vs,
+            ps,
+            "{what:?}: status ({})",
+            String::from_utf8_lossy(&vbody)
+        );
+        assert_eq!(vbody, pbody, "{what:?}: body");
+        for h in ["fnvm-exit-code", "fnvm-trap"] {
+            assert_eq!(header(&vhs, h), header(&phs, h), "{what:?}: {h}");
+        }
+    }
+    let (s, hs, body) = post(&in_vm, b"t");
+    assert_eq!(s, 500);
+    assert_eq!(header(&hs, "fnvm-trap"), Some("unreachable"));
+    assert!(!String::from_utf8_lossy(&body).contains("0x7f"));
+    // The receipt counts the same pages and hostcalls.
+    let receipt = |fid: &str| {
+        let (_, hs, _) = post(fid, b"");
+        let r = header(&hs, "fnvm-invocation")
+            .unwrap_or_default()
+            .to_string();
+        r.split(", ")
+            .filter(|p| p.starts_with("pages=") || p.starts_with("hostcalls="))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(receipt(&in_vm), receipt(&in_process));
+    assert_eq!(receipt(&in_vm), ["pages=2", "hostcalls=2"]);
+
+    // An endless guest and one blocked in a hostcall are contained: 504 within the deadline,
+    // and the function answers after.
+    for what in [&b"l"[..], b"s"] {
+        let t = Instant::now();
+        let (s, _, body) = post(&in_vm, what);
+        assert_eq!(s, 504, "{}", String::from_utf8_lossy(&body));
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert_eq!(post(&in_vm, b"").0, 200, "after a deadline");
+    }
+
+    // ?debug: the same report, timings and addresses aside.
+    let report = |fid: &str| {
+        let (s, hs, body) = call("POST", &format!("{}?debug", url(fid)), &[], b"x");
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(header(&hs, "content-type"), Some("application/json"));
+        let mut r: Value = serde_json::from_slice(&body).unwrap();
+        let dmesg = r["dmesg"].take();
+        let calls: Vec<String> = dmesg
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(['(', ':']).next().unwrap_or("").trim().to_string())
+            .collect();
+        (r, calls)
+    };
+    let (p, p_calls) = report(&in_process);
+    let (v, v_calls) = report(&in_vm);
+    assert_eq!(v, p, "the report's fields");
+    assert_eq!(v_calls, p_calls, "the dmesg trace");
+    assert_eq!(v["stdout"], "ok\n");
+    assert_eq!(v["stderr"], "oops\n");
+    assert!(v_calls.iter().any(|c| c == "WASI_FD_READ"), "{v_calls:?}");
+    // The worker did make a KVM backend for it.
+    let log = server.log_text();
+    assert!(log.contains("KVM backend ready for isolation vm"), "{log}");
+}
