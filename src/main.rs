@@ -79,9 +79,9 @@ enum Command {
         /// Run this many scripts at a time, each on its own thread with its own store.
         #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
-        /// Only `process` is supported: the scripts link instances to each other (`register`,
-        /// imports of another module's exports), which the VM backend does not do; `vm` is
-        /// refused with that reason.
+        /// Where module instances run: `process`, or `vm` (each in a KVM micro-VM; needs
+        /// /dev/kvm). A VM's instance is linked to nothing, so with `vm` a module with imports
+        /// (spectest, a registered instance), `register` and `get` fail with that reason.
         #[arg(long, value_enum, default_value = "process")]
         isolation: IsolationArg,
     },
@@ -308,20 +308,11 @@ fn main() -> ExitCode {
         } => toolchains_check(dir.unwrap_or_else(|| data_dir.join("toolchains"))),
         Command::Admin { command } => admin(command),
         Command::Wast {
-            isolation: IsolationArg::Vm,
-            ..
-        } => Err(anyhow::anyhow!(
-            "fnvm wast --isolation vm is not supported: the scripts link module instances to \
-             each other (register, imports of exports), and the VM backend runs one module \
-             instance per VM, linked only to the hostcalls (the runtime's own tests run the \
-             scripts' import-free modules in VMs and compare every invoke)"
-        )),
-        Command::Wast {
             files,
             exclude,
             jobs,
-            isolation: IsolationArg::Process,
-        } => wast(&files, &exclude, usize::from(jobs)),
+            isolation,
+        } => wast(&files, &exclude, usize::from(jobs), isolation),
     };
     result.unwrap_or_else(|e| {
         eprintln!("fnvm: error: {e:#}");
@@ -798,7 +789,19 @@ fn to_wasm(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-fn wast(files: &[PathBuf], exclude: &[String], jobs: usize) -> Result<ExitCode> {
+fn wast(
+    files: &[PathBuf],
+    exclude: &[String],
+    jobs: usize,
+    isolation: IsolationArg,
+) -> Result<ExitCode> {
+    let isolation = match isolation {
+        IsolationArg::Process => fnvm::wast::Isolation::Process,
+        IsolationArg::Vm => {
+            fnvm_runtime::kvm::Kvm::open().context("isolation vm needs /dev/kvm")?;
+            fnvm::wast::Isolation::Vm
+        }
+    };
     let file_name = |path: &Path| {
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -810,7 +813,7 @@ fn wast(files: &[PathBuf], exclude: &[String], jobs: usize) -> Result<ExitCode> 
             .iter()
             .any(|pattern| name.contains(pattern.as_str()))
     });
-    let results = run_scripts(&scripts, jobs);
+    let results = run_scripts(&scripts, jobs, isolation);
 
     let mut total = fnvm::wast::Counts::default();
     for (path, result) in scripts.iter().zip(results) {
@@ -849,7 +852,11 @@ fn wast(files: &[PathBuf], exclude: &[String], jobs: usize) -> Result<ExitCode> 
 }
 
 /// Runs `scripts` on up to `jobs` threads; the results are in the order of `scripts`.
-fn run_scripts(scripts: &[&PathBuf], jobs: usize) -> Vec<Result<fnvm::wast::Counts>> {
+fn run_scripts(
+    scripts: &[&PathBuf],
+    jobs: usize,
+    isolation: fnvm::wast::Isolation,
+) -> Vec<Result<fnvm::wast::Counts>> {
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<fnvm::wast::Counts>>>> =
         scripts.iter().map(|_| Mutex::new(None)).collect();
@@ -860,7 +867,7 @@ fn run_scripts(scripts: &[&PathBuf], jobs: usize) -> Vec<Result<fnvm::wast::Coun
                 let Some(path) = scripts.get(i) else {
                     break;
                 };
-                let result = fnvm::wast::run_file(path);
+                let result = fnvm::wast::run_file_isolated(path, isolation);
                 *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             });
         }

@@ -3,7 +3,9 @@
 //! exit status, stdout, stderr (for a trap: its kind and the frames named), what it left in a
 //! preopened directory, and the `--debug` report's fields (its timings and the hostcalls'
 //! argument addresses aside). Without a usable `/dev/kvm` the VM runs must fail with a clear
-//! error, not a panic (tested with `FNVM_KVM_DEVICE` pointing at a missing device).
+//! error, not a panic (tested with `FNVM_KVM_DEVICE` pointing at a missing device). And
+//! `fnvm wast --isolation vm`: scripts of import-free instances give the same counts in VMs;
+//! linking (`register`, imports) fails with its reason.
 //!
 //! The tests need `/dev/kvm`: without it they skip with a note on stderr, except under
 //! `CI=true`, where they fail, as the runtime's KVM tests do. The Rust guests are built by
@@ -303,27 +305,56 @@ fn without_kvm_the_vm_isolation_is_a_clear_error() {
 }
 
 #[test]
-fn wast_in_a_vm_is_refused_with_its_reason() {
+fn wast_scripts_run_in_vms_and_linking_is_refused_with_its_reason() {
+    if !kvm_available() {
+        return;
+    }
+    let wast = |isolation: &str, files: &[PathBuf]| {
+        Command::new(FNVM)
+            .args(["wast", "--isolation", isolation])
+            .args(files)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The repository's scripts (traps of every kind, modules with start functions, memories,
+    // tables) need one import-free instance at a time: the same counts in VMs.
+    let scripts: Vec<PathBuf> = ["modules.wast", "traps.wast"]
+        .iter()
+        .map(|s| Path::new(ROOT).join("tests/all/scripts").join(s))
+        .collect();
+    let process = wast("process", &scripts);
+    let vm = wast("vm", &scripts);
+    assert_eq!(vm.status.code(), Some(0), "{}", text(&vm.stderr));
+    assert_eq!(text(&vm.stdout), text(&process.stdout));
+    assert!(text(&vm.stdout).contains(" passed, 0 failed"));
+    // A script linking instances: register and imports fail, with the reason.
     let script = std::env::temp_dir().join(format!("fnvm-isolation-{}.wast", std::process::id()));
-    std::fs::write(&script, "(module (func (export \"f\")))\n(invoke \"f\")\n").unwrap();
-    let out = Command::new(FNVM)
-        .args(["wast", "--isolation", "vm"])
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    std::fs::write(
+        &script,
+        r#"(module $a (func (export "f") (result i32) (i32.const 7)))
+(register "a" $a)
+(module (import "a" "f" (func (result i32))) (func (export "g") (result i32) (call 0)))
+(assert_return (invoke $a "f") (i32.const 7))
+"#,
+    )
+    .unwrap();
+    let out = wast("vm", std::slice::from_ref(&script));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("fnvm wast --isolation vm is not supported"),
+        err.contains("register is not supported with --isolation vm"),
         "{err}"
     );
-    let out = Command::new(FNVM)
-        .args(["wast", "--isolation", "process"])
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(err.contains("a module with imports"), "{err}");
+    assert!(
+        text(&out.stdout).contains("2 passed, 2 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        wast("process", std::slice::from_ref(&script)).status.code(),
+        Some(0)
+    );
     let _ = std::fs::remove_file(&script);
 }
