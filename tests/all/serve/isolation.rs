@@ -112,4 +112,35 @@ fn a_vm_function_answers_like_the_same_module_in_process() {
     // The worker did make a KVM backend for it.
     let log = server.log_text();
     assert!(log.contains("KVM backend ready for isolation vm"), "{log}");
+    let prepared = |isolation: &str| {
+        let needle = format!("function={in_vm} isolation={isolation}");
+        server
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("worker: prepared") && l.contains(&needle))
+            .count()
+    };
+    assert!(prepared("vm") >= 1, "{}", server.log_text());
+
+    // Switching the Function to process reloads its deployment there; it answers throughout.
+    let (s, v) = request(
+        "PUT",
+        &f,
+        Some(&token),
+        Some("application/json"),
+        Some(settings("process").into_bytes()),
+    );
+    assert_eq!((s, v["isolation"].as_str()), (200, Some("process")), "{v}");
+    let start = Instant::now();
+    while prepared("process") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            server.log_text()
+        );
+        assert_eq!(post(&in_vm, b"").0, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, _, body) = post(&in_vm, b"");
+    assert_eq!((s, body.as_slice()), (200, &b"ok\n"[..]));
 }

@@ -766,6 +766,7 @@ async fn load(
     .await
     .map_err(|e| format!("loading: {e}"))?
     .map_err(|e| format!("loading: {e}"))?;
+    tracing::info!(deployment = %d.id, function = %d.function_id, %isolation, "worker: prepared");
     Ok((module, release.size))
 }
 
