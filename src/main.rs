@@ -416,6 +416,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
                     backend: fnvm_runtime::kvm::KvmBackendConfig {
                         vms: 1,
                         background_reset: false,
+                        // The in-process run's cap (4 GiB): `--max-memory` means the same.
+                        vm: fnvm_runtime::kvm::WasmVmConfig {
+                            max_memory_pages: 65536,
+                            ..Default::default()
+                        },
                         ..Default::default()
                     },
                     ..Default::default()

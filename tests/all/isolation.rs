@@ -358,3 +358,35 @@ fn wast_scripts_run_in_vms_and_linking_is_refused_with_its_reason() {
     );
     let _ = std::fs::remove_file(&script);
 }
+
+#[test]
+fn memory_caps_are_the_same_in_a_vm() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("fnvm-isolation-grow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wat = dir.join("grow.wat");
+    // Grows by 20000 pages (1.25 GiB) and traps if that fails.
+    std::fs::write(
+        &wat,
+        r#"(module (memory 1) (func (export "_start")
+             (if (i32.eq (memory.grow (i32.const 20000)) (i32.const -1)) (then unreachable))))"#,
+    )
+    .unwrap();
+    for (options, status) in [(&[][..], 0), (&["--max-memory", "65536"][..], 134)] {
+        let mut errs = Vec::new();
+        for isolation in ["process", "vm"] {
+            let out = run(isolation, options, &wat, &[], b"");
+            let err = text(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(status),
+                "{isolation} {options:?}: {err}"
+            );
+            errs.push(err);
+        }
+        assert_eq!(errs[1], errs[0], "{options:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
