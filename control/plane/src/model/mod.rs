@@ -43,6 +43,9 @@ pub mod limits {
     pub const MIN_MEMORY: u64 = 64 << 10;
     /// Largest `maxMemory`: a 32-bit memory's whole 4 GiB.
     pub const MAX_MEMORY: u64 = 4 << 30;
+    /// Largest `maxMemory` with `isolation: vm`: what a worker's VMs reserve for a linear
+    /// memory (KVM's per-VM bookkeeping grows with it).
+    pub const MAX_VM_MEMORY: u64 = 1 << 30;
     /// Largest `maxInstances`.
     pub const MAX_INSTANCES: u32 = 1024;
     /// Largest `timeoutMs`: 15 minutes.
@@ -399,7 +402,8 @@ pub struct FunctionSpec {
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
     /// Where its invocations run: `process` (default, in the worker's process) or `vm` (a KVM
-    /// micro-VM per instance; a deployment fails on a worker without `/dev/kvm`).
+    /// micro-VM per instance, `maxMemory` at most 1 GiB; a deployment fails on a worker
+    /// without `/dev/kvm`).
     #[serde(default)]
     pub isolation: Isolation,
 }
@@ -548,6 +552,15 @@ impl FunctionSpec {
                     "must be between {} and {} bytes",
                     limits::MIN_MEMORY,
                     limits::MAX_MEMORY
+                ),
+            ));
+        }
+        if self.isolation == Isolation::Vm && self.max_memory > limits::MAX_VM_MEMORY {
+            return Err(ValidationError::new(
+                "maxMemory",
+                format!(
+                    "must be at most {} bytes with isolation vm",
+                    limits::MAX_VM_MEMORY
                 ),
             ));
         }
@@ -773,6 +786,17 @@ mod tests {
         let vm: FunctionSpec = serde_json::from_str(r#"{"isolation": "vm"}"#).unwrap();
         assert_eq!(vm.isolation, Isolation::Vm);
         assert!(vm.validate().is_ok());
+        let big = FunctionSpec {
+            max_memory: limits::MAX_VM_MEMORY + 65536,
+            ..vm.clone()
+        };
+        assert_eq!(big.clone().validate().unwrap_err().field, "maxMemory");
+        assert!(FunctionSpec {
+            isolation: Isolation::Process,
+            ..big
+        }
+        .validate()
+        .is_ok());
         // Anything else is refused with the values it may take.
         let e = serde_json::from_str::<FunctionSpec>(r#"{"isolation": "container"}"#)
             .unwrap_err()

@@ -349,10 +349,13 @@ impl Worker {
     pub fn vm_runner(&self) -> Result<Arc<Runner<KvmBackend>>, String> {
         self.vm_runner
             .get_or_init(|| {
-                let config = fnvm_dataplane::KvmRunnerConfig {
+                let mut config = fnvm_dataplane::KvmRunnerConfig {
                     engine: Some(self.runner.engine().clone()),
                     ..fnvm_dataplane::KvmRunnerConfig::default()
                 };
+                // The most a vm Function may ask for (the API refuses more).
+                config.backend.vm.max_memory_pages =
+                    (crate::model::limits::MAX_VM_MEMORY / 65536) as u32;
                 match Runner::kvm(config, self.runner.cache().clone()) {
                     Ok(r) => {
                         tracing::info!("worker: KVM backend ready for isolation vm");
