@@ -32,6 +32,29 @@ fn a_vm_function_answers_like_the_same_module_in_process() {
         shown.contains("isolation") && shown.contains("vm"),
         "{shown}"
     );
+    let created = json(&ok(server.cli(
+        "org-i",
+        &token,
+        &["create", "--name", "by-cli", "--isolation", "vm"],
+    )));
+    assert_eq!(created["isolation"], "vm", "{created}");
+    let refused = server.cli("org-i", &token, &["create", "--isolation", "container"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("expected \"process\" or \"vm\""),
+        "{}",
+        stderr(&refused)
+    );
+    // More than 1 GiB of memory is refused for a VM, with the field named.
+    let (s, v) = request(
+        "POST",
+        &format!("{}/v4/functions/organisations/org-i/functions", server.api),
+        Some(&token),
+        Some("application/json"),
+        Some(br#"{"isolation": "vm", "maxMemory": 2147483648}"#.to_vec()),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("maxMemory"), "{v}");
     let (s, v) = request(
         "POST",
         &format!("{}/v4/functions/organisations/org-i/functions", server.api),
