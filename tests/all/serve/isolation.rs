@@ -2,7 +2,9 @@
 //! worker and answer over HTTP as the same module does in process: the raw-mode body and exit
 //! code, a trap's kind (500), a deadline in compiled code and in a blocking hostcall (504), the
 //! `?debug` report; and the setting round-trips through the API and the CLI. Needs `/dev/kvm`:
-//! skipped without it, a failure under `CI=true`.
+//! skipped without it, a failure under `CI=true`. And, on a worker whose KVM device is missing
+//! (`FNVM_KVM_DEVICE` pointing nowhere; runs everywhere), such a deployment ends in `ERROR`
+//! with the reason.
 
 use super::endpoint::{call, header, mapper_wasm};
 use super::*;
@@ -166,4 +168,87 @@ fn a_vm_function_answers_like_the_same_module_in_process() {
     }
     let (s, _, body) = post(&in_vm, b"");
     assert_eq!((s, body.as_slice()), (200, &b"ok\n"[..]));
+}
+
+/// A `fnvm serve` started here with `FNVM_KVM_DEVICE` pointing at a missing device (the
+/// shared [`Server`] passes no environment), stopped when dropped.
+struct NoKvmServer {
+    child: std::process::Child,
+    data_dir: PathBuf,
+    api: String,
+}
+
+impl Drop for NoKvmServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+#[test]
+fn a_vm_function_on_a_worker_without_kvm_fails_to_deploy_with_the_reason() {
+    let data_dir = scratch_dir("isolation-no-kvm");
+    let (api_port, http_port) = (free_port(), free_port());
+    let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+    let child = Command::new(FNVM)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .env_remove("FNVM_DATABASE_URL")
+        .env_remove("FNVM_ARTIFACT_STORE")
+        .env("FNVM_KVM_DEVICE", "/nonexistent/kvm")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting fnvm serve");
+    let server = NoKvmServer {
+        child,
+        data_dir,
+        api: format!("http://127.0.0.1:{api_port}"),
+    };
+    let start = Instant::now();
+    while ureq::get(&format!("{}/healthz", server.api))
+        .call()
+        .is_err()
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "no API");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(FNVM)
+        .args(["admin", "token", "create", "--org", "org-n", "--data-dir"])
+        .arg(&server.data_dir)
+        .env_remove("FNVM_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.split_whitespace().last().unwrap().to_string();
+    let functions = format!("{}/v4/functions/organisations/org-n/functions", server.api);
+    let (s, f) = request(
+        "POST",
+        &functions,
+        Some(&token),
+        Some("application/json"),
+        Some(br#"{"isolation": "vm"}"#.to_vec()),
+    );
+    assert_eq!(s, 201, "{f}");
+    let deps = format!("{functions}/{}/deployments", f["id"].as_str().unwrap());
+    let did = upload_and_trigger(&deps, &token, "WASM", "application/wasm", hello_wasm())
+        .expect("deploying");
+    let d = wait_settled(&format!("{deps}/{did}"), &token);
+    assert_eq!(d["status"], "ERROR", "{d}");
+    let reason = d["errorReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("isolation vm needs /dev/kvm") && reason.contains("/nonexistent/kvm"),
+        "{d}"
+    );
 }
