@@ -1,7 +1,8 @@
 //! A Function with `isolation: "vm"` end to end: its invocations run in KVM micro-VMs on the
 //! worker and answer over HTTP as the same module does in process: the raw-mode body and exit
 //! code, a trap's kind (500), a deadline in compiled code and in a blocking hostcall (504), the
-//! `?debug` report; and the setting round-trips through the API and the CLI. Needs `/dev/kvm`:
+//! `?debug` report, hostile guests (a stack bomb, a wild load, a division by zero: 500, the VM
+//! answering after); and the setting round-trips through the API and the CLI. Needs `/dev/kvm`:
 //! skipped without it, a failure under `CI=true`. And, on a worker whose KVM device is missing
 //! (`FNVM_KVM_DEVICE` pointing nowhere; runs everywhere), such a deployment ends in `ERROR`
 //! with the reason.
@@ -168,6 +169,68 @@ fn a_vm_function_answers_like_the_same_module_in_process() {
     }
     let (s, _, body) = post(&in_vm, b"");
     assert_eq!((s, body.as_slice()), (200, &b"ok\n"[..]));
+}
+
+/// A guest that, by the first byte of its stdin, recurses without end (`r`), loads far out of
+/// its memory (`w`) or divides by zero (`d`); otherwise prints `ok`.
+fn hostile_wasm() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "ok\n")
+          (func $bomb (param i32) (result i32) (call $bomb (i32.add (local.get 0) (i32.const 1))))
+          (func (export "_start") (local $c i32)
+            (i32.store (i32.const 16) (i32.const 200))
+            (i32.store (i32.const 20) (i32.const 1))
+            (drop (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 24)))
+            (local.set $c (i32.load8_u (i32.const 200)))
+            (if (i32.eq (local.get $c) (i32.const 114)) (then (drop (call $bomb (i32.const 0)))))
+            (if (i32.eq (local.get $c) (i32.const 119)) (then (drop (i32.load (i32.const 0x7fff0000)))))
+            (if (i32.eq (local.get $c) (i32.const 100)) (then (drop (i32.div_s (i32.const 1) (i32.const 0)))))
+            (i32.store (i32.const 0) (i32.const 100))
+            (i32.store (i32.const 4) (i32.const 3))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn hostile_guests_are_contained_in_vms_as_in_process() {
+    if !crate::isolation::kvm_available() {
+        return;
+    }
+    let server = Server::start("isolation-hostile", Backends::embedded(), &[]);
+    let token = server.token(Some("org-h"));
+    let deploy = |isolation: &str| {
+        let settings = format!(r#"{{"timeoutMs": 2000, "isolation": "{isolation}"}}"#);
+        server.deploy_function("org-h", &token, &settings, &hostile_wasm())
+    };
+    let (in_process, in_vm) = (deploy("process"), deploy("vm"));
+    let post =
+        |fid: &str, body: &[u8]| call("POST", &format!("{}/{fid}", server.http()), &[], body);
+    for (body, trap) in [
+        (&b"r"[..], "call stack exhausted"),
+        (b"w", "out of bounds memory access"),
+        (b"d", "integer divide by zero"),
+    ] {
+        let (ps, phs, pbody) = post(&in_process, body);
+        let (vs, vhs, vbody) = post(&in_vm, body);
+        let text = String::from_utf8_lossy(&vbody);
+        assert_eq!((vs, ps), (500, 500), "{trap}: {text}");
+        assert_eq!(
+            header(&vhs, "fnvm-trap"),
+            header(&phs, "fnvm-trap"),
+            "{trap}"
+        );
+        assert_eq!(vbody, pbody, "{trap}");
+        assert!(text.contains(trap), "{text}");
+        assert!(!text.contains("0x7f"), "{text}");
+        // The VM is reused (or replaced) cleanly: the next call answers.
+        let (s, _, body) = post(&in_vm, b"");
+        assert_eq!((s, body.as_slice()), (200, &b"ok\n"[..]), "after {trap}");
+    }
 }
 
 /// A `fnvm serve` started here with `FNVM_KVM_DEVICE` pointing at a missing device (the
