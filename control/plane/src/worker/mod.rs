@@ -3,14 +3,15 @@
 //! instances) and with which settings (the Functions'), woken by the database's notifications
 //! where it has them (PostgreSQL) and polling otherwise; fetches each placed deployment's
 //! artifact from the artifact store into a local cache (compiling the upload itself when no
-//! artifact fits this machine) ahead of traffic; prepares it through the data plane; reports
-//! back what it has loaded and the instances it lets run (a `DEPLOYING` deployment is `READY`
-//! once every replica has it); and serves every function's newest `READY` deployment it holds
-//! over HTTP ([`http`]). A request for a function it does not hold loads it on demand and asks
-//! the scheduler for a replica here ([`Worker::route_or_demand`]): a stale route is a slower
-//! request, not an error. Switching to a new deployment swaps one pointer: requests in flight
-//! finish on the old one, which is released after them. When the stores are unreachable it
-//! keeps serving what it has.
+//! artifact fits this machine) ahead of traffic; prepares it through the data plane (on the
+//! in-process pool, or, for a Function with `isolation: vm`, on a KVM backend made the first
+//! time one asks: [`Worker::vm_runner`]); reports back what it has loaded and the instances it
+//! lets run (a `DEPLOYING` deployment is `READY` once every replica has it); and serves every
+//! function's newest `READY` deployment it holds over HTTP ([`http`]). A request for a
+//! function it does not hold loads it on demand and asks the scheduler for a replica here
+//! ([`Worker::route_or_demand`]): a stale route is a slower request, not an error. Switching to
+//! a new deployment swaps one pointer: requests in flight finish on the old one, which is
+//! released after them. When the stores are unreachable it keeps serving what it has.
 //!
 //! Parts: [`http`] (the endpoint: routing, bodies, limits), [`execute`] (one call as a job),
 //! [`invoker`] (the threads guest code runs on, never the reactor's), [`respond`] (modes and
