@@ -1,10 +1,10 @@
 //! The `fnvm` command line: `fnvm serve` runs the platform (API, packager, workers); `fnvm
 //! functions ...` is its client; `fnvm admin token create` makes API tokens; `fnvm run` runs a
 //! WASI program (a `.wasm`, compiled through the on-disk cache, or an artifact) in a pooled
-//! instance; `fnvm compile` turns a WebAssembly module into an fnvm artifact; `fnvm wast` runs
-//! WebAssembly specification scripts against the compiler and runtime. Argument parsing and
-//! reporting live here; the work is in `fnvm_control`, `fnvm_dataplane`, `fnvm_compiler` and
-//! [`fnvm::wast`].
+//! instance (in process, or in a KVM micro-VM with `--isolation vm`); `fnvm compile` turns a
+//! WebAssembly module into an fnvm artifact; `fnvm wast` runs WebAssembly specification scripts
+//! against the compiler and runtime. Argument parsing and reporting live here; the work is in
+//! `fnvm_control`, `fnvm_dataplane`, `fnvm_compiler` and [`fnvm::wast`].
 
 mod client;
 
@@ -79,6 +79,11 @@ enum Command {
         /// Run this many scripts at a time, each on its own thread with its own store.
         #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         jobs: u16,
+        /// Where module instances run: `process`, or `vm` (each in a KVM micro-VM; needs
+        /// /dev/kvm). A VM's instance is linked to nothing, so with `vm` a module with imports
+        /// (spectest, a registered instance), `register` and `get` fail with that reason.
+        #[arg(long, value_enum, default_value = "process")]
+        isolation: IsolationArg,
     },
 }
 
@@ -310,7 +315,8 @@ fn main() -> ExitCode {
             files,
             exclude,
             jobs,
-        } => wast(&files, &exclude, usize::from(jobs)),
+            isolation,
+        } => wast(&files, &exclude, usize::from(jobs), isolation),
     };
     result.unwrap_or_else(|e| {
         eprintln!("fnvm: error: {e:#}");
@@ -343,6 +349,10 @@ struct RunArgs {
     /// Stop the program after this many milliseconds (a trap, status 134).
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// Where the program runs: `process` (a pooled instance in fnvm's process) or `vm` (a KVM
+    /// micro-VM with no guest OS; needs /dev/kvm). Same output, exit status and report.
+    #[arg(long, value_enum, default_value = "process")]
+    isolation: IsolationArg,
     /// The program, then its arguments.
     #[arg(
         required = true,
@@ -353,6 +363,15 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+/// `--isolation`: where guests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum IsolationArg {
+    /// In fnvm's process (guard pages, signal handlers).
+    Process,
+    /// In a KVM micro-VM (needs /dev/kvm).
+    Vm,
+}
+
 /// The first bytes of every WebAssembly binary.
 const WASM_MAGIC: &[u8] = b"\0asm";
 
@@ -360,8 +379,7 @@ const WASM_MAGIC: &[u8] = b"\0asm";
 const TRAP_EXIT_STATUS: i32 = 134;
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    use fnvm_dataplane::{Invocation, Runner, RunnerConfig, Status};
-    use fnvm_hostcalls::{CStrings, Output, Stdin};
+    use fnvm_dataplane::{Runner, RunnerConfig};
     let Some(file) = args.command.first() else {
         anyhow::bail!("no program given");
     };
@@ -379,19 +397,55 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         text = to_wasm(path, mapped.bytes())?;
         &text
     };
-    let runner = Runner::new(RunnerConfig {
-        pool: fnvm_runtime::PoolConfig {
-            slots: 1,
-            max_memory_pages: 65536,
-            background_reset: false,
-            ..fnvm_runtime::PoolConfig::default()
-        },
-        // The ticker thread only runs when there is a deadline to count.
-        epoch_tick: args
-            .timeout_ms
-            .map(|_| std::time::Duration::from_millis(10)),
-        ..RunnerConfig::default()
-    })?;
+    match args.isolation {
+        IsolationArg::Process => {
+            let runner = Runner::new(RunnerConfig {
+                pool: fnvm_runtime::PoolConfig {
+                    slots: 1,
+                    max_memory_pages: 65536,
+                    background_reset: false,
+                    ..fnvm_runtime::PoolConfig::default()
+                },
+                // The ticker thread only runs when there is a deadline to count.
+                epoch_tick: args
+                    .timeout_ms
+                    .map(|_| std::time::Duration::from_millis(10)),
+                ..RunnerConfig::default()
+            })?;
+            run_on(runner, &args, file, bytes)
+        }
+        IsolationArg::Vm => {
+            let runner = Runner::kvm(
+                fnvm_dataplane::KvmRunnerConfig {
+                    backend: fnvm_runtime::kvm::KvmBackendConfig {
+                        vms: 1,
+                        background_reset: false,
+                        // The in-process run's cap (4 GiB): `--max-memory` means the same.
+                        vm: fnvm_runtime::kvm::WasmVmConfig {
+                            max_memory_pages: 65536,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                fnvm_dataplane::ArtifactCache::new(fnvm_dataplane::ArtifactCache::default_dir()),
+            )?;
+            run_on(runner, &args, file, bytes)
+        }
+    }
+}
+
+/// `fnvm run` once the runner is made: loads `bytes` (the program `file`), runs it and exits
+/// with its status.
+fn run_on<B: fnvm_runtime::ExecutionBackend>(
+    runner: fnvm_dataplane::Runner<B>,
+    args: &RunArgs,
+    file: &str,
+    bytes: &[u8],
+) -> Result<ExitCode> {
+    use fnvm_dataplane::{Invocation, Status};
+    use fnvm_hostcalls::{CStrings, Output, Stdin};
     let function = runner
         .load(bytes)
         .with_context(|| format!("loading {file}"))?;
@@ -746,7 +800,19 @@ fn to_wasm(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-fn wast(files: &[PathBuf], exclude: &[String], jobs: usize) -> Result<ExitCode> {
+fn wast(
+    files: &[PathBuf],
+    exclude: &[String],
+    jobs: usize,
+    isolation: IsolationArg,
+) -> Result<ExitCode> {
+    let isolation = match isolation {
+        IsolationArg::Process => fnvm::wast::Isolation::Process,
+        IsolationArg::Vm => {
+            fnvm_runtime::kvm::Kvm::open().context("isolation vm needs /dev/kvm")?;
+            fnvm::wast::Isolation::Vm
+        }
+    };
     let file_name = |path: &Path| {
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -758,7 +824,7 @@ fn wast(files: &[PathBuf], exclude: &[String], jobs: usize) -> Result<ExitCode> 
             .iter()
             .any(|pattern| name.contains(pattern.as_str()))
     });
-    let results = run_scripts(&scripts, jobs);
+    let results = run_scripts(&scripts, jobs, isolation);
 
     let mut total = fnvm::wast::Counts::default();
     for (path, result) in scripts.iter().zip(results) {
@@ -797,7 +863,11 @@ fn wast(files: &[PathBuf], exclude: &[String], jobs: usize) -> Result<ExitCode> 
 }
 
 /// Runs `scripts` on up to `jobs` threads; the results are in the order of `scripts`.
-fn run_scripts(scripts: &[&PathBuf], jobs: usize) -> Vec<Result<fnvm::wast::Counts>> {
+fn run_scripts(
+    scripts: &[&PathBuf],
+    jobs: usize,
+    isolation: fnvm::wast::Isolation,
+) -> Vec<Result<fnvm::wast::Counts>> {
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<fnvm::wast::Counts>>>> =
         scripts.iter().map(|_| Mutex::new(None)).collect();
@@ -808,7 +878,7 @@ fn run_scripts(scripts: &[&PathBuf], jobs: usize) -> Vec<Result<fnvm::wast::Coun
                 let Some(path) = scripts.get(i) else {
                     break;
                 };
-                let result = fnvm::wast::run_file(path);
+                let result = fnvm::wast::run_file_isolated(path, isolation);
                 *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             });
         }

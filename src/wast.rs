@@ -10,14 +10,24 @@
 //!
 //! A directive that does not behave as the script says is a [`Failure`]; a script that cannot be
 //! read or parsed is an error.
+//!
+//! With [`Isolation::Vm`] every module instance also gets a KVM micro-VM of its own (a `WasmVm`,
+//! the same artifact), and `invoke`s, `assert_return`s, `assert_trap`s and `assert_exhaustion`s
+//! run in it; a module's start function too. A VM's instance is linked to nothing, so a module
+//! with imports (`spectest`, a `register`ed instance), `register` and `get` (reading a global
+//! from the host) fail with that reason: the scripts needing one import-free instance at a time
+//! run entirely in VMs. Validation directives and `assert_unlinkable` (linking, no code) run as
+//! without VMs.
 
 mod spectest;
 mod values;
 
 use anyhow::{anyhow, bail, Context, Result};
 use fnvm_compiler::{CompileError, CompileOptions};
+use fnvm_runtime::kvm::{Kvm, WasmVm, WasmVmConfig, WasmVmError};
 use fnvm_runtime::{
-    Engine, EngineConfig, Extern, Instance, InstantiationError, LoadError, Module, Store, Trap, Val,
+    Engine, EngineConfig, Extern, Halt, Instance, InstantiationError, LinkedModule, LoadError,
+    Module, Store, Trap, Val,
 };
 use std::collections::HashMap;
 use std::fmt;
@@ -87,20 +97,41 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Where a script's module instances run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// In the script's store, in process.
+    #[default]
+    Process,
+    /// Each in a KVM micro-VM (see the module documentation for what that cannot run).
+    Vm,
+}
+
 /// Runs the script at `path`.
 pub fn run_file(path: &Path) -> Result<Counts> {
+    run_file_isolated(path, Isolation::Process)
+}
+
+/// Runs the script at `path`, its instances as `isolation` says.
+pub fn run_file_isolated(path: &Path, isolation: Isolation) -> Result<Counts> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    run_script(&path.display().to_string(), text)
+    run_script_isolated(&path.display().to_string(), text, isolation)
 }
 
 /// Runs the script `text`; `file` names it in failures and errors.
 pub fn run_script(file: &str, text: String) -> Result<Counts> {
+    run_script_isolated(file, text, Isolation::Process)
+}
+
+/// Runs the script `text`, its instances as `isolation` says; `file` names it in failures and
+/// errors. With [`Isolation::Vm`], fails at once where `/dev/kvm` is unusable.
+pub fn run_script_isolated(file: &str, text: String, isolation: Isolation) -> Result<Counts> {
     let name = file.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("wast {file}"))
         .stack_size(SCRIPT_THREAD_STACK_SIZE)
-        .spawn(move || run_on_this_thread(&name, &text))
+        .spawn(move || run_on_this_thread(&name, &text, isolation))
         .context("spawning the script thread")?;
     match thread.join() {
         Ok(result) => result,
@@ -111,7 +142,7 @@ pub fn run_script(file: &str, text: String) -> Result<Counts> {
     }
 }
 
-fn run_on_this_thread(file: &str, text: &str) -> Result<Counts> {
+fn run_on_this_thread(file: &str, text: &str, isolation: Isolation) -> Result<Counts> {
     let located = |mut e: wast::Error| {
         e.set_path(Path::new(file));
         e.set_text(text);
@@ -123,6 +154,18 @@ fn run_on_this_thread(file: &str, text: &str) -> Result<Counts> {
     let buf = ParseBuffer::new_with_lexer(lexer).map_err(located)?;
     let script = parser::parse::<Wast<'_>>(&buf).map_err(located)?;
     let mut runner = Runner::new(file, text)?;
+    if isolation == Isolation::Vm {
+        let kvm = Kvm::open().map_err(|e| anyhow!("isolation vm needs /dev/kvm: {e}"))?;
+        let config = WasmVmConfig {
+            max_memory_pages: runner.engine.config().max_memory_pages,
+            max_table_elements: runner.engine.config().max_table_elements,
+        };
+        runner.vms = Some(Vms {
+            kvm,
+            config,
+            by_instance: Vec::new(),
+        });
+    }
     for directive in script.directives {
         runner.run(directive);
     }
@@ -172,6 +215,10 @@ enum InstError {
     UnknownImport { module: String, name: String },
     /// The runtime refused or trapped.
     Runtime(InstantiationError),
+    /// With VMs: what a VM cannot run.
+    NotInVm(&'static str),
+    /// With VMs: the VM could not be set up.
+    Vm(String),
 }
 
 impl fmt::Display for InstError {
@@ -185,6 +232,8 @@ impl fmt::Display for InstError {
                 write!(f, "instantiation trapped: {}", first_line(t))
             }
             InstError::Runtime(e) => write!(f, "instantiation failed: {e}"),
+            InstError::NotInVm(why) => f.write_str(why),
+            InstError::Vm(e) => write!(f, "setting up the VM: {e}"),
         }
     }
 }
@@ -207,6 +256,16 @@ struct Runner<'a> {
     /// The most recent module's instance, target of `invoke`s that name none.
     current: Option<Instance>,
     counts: Counts,
+    /// With `--isolation vm`: the VMs instances run in.
+    vms: Option<Vms>,
+}
+
+/// The VMs of a script run with [`Isolation::Vm`].
+struct Vms {
+    kvm: Kvm,
+    config: WasmVmConfig,
+    /// The VM of each store instance (alive while the script can still name it).
+    by_instance: Vec<(Instance, WasmVm<()>)>,
 }
 
 impl<'a> Runner<'a> {
@@ -226,6 +285,7 @@ impl<'a> Runner<'a> {
             definitions: HashMap::new(),
             current: None,
             counts: Counts::default(),
+            vms: None,
         })
     }
 
@@ -257,7 +317,7 @@ impl<'a> Runner<'a> {
             WastDirective::Module(mut module) => {
                 let id = module.name().map(|id| id.name().to_string());
                 // Until this module is instantiated, `invoke`s must not reach an older one.
-                self.current = None;
+                self.forget_current();
                 if let Some(id) = &id {
                     self.named.remove(id);
                 }
@@ -288,7 +348,7 @@ impl<'a> Runner<'a> {
                     .get(&key)
                     .cloned()
                     .ok_or_else(|| anyhow!("no module definition named {key:?}"))?;
-                self.current = None;
+                self.forget_current();
                 let instance = self.instantiate(&module)?;
                 self.current = Some(instance);
                 if let Some(id) = instance_id {
@@ -297,6 +357,12 @@ impl<'a> Runner<'a> {
                 Ok(())
             }
             WastDirective::Register { name, module, .. } => {
+                if self.vms.is_some() {
+                    bail!(
+                        "register is not supported with --isolation vm: instances in VMs are \
+                         linked to nothing but the hostcalls"
+                    );
+                }
                 let instance = self.instance(module)?;
                 self.registry
                     .insert(name.to_string(), Provider::Instance(instance));
@@ -372,7 +438,11 @@ impl<'a> Runner<'a> {
                 let module = self
                     .build(&bytes)
                     .context("expected an unlinkable module, but it does not compile")?;
-                match self.instantiate(&module) {
+                // Linking only: checked in the store even with VMs.
+                let vms = self.vms.take();
+                let linked = self.instantiate(&module);
+                self.vms = vms;
+                match linked {
                     Err(InstError::UnknownImport { .. })
                     | Err(InstError::Runtime(InstantiationError::Link(_))) => Ok(()),
                     Ok(_) => bail!("expected a link error ({message:?}), but it instantiated"),
@@ -396,8 +466,46 @@ impl<'a> Runner<'a> {
         Module::from_artifact(&self.engine, &artifact).map_err(BuildError::Load)
     }
 
-    /// Instantiates `module` with its imports resolved through the registry.
+    /// Drops the current instance's VM unless the script named it, and forgets it.
+    fn forget_current(&mut self) {
+        if let (Some(current), Some(vms)) = (self.current.take(), self.vms.as_mut()) {
+            if !self.named.values().any(|i| *i == current) {
+                vms.by_instance.retain(|(i, _)| *i != current);
+            }
+        }
+    }
+
+    /// Instantiates `module` with its imports resolved through the registry (and, with VMs,
+    /// in a VM of its own first: its start function runs there).
     fn instantiate(&mut self, module: &Module) -> Result<Instance, InstError> {
+        let vm = match &self.vms {
+            None => None,
+            Some(_) if !module.info().imports.is_empty() => {
+                return Err(InstError::NotInVm(
+                    "a module with imports (spectest, a registered instance) cannot run in a \
+                     VM: VMs link only the hostcalls",
+                ))
+            }
+            Some(vms) => {
+                let linked = LinkedModule::new(module, |_| None).map_err(InstError::Runtime)?;
+                match WasmVm::with_host(&vms.kvm, &linked, (), &vms.config) {
+                    Ok(vm) => Some(vm),
+                    Err(WasmVmError::Start(Halt::Trap(t))) => {
+                        return Err(InstError::Runtime(InstantiationError::Trap(t)))
+                    }
+                    Err(WasmVmError::Link(e)) => return Err(InstError::Runtime(e)),
+                    Err(e) => return Err(InstError::Vm(e.to_string())),
+                }
+            }
+        };
+        let instance = self.instantiate_in_store(module)?;
+        if let (Some(vm), Some(vms)) = (vm, self.vms.as_mut()) {
+            vms.by_instance.push((instance, vm));
+        }
+        Ok(instance)
+    }
+
+    fn instantiate_in_store(&mut self, module: &Module) -> Result<Instance, InstError> {
         let mut imports = Vec::new();
         for import in &module.info().imports {
             let found = match self.registry.get(&import.module) {
@@ -446,6 +554,17 @@ impl<'a> Runner<'a> {
             .iter()
             .map(values::arg)
             .collect::<Result<Vec<_>>>()?;
+        if let Some(vms) = self.vms.as_mut() {
+            let Some((_, vm)) = vms.by_instance.iter_mut().find(|(i, _)| *i == instance) else {
+                bail!("the instance has no VM");
+            };
+            return match vm.call(invoke.name, &args) {
+                Ok(Ok(values)) => Ok(Ok(values)),
+                Ok(Err(Halt::Trap(trap))) => Ok(Err(trap)),
+                Ok(Err(exit)) => bail!("the guest exited: {exit}"),
+                Err(e) => bail!("in the VM: {e}"),
+            };
+        }
         Ok(self.store.call(func, &args))
     }
 
@@ -454,6 +573,9 @@ impl<'a> Runner<'a> {
         match exec {
             WastExecute::Invoke(invoke) => self.invoke(&invoke),
             WastExecute::Get { module, global, .. } => {
+                if self.vms.is_some() {
+                    bail!("get is not supported with --isolation vm (a VM's globals are not read from the host)");
+                }
                 let instance = self.instance(module)?;
                 match self.store.get_export(instance, global) {
                     Some(Extern::Global(g)) => match self.store.global_get(g) {

@@ -20,6 +20,9 @@
 //! - One path into the guest (`call`) and one host-call dispatch (`hostcall`), shared by the
 //!   pool and the store; traps are caught by signal handlers (`traphandlers`) and returned as
 //!   [`Trap`] values.
+//! - `kvm` (Linux x86_64): the KVM micro-VM backend: a VM with no guest OS whose code runs at
+//!   CPL3 and exits by MMIO, and `KvmBackend`, the second [`ExecutionBackend`] (what `fnvm run
+//!   --isolation vm` and Functions with `isolation: vm` run on).
 
 mod backend;
 mod builtins;
@@ -28,6 +31,8 @@ mod engine;
 mod error;
 mod hostcall;
 mod instance;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
 mod link;
 mod memory;
 mod mmap;

@@ -87,6 +87,10 @@ enum FunctionsCommand {
         /// Milliseconds before an event's first retry (doubling after each).
         #[arg(long)]
         retry_backoff_ms: Option<u64>,
+        /// Where invocations run: `process` (default) or `vm` (a KVM micro-VM; the workers
+        /// need /dev/kvm).
+        #[arg(long, value_parser = parse_isolation)]
+        isolation: Option<fnvm_control::model::Isolation>,
     },
     /// List the organisation's Functions.
     List,
@@ -304,6 +308,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
             egress_allow,
             max_attempts,
             retry_backoff_ms,
+            isolation,
         } => {
             let d = FunctionSpec::default();
             let spec = FunctionSpec {
@@ -317,6 +322,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 egress_allow,
                 max_attempts: max_attempts.unwrap_or(d.max_attempts),
                 retry_backoff_ms: retry_backoff_ms.unwrap_or(d.retry_backoff_ms),
+                isolation: isolation.unwrap_or(d.isolation),
             };
             let f: Function =
                 some(c.send("POST", &c.base(), Some(&serde_json::to_value(&spec)?))?)?;
@@ -384,6 +390,7 @@ pub fn run(args: FunctionsArgs) -> Result<std::process::ExitCode> {
                 egress_allow: f.egress_allow,
                 max_attempts: f.max_attempts,
                 retry_backoff_ms: f.retry_backoff_ms,
+                isolation: f.isolation,
             };
             let f: Function = some(c.send("PUT", &url, Some(&serde_json::to_value(&spec)?))?)?;
             print_function(&f, json)?;
@@ -487,6 +494,7 @@ fn print_function(f: &Function, json: bool) -> Result<()> {
         ("egress allow", f.egress_allow.join(",")),
         ("max attempts", f.max_attempts.to_string()),
         ("retry backoff", format!("{} ms", f.retry_backoff_ms)),
+        ("isolation", f.isolation.to_string()),
         ("created", f.created_at.to_rfc3339()),
         ("updated", f.updated_at.to_rfc3339()),
     ];
@@ -736,4 +744,10 @@ fn follow(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `--isolation`: `process` or `vm`.
+fn parse_isolation(s: &str) -> Result<fnvm_control::model::Isolation, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected \"process\" or \"vm\""))
 }

@@ -5,7 +5,8 @@
 //! the instance pool (`pool`); invocations through the data plane (`invoke`: isolation, the
 //! debug report, deadlines in blocking hostcalls, no host address in traces); and WASI
 //! programs in Rust, C, AssemblyScript and Go compiled from source and run with `fnvm run`
-//! (`wasi`); and the platform, `fnvm serve` with the `fnvm functions` client, end to end
+//! (`wasi`), the Rust ones again in a KVM micro-VM with `--isolation vm` (`isolation`); and
+//! the platform, `fnvm serve` with the `fnvm functions` client, end to end
 //! (`serve`).
 //! Tests run in parallel on purpose: guest traps on one thread must not disturb another.
 
@@ -15,6 +16,7 @@ mod concurrency;
 mod deadline;
 mod engine;
 mod invoke;
+mod isolation;
 mod pool;
 mod runner;
 mod serve;

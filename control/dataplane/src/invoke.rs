@@ -32,6 +32,12 @@ pub enum SetupError {
     /// The instance pool could not be created.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// `/dev/kvm` is missing or unusable (the VM backend needs it).
+    #[error("isolation vm needs /dev/kvm: {0}")]
+    Kvm(#[source] fnvm_runtime::kvm::VmError),
+    /// The KVM backend's threads could not be started.
+    #[error("starting the KVM backend: {0}")]
+    KvmBackend(#[source] std::io::Error),
 }
 
 /// Why a module could not be made ready to invoke: a property of the module (or of the limits
@@ -265,6 +271,11 @@ impl<B: ExecutionBackend> Runner<B> {
     /// A runner on `backend`, caching compiled artifacts in `cache`.
     pub fn with_backend(backend: B, cache: ArtifactCache) -> Runner<B> {
         Runner { backend, cache }
+    }
+
+    /// The compile cache.
+    pub fn cache(&self) -> &ArtifactCache {
+        &self.cache
     }
 
     /// The engine modules are loaded with.

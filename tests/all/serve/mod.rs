@@ -11,6 +11,7 @@ mod builds;
 mod endpoint;
 mod fleet;
 mod guests;
+mod isolation;
 mod journey;
 mod net;
 mod outages;

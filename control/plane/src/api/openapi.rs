@@ -5,8 +5,8 @@ use super::{deployments, fleet, functions, invocations, triggers, uploads};
 use crate::model::{
     Accepted, BodyEncoding, Deployment, DeploymentSpec, DeploymentStatus, FleetScheduler,
     FleetWorker, Function, FunctionLoad, FunctionSpec, Invocation, InvocationResult,
-    InvocationStatus, LogEntry, NewDeployment, Placement, PlacementReason, Platform, PulsarTrigger,
-    PulsarTriggerSpec, Release, Replica, RequestSummary, WorkerReport,
+    InvocationStatus, Isolation, LogEntry, NewDeployment, Placement, PlacementReason, Platform,
+    PulsarTrigger, PulsarTriggerSpec, Release, Replica, RequestSummary, WorkerReport,
 };
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         fleet::scheduler, fleet::placements, fleet::replicas,
     ),
     components(schemas(Function, FunctionSpec, Deployment, NewDeployment, DeploymentSpec,
-        DeploymentStatus, Platform, Release, LogEntry, deployments::CreatedDeployment,
+        DeploymentStatus, Platform, Isolation, Release, LogEntry, deployments::CreatedDeployment,
         deployments::DeploymentLog, Invocation, InvocationStatus, InvocationResult, BodyEncoding,
         RequestSummary, Accepted, PulsarTrigger, PulsarTriggerSpec, FleetWorker, WorkerReport, FleetScheduler,
         Placement, PlacementReason, Replica, FunctionLoad)),

@@ -43,6 +43,9 @@ pub mod limits {
     pub const MIN_MEMORY: u64 = 64 << 10;
     /// Largest `maxMemory`: a 32-bit memory's whole 4 GiB.
     pub const MAX_MEMORY: u64 = 4 << 30;
+    /// Largest `maxMemory` with `isolation: vm`: what a worker's VMs reserve for a linear
+    /// memory (KVM's per-VM bookkeeping grows with it).
+    pub const MAX_VM_MEMORY: u64 = 1 << 30;
     /// Largest `maxInstances`.
     pub const MAX_INSTANCES: u32 = 1024;
     /// Largest `timeoutMs`: 15 minutes.
@@ -126,6 +129,46 @@ pub fn new_id() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// Where a Function's invocations run: `process` (the default: a pooled instance in the
+/// worker's process, isolated by guard pages) or `vm` (a KVM micro-VM per instance, with no
+/// guest OS: the same artifact and hostcalls; the worker needs `/dev/kvm`). An fnvm extension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// In the worker's process.
+    #[default]
+    Process,
+    /// In a KVM micro-VM.
+    Vm,
+}
+
+impl Isolation {
+    /// The API's (and the database's) name: `process` or `vm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::Vm => "vm",
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Isolation, UnknownValue> {
+        [Isolation::Process, Isolation::Vm]
+            .into_iter()
+            .find(|i| i.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_string()))
+    }
 }
 
 /// What a deployment's upload is.
@@ -309,6 +352,9 @@ pub struct Function {
     /// extension.
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// Where its invocations run: `process` or `vm`. An fnvm extension.
+    #[serde(default)]
+    pub isolation: Isolation,
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -355,6 +401,11 @@ pub struct FunctionSpec {
     /// Milliseconds before an event's first retry, doubling after each (default 1000).
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// Where its invocations run: `process` (default, in the worker's process) or `vm` (a KVM
+    /// micro-VM per instance, `maxMemory` at most 1 GiB; a deployment fails on a worker
+    /// without `/dev/kvm`).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 fn default_max_memory() -> u64 {
@@ -386,6 +437,7 @@ impl Default for FunctionSpec {
             egress_allow: Vec::new(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+            isolation: Isolation::Process,
         }
     }
 }
@@ -500,6 +552,15 @@ impl FunctionSpec {
                     "must be between {} and {} bytes",
                     limits::MIN_MEMORY,
                     limits::MAX_MEMORY
+                ),
+            ));
+        }
+        if self.isolation == Isolation::Vm && self.max_memory > limits::MAX_VM_MEMORY {
+            return Err(ValidationError::new(
+                "maxMemory",
+                format!(
+                    "must be at most {} bytes with isolation vm",
+                    limits::MAX_VM_MEMORY
                 ),
             ));
         }
@@ -685,6 +746,7 @@ mod tests {
             egress_allow: Vec::new(),
             max_attempts: 3,
             retry_backoff_ms: 1000,
+            isolation: Isolation::Vm,
             created_at: Timestamp(1_764_590_400_123),
             updated_at: Timestamp(0),
         };
@@ -693,6 +755,7 @@ mod tests {
         assert_eq!(v["maxMemory"], 64 << 20);
         assert_eq!(v["createdAt"], "2025-12-01T12:00:00.123Z");
         assert_eq!(v["updatedAt"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["isolation"], "vm");
         let back: Function = serde_json::from_value(v).unwrap();
         assert_eq!(back, f);
         assert_eq!(serde_json::to_value(Platform::TinyGo).unwrap(), "TINY_GO");
@@ -727,6 +790,30 @@ mod tests {
         assert!(ok.validate().is_ok());
         let spec: FunctionSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(spec, ok);
+        assert_eq!(spec.isolation, Isolation::Process);
+        let vm: FunctionSpec = serde_json::from_str(r#"{"isolation": "vm"}"#).unwrap();
+        assert_eq!(vm.isolation, Isolation::Vm);
+        assert!(vm.validate().is_ok());
+        let big = FunctionSpec {
+            max_memory: limits::MAX_VM_MEMORY + 65536,
+            ..vm.clone()
+        };
+        assert_eq!(big.clone().validate().unwrap_err().field, "maxMemory");
+        assert!(FunctionSpec {
+            isolation: Isolation::Process,
+            ..big
+        }
+        .validate()
+        .is_ok());
+        // Anything else is refused with the values it may take.
+        let e = serde_json::from_str::<FunctionSpec>(r#"{"isolation": "container"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("process") && e.contains("vm"), "{e}");
+        for i in [Isolation::Process, Isolation::Vm] {
+            assert_eq!(i.as_str().parse::<Isolation>(), Ok(i));
+            assert_eq!(serde_json::to_value(i).unwrap(), i.as_str());
+        }
         let bad = |s: FunctionSpec| s.validate().unwrap_err().field;
         assert_eq!(
             bad(FunctionSpec {

@@ -11,7 +11,8 @@ use std::time::Duration;
 macro_rules! function_columns {
     () => {
         "id, owner_id, name, description, tag, environment, max_memory, max_instances, \
-         timeout_ms, created_at, updated_at, egress_allow, max_attempts, retry_backoff_ms"
+         timeout_ms, created_at, updated_at, egress_allow, max_attempts, retry_backoff_ms, \
+         isolation"
     };
 }
 
@@ -42,6 +43,10 @@ fn function_from_row(row: &AnyRow) -> Result<Function, StoreError> {
         egress_allow,
         max_attempts: r.u32("max_attempts")?,
         retry_backoff_ms: r.u64("retry_backoff_ms")?,
+        isolation: {
+            let v: String = r.get("isolation")?;
+            v.parse().map_err(|e| r.corrupt("isolation", e))?
+        },
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })
@@ -113,7 +118,7 @@ impl MetadataStore {
         let row = sqlx::query(concat!(
             "INSERT INTO functions (",
             function_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13) RETURNING ",
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) RETURNING ",
             function_columns!()
         ))
         .bind(new_id())
@@ -129,6 +134,7 @@ impl MetadataStore {
         .bind(stored.egress_allow)
         .bind(stored.max_attempts)
         .bind(stored.retry_backoff_ms)
+        .bind(spec.isolation.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::query("create_function"))?;
@@ -179,7 +185,7 @@ impl MetadataStore {
         let row = sqlx::query(concat!(
             "UPDATE functions SET name = $1, description = $2, tag = $3, environment = $4, \
              max_memory = $5, max_instances = $6, timeout_ms = $7, updated_at = $8, \
-             egress_allow = $11, max_attempts = $12, retry_backoff_ms = $13 \
+             egress_allow = $11, max_attempts = $12, retry_backoff_ms = $13, isolation = $14 \
              WHERE owner_id = $9 AND id = $10 RETURNING ",
             function_columns!()
         ))
@@ -196,6 +202,7 @@ impl MetadataStore {
         .bind(stored.egress_allow)
         .bind(stored.max_attempts)
         .bind(stored.retry_backoff_ms)
+        .bind(spec.isolation.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("replace_function"))?;

@@ -283,6 +283,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE workers ADD COLUMN function_load TEXT NOT NULL DEFAULT '[]'",
         ],
     },
+    Migration {
+        version: 11,
+        name: "a Function's isolation",
+        statements: &[
+            // 'process' (a pooled instance in the worker) or 'vm' (a KVM micro-VM).
+            "ALTER TABLE functions ADD COLUMN isolation TEXT NOT NULL DEFAULT 'process'",
+        ],
+    },
 ];
 
 /// The key of PostgreSQL's advisory lock for migrations: "fnvm_mig" in ASCII, so that it does

@@ -42,9 +42,8 @@ pub fn job<P: Send + 'static>(
     move |reply: &mut dyn FnMut(Executed)| {
         let _permit = permit;
         let _in_use = state.metrics.instance();
-        let runner = worker.runner().clone();
         let mut replied = false;
-        let result = runner.invoke_then(&served.module, invocation, |mut outcome| {
+        let result = served.module.invoke_then(invocation, |mut outcome| {
             state.runs.record(
                 outcome.instantiate_time + outcome.run_time,
                 outcome.run_cpu_time,

@@ -3,14 +3,15 @@
 //! instances) and with which settings (the Functions'), woken by the database's notifications
 //! where it has them (PostgreSQL) and polling otherwise; fetches each placed deployment's
 //! artifact from the artifact store into a local cache (compiling the upload itself when no
-//! artifact fits this machine) ahead of traffic; prepares it through the data plane; reports
-//! back what it has loaded and the instances it lets run (a `DEPLOYING` deployment is `READY`
-//! once every replica has it); and serves every function's newest `READY` deployment it holds
-//! over HTTP ([`http`]). A request for a function it does not hold loads it on demand and asks
-//! the scheduler for a replica here ([`Worker::route_or_demand`]): a stale route is a slower
-//! request, not an error. Switching to a new deployment swaps one pointer: requests in flight
-//! finish on the old one, which is released after them. When the stores are unreachable it
-//! keeps serving what it has.
+//! artifact fits this machine) ahead of traffic; prepares it through the data plane (on the
+//! in-process pool, or, for a Function with `isolation: vm`, on a KVM backend made the first
+//! time one asks: [`Worker::vm_runner`]); reports back what it has loaded and the instances it
+//! lets run (a `DEPLOYING` deployment is `READY` once every replica has it); and serves every
+//! function's newest `READY` deployment it holds over HTTP ([`http`]). A request for a
+//! function it does not hold loads it on demand and asks the scheduler for a replica here
+//! ([`Worker::route_or_demand`]): a stale route is a slower request, not an error. Switching to
+//! a new deployment swaps one pointer: requests in flight finish on the old one, which is
+//! released after them. When the stores are unreachable it keeps serving what it has.
 //!
 //! Parts: [`http`] (the endpoint: routing, bodies, limits), [`execute`] (one call as a job),
 //! [`invoker`] (the threads guest code runs on, never the reactor's), [`respond`] (modes and
@@ -32,8 +33,9 @@ use crate::artifacts::ArtifactStore;
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::model::{Deployment, DeploymentStatus, Function, Placement};
 use crate::store::MetadataStore;
-use fnvm_dataplane::{PreparedModule, Runner};
+use fnvm_dataplane::{AnyModule, Runner};
 use fnvm_hostcalls::CStrings;
+use fnvm_runtime::kvm::KvmBackend;
 use share::InstanceGate;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -64,8 +66,9 @@ pub fn confinement(enabled: bool) -> Option<Confine> {
 pub struct Served {
     /// The deployment as it was when loaded (or reported ready).
     pub deployment: Deployment,
-    /// The module, prepared.
-    pub module: PreparedModule,
+    /// The module, prepared on the backend of its Function's isolation (and that backend's
+    /// runner).
+    pub module: AnyModule,
     /// Size of the uploaded code in bytes (the debug report's `size`).
     pub code_size: u64,
 }
@@ -161,6 +164,9 @@ pub struct Worker {
     /// Loads on demand one at a time.
     loading: tokio::sync::Mutex<()>,
     runner: Arc<Runner>,
+    /// The runner on the KVM backend, made when a Function first asks for `isolation: vm`
+    /// (or why it could not be).
+    vm_runner: std::sync::OnceLock<Result<Arc<Runner<KvmBackend>>, String>>,
     table: RwLock<Table>,
     /// How the public reaches functions: `{public_url}/{functionId}`.
     public_url: String,
@@ -196,6 +202,7 @@ impl Worker {
             loading: tokio::sync::Mutex::new(()),
             egress,
             runner,
+            vm_runner: std::sync::OnceLock::new(),
             table: RwLock::new(Table::default()),
             public_url: public_url.trim_end_matches('/').to_string(),
             cache_dir,
@@ -376,6 +383,32 @@ impl Worker {
         &self.runner
     }
 
+    /// The runner on the KVM backend (sharing the in-process runner's engine and compile
+    /// cache), made on first use; why not where `/dev/kvm` is missing or unusable.
+    pub fn vm_runner(&self) -> Result<Arc<Runner<KvmBackend>>, String> {
+        self.vm_runner
+            .get_or_init(|| {
+                let mut config = fnvm_dataplane::KvmRunnerConfig {
+                    engine: Some(self.runner.engine().clone()),
+                    ..fnvm_dataplane::KvmRunnerConfig::default()
+                };
+                // The most a vm Function may ask for (the API refuses more).
+                config.backend.vm.max_memory_pages =
+                    (crate::model::limits::MAX_VM_MEMORY / 65536) as u32;
+                match Runner::kvm(config, self.runner.cache().clone()) {
+                    Ok(r) => {
+                        tracing::info!("worker: KVM backend ready for isolation vm");
+                        Ok(Arc::new(r))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "worker: no KVM backend");
+                        Err(e.to_string())
+                    }
+                }
+            })
+            .clone()
+    }
+
     /// Recomputes which deployment serves each function.
     fn reroute(table: &mut Table) {
         let mut serving: HashMap<String, Arc<Served>> = HashMap::new();
@@ -501,7 +534,20 @@ async fn sync(
         table.functions = states;
         table.gates = gates;
         let ids: HashSet<&str> = wanted.iter().map(|d| d.id.as_str()).collect();
-        table.loaded.retain(|id, _| ids.contains(id.as_str()));
+        // A deployment loaded on the other backend than its Function now asks for is loaded
+        // again below.
+        let isolation_of = |f: &str| table.functions.get(f).map(|s| s.function.isolation);
+        let stale: Vec<String> = table
+            .loaded
+            .iter()
+            .filter(|(_, s)| {
+                isolation_of(&s.deployment.function_id).is_some_and(|i| i != isolation(&s.module))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        table
+            .loaded
+            .retain(|id, _| ids.contains(id.as_str()) && !stale.contains(id));
         // Statuses move on (DEPLOYING -> READY): take the store's.
         for d in &wanted {
             if let Some(s) = table.loaded.get(&d.id) {
@@ -683,14 +729,35 @@ async fn report(store: &MetadataStore, worker: &Worker, placements: &HashMap<Str
     }
 }
 
+/// The isolation a loaded module runs under, as the model names it.
+fn isolation(m: &AnyModule) -> crate::model::Isolation {
+    match m.isolation() {
+        fnvm_dataplane::Isolation::Process => crate::model::Isolation::Process,
+        fnvm_dataplane::Isolation::Vm => crate::model::Isolation::Vm,
+    }
+}
+
 /// The module of `d` (and the size of its upload): its artifact for this machine, from the
-/// local cache or fetched into it, else compiled here from the upload.
+/// local cache or fetched into it, else compiled here from the upload; prepared on the backend
+/// of its Function's isolation (a Function asking for `vm` on a worker without a usable
+/// `/dev/kvm` fails here, with the reason).
 async fn load(
     store: &MetadataStore,
     artifacts: &ArtifactStore,
     worker: &Arc<Worker>,
     d: &Deployment,
-) -> Result<(PreparedModule, u64), String> {
+) -> Result<(AnyModule, u64), String> {
+    let isolation = {
+        let table = worker.table.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .functions
+            .get(&d.function_id)
+            .map_or(crate::model::Isolation::Process, |s| s.function.isolation)
+    };
+    let vm_runner = match isolation {
+        crate::model::Isolation::Vm => Some(worker.vm_runner()?),
+        crate::model::Isolation::Process => None,
+    };
     let rid = d
         .release_id
         .as_deref()
@@ -737,10 +804,16 @@ async fn load(
         }
     };
     let runner = worker.runner.clone();
-    let module = tokio::task::spawn_blocking(move || runner.load(&bytes))
-        .await
-        .map_err(|e| format!("loading: {e}"))?
-        .map_err(|e| format!("loading: {e}"))?;
+    let module = tokio::task::spawn_blocking(move || match vm_runner {
+        Some(vm) => vm.load(&bytes).map(|m| AnyModule::Vm(vm.clone(), m)),
+        None => runner
+            .load(&bytes)
+            .map(|m| AnyModule::Process(runner.clone(), m)),
+    })
+    .await
+    .map_err(|e| format!("loading: {e}"))?
+    .map_err(|e| format!("loading: {e}"))?;
+    tracing::info!(deployment = %d.id, function = %d.function_id, %isolation, "worker: prepared");
     Ok((module, release.size))
 }
 
