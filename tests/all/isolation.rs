@@ -1,5 +1,6 @@
 //! `fnvm run --isolation vm`: the WASI guests run in a KVM micro-VM behave as they do in
-//! process. Each test runs the same Rust guest both ways and compares what a user sees: the
+//! process. Each test runs the same guest (Rust; and the C, Go and AssemblyScript ones built by
+//! `scripts/guests.sh` with their toolchains) both ways and compares what a user sees: the
 //! exit status, stdout, stderr (for a trap: its kind and the frames named), what it left in a
 //! preopened directory, and the `--debug` report's fields (its timings and the hostcalls'
 //! argument addresses aside). Without a usable `/dev/kvm` the VM runs must fail with a clear
@@ -92,13 +93,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs the guest both ways and asserts the same status, stdout and stderr; returns the VM's.
+/// Runs the Rust guest `name` both ways and asserts the same status, stdout and stderr;
+/// returns the VM's.
 #[track_caller]
 fn same(options: &[&str], name: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let wasm = guest(name);
-    let process = run("process", options, &wasm, args, stdin);
-    let vm = run("vm", options, &wasm, args, stdin);
-    let what = format!("{name} {args:?}");
+    same_file(options, &guest(name), args, stdin)
+}
+
+/// [`same`] for the module at `wasm`.
+#[track_caller]
+fn same_file(options: &[&str], wasm: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let process = run("process", options, wasm, args, stdin);
+    let vm = run("vm", options, wasm, args, stdin);
+    let what = format!("{} {args:?}", wasm.display());
     assert_eq!(
         vm.status.code(),
         process.status.code(),
@@ -389,4 +396,50 @@ fn memory_caps_are_the_same_in_a_vm() {
         assert_eq!(errs[1], errs[0], "{options:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The C, Go and AssemblyScript guests (and the Rust ones) print, exit and trap alike in a VM:
+/// each language's runtime and libc start up, make their hostcalls and end there as in process.
+#[test]
+fn every_language_s_guests_are_the_same_in_a_vm() {
+    if !kvm_available() {
+        return;
+    }
+    use crate::wasi::{guest, AS, C, GO, RUST};
+    for lang in [C, GO, AS, RUST] {
+        let out = same_file(&[], &guest(lang, "hello"), &[], b"");
+        assert_eq!(out.status.code(), Some(0), "{}", lang.name);
+        assert!(!out.stdout.is_empty(), "{}", lang.name);
+        let env = [
+            "--env",
+            "GUEST_A=x=y",
+            "--env",
+            "GUEST_B=2",
+            "--env",
+            "GUEST_EMPTY=",
+        ];
+        let out = same_file(
+            &env,
+            &guest(lang, "args_env"),
+            &["one", "two words", ""],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", lang.name);
+        let out = same_file(&[], &guest(lang, "exit"), &["42"], b"");
+        assert_eq!(out.status.code(), Some(42), "{}", lang.name);
+        let out = same_file(
+            &[],
+            &guest(lang, "upper"),
+            &[],
+            b"Mixed Case, twice\n".repeat(500).as_slice(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", lang.name);
+        assert!(
+            text(&out.stdout).starts_with("MIXED CASE, TWICE"),
+            "{}",
+            lang.name
+        );
+        let out = same_file(&[], &guest(lang, "trap"), &[], b"");
+        assert_ne!(out.status.code(), Some(0), "{}", lang.name);
+    }
 }
