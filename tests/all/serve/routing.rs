@@ -82,21 +82,35 @@ fn a_router_follows_placements_and_a_killed_worker_fails_only_its_requests_in_fl
         .iter()
         .filter(|(t, s)| *t > killed && *s == 200)
         .map(|(t, _)| t.duration_since(killed))
-        .next();
+        .min();
+    let failing_for = failed
+        .iter()
+        .map(|(t, _)| t.saturating_duration_since(killed))
+        .max();
     eprintln!(
-        "worker SIGKILL under load through the router: statuses {statuses:?}, first success \
-         after the kill at {recovered:?}"
+        "worker SIGKILL under load through the router: statuses {statuses:?}, failures up to \
+         {failing_for:?} after the kill, first success after it at {recovered:?}"
     );
-    // Only what was in flight on the killed worker fails: at most one request per client.
-    assert!(failed.len() <= 4, "{statuses:?}\n{}", router.log_text());
+    // Only what was on its way to the killed worker fails: what it had in flight (one request
+    // per client at most) and what the router sent it before the first failure showed it dead
+    // (at most one more per client); nothing once that is known.
     assert!(
-        recovered.is_some_and(|d| d < Duration::from_secs(6)),
+        failed.iter().all(|(_, s)| *s == 502) && failed.len() <= 8,
+        "{statuses:?}\n{}",
+        router.log_text()
+    );
+    assert!(
+        failing_for.is_none_or(|d| d < Duration::from_millis(500)),
+        "failures until {failing_for:?} after the kill"
+    );
+    assert!(
+        recovered.is_some_and(|d| d < Duration::from_secs(10)),
         "{statuses:?}"
     );
     // The last seconds: everything answered.
     assert!(log
         .iter()
-        .filter(|(t, _)| t.duration_since(killed) > Duration::from_secs(6))
+        .filter(|(t, _)| t.saturating_duration_since(killed) > Duration::from_secs(7))
         .all(|(_, s)| *s == 200));
 
     let (_, metrics) = get(&format!("{}/metrics", router.http()));

@@ -40,6 +40,11 @@ struct DeathWatch {
 }
 
 impl DeathWatch {
+    /// Whether a lapsed worker is being watched.
+    fn watching(&self) -> bool {
+        !self.lapsed_since.is_empty()
+    }
+
     /// `workers`, with those lapsed for less than half their lease still live.
     fn judge(&mut self, mut workers: Vec<FleetWorker>) -> Vec<FleetWorker> {
         let now = Instant::now();
@@ -118,7 +123,10 @@ pub async fn run(
             renewed_at.map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()));
         match changes.as_mut() {
             Some(c) => {
-                if let Err(e) = c.wait(until_renewal.min(poll * 10)).await {
+                // A lease lapsing sends no notification: look again soon while a worker is
+                // being watched, and every few polls anyway.
+                let most = if deaths.watching() { poll } else { poll * 5 };
+                if let Err(e) = c.wait(until_renewal.min(most)).await {
                     tracing::warn!(error = %e, "scheduler: change notifications lost; polling");
                     changes = None;
                 }

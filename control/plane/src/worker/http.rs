@@ -269,7 +269,16 @@ impl Endpoint {
                 modes.debug,
                 modes.http_trigger,
             );
-            let a = self.enqueue(&state.function, &request).await;
+            // The store, off this thread: it is confined (see `Worker::off_guest_threads`).
+            let (queue, f) = (self.queue.clone(), state.function.clone());
+            let a = self
+                .worker
+                .off_guest_threads(async move { enqueue(&queue, &f, &request).await })
+                .await
+                .unwrap_or_else(|| {
+                    Answer::text(503, "the invocation could not be queued; retry shortly\n")
+                        .with("retry-after", "1")
+                });
             fm.status(a.status);
             return response(a, None);
         }
@@ -362,41 +371,6 @@ impl Endpoint {
         r
     }
 
-    /// Queues an asynchronous invocation; the answer says where to follow it.
-    async fn enqueue(&self, f: &Function, request: &InvocationRequest) -> Answer {
-        match self.queue.enqueue(f, request).await {
-            Ok(Enqueued::Queued(inv)) => {
-                let accepted = Accepted {
-                    status_path: format!(
-                        "/v4/functions/organisations/{}/functions/{}/invocations/{}",
-                        f.owner_id, f.id, inv.id
-                    ),
-                    id: inv.id,
-                    status: inv.status,
-                };
-                let mut a = Answer::text(202, serde_json::to_vec(&accepted).unwrap_or_default());
-                a.content_type = Some(HeaderValue::from_static("application/json"));
-                a
-            }
-            Ok(Enqueued::Full) => Answer::text(
-                429,
-                format!(
-                    "the function already has {} unfinished asynchronous invocations; retry later\n",
-                    self.queue.config.max_unfinished
-                ),
-            )
-            .with("retry-after", "10"),
-            Ok(Enqueued::NoFunction) => {
-                Answer::text(404, "no function is served here under that id\n")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "worker: queueing an invocation");
-                Answer::text(503, "the invocation could not be queued; retry shortly\n")
-                    .with("retry-after", "1")
-            }
-        }
-    }
-
     /// Reads a whole body of at most `max` bytes within the time limits.
     async fn read_body(
         &self,
@@ -468,6 +442,43 @@ impl Endpoint {
             Some(f) => f,
             None => buf.freeze(),
         })
+    }
+}
+
+/// Queues an asynchronous invocation; the answer says where to follow it.
+async fn enqueue(queue: &AsyncQueue, f: &Function, request: &InvocationRequest) -> Answer {
+    {
+        match queue.enqueue(f, request).await {
+            Ok(Enqueued::Queued(inv)) => {
+                let accepted = Accepted {
+                    status_path: format!(
+                        "/v4/functions/organisations/{}/functions/{}/invocations/{}",
+                        f.owner_id, f.id, inv.id
+                    ),
+                    id: inv.id,
+                    status: inv.status,
+                };
+                let mut a = Answer::text(202, serde_json::to_vec(&accepted).unwrap_or_default());
+                a.content_type = Some(HeaderValue::from_static("application/json"));
+                a
+            }
+            Ok(Enqueued::Full) => Answer::text(
+                429,
+                format!(
+                    "the function already has {} unfinished asynchronous invocations; retry later\n",
+                    queue.config.max_unfinished
+                ),
+            )
+            .with("retry-after", "10"),
+            Ok(Enqueued::NoFunction) => {
+                Answer::text(404, "no function is served here under that id\n")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "worker: queueing an invocation");
+                Answer::text(503, "the invocation could not be queued; retry shortly\n")
+                    .with("retry-after", "1")
+            }
+        }
     }
 }
 

@@ -163,6 +163,9 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Loads on demand one at a time.
     loading: tokio::sync::Mutex<()>,
+    /// The runtime the worker was made on (the process's, not confined): see
+    /// [`Worker::off_guest_threads`].
+    shared_runtime: Option<tokio::runtime::Handle>,
     runner: Arc<Runner>,
     /// The runner on the KVM backend, made when a Function first asks for `isolation: vm`
     /// (or why it could not be).
@@ -200,6 +203,7 @@ impl Worker {
             artifacts,
             wake: Arc::new(Notify::new()),
             loading: tokio::sync::Mutex::new(()),
+            shared_runtime: tokio::runtime::Handle::try_current().ok(),
             egress,
             runner,
             vm_runner: std::sync::OnceLock::new(),
@@ -236,6 +240,38 @@ impl Worker {
     /// `None`: the function is not served anywhere (no deployment `READY`), or loading it
     /// failed.
     pub async fn route_or_demand(
+        self: &Arc<Self>,
+        function_id: &str,
+    ) -> Option<(Arc<Served>, Arc<FunctionState>, Option<Duration>)> {
+        if let Some((served, state)) = self.route(function_id) {
+            if state.instances.share() > 0 {
+                return Some((served, state, None));
+            }
+        }
+        let (me, id) = (self.clone(), function_id.to_string());
+        self.off_guest_threads(async move { me.demand_and_load(&id).await })
+            .await
+            .flatten()
+    }
+
+    /// Runs `task` on the process's shared runtime, whose threads are not confined, and waits
+    /// for it: what the HTTP reactor threads (confined by seccomp, as they run guests) cannot do
+    /// themselves, such as writing the artifact cache, building memory images, or the store
+    /// opening a new SQLite connection (a thread started from a confined thread is confined
+    /// too). `None` if the runtime is shutting down.
+    pub async fn off_guest_threads<F>(&self, task: F) -> Option<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.shared_runtime {
+            Some(h) => h.spawn(task).await.ok(),
+            None => Some(task.await),
+        }
+    }
+
+    /// The body of [`Worker::route_or_demand`] past the fast path, on the shared runtime.
+    async fn demand_and_load(
         self: &Arc<Self>,
         function_id: &str,
     ) -> Option<(Arc<Served>, Arc<FunctionState>, Option<Duration>)> {
