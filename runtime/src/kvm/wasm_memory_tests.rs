@@ -3,9 +3,9 @@
 //! module run in process. They need /dev/kvm like the other KVM tests (skipping without it,
 //! failing under `CI=true`).
 
-use super::wasm_tests::{call, compile, wasm_vm};
+use super::wasm_tests::{call, compile, i, same_as_in_process, wasm_vm};
 use super::*;
-use crate::{Engine, EngineConfig, Extern, Store, Val};
+use crate::{Engine, EngineConfig, Val};
 use fnvm_abi::TrapCode;
 
 const MEMORY: &str = r#"
@@ -51,10 +51,6 @@ const MEMORY: &str = r#"
 "#;
 
 const PAGE: i32 = 65536;
-
-fn i(v: i32) -> Val {
-    Val::I32(v)
-}
 
 /// The calls both sides make, in order (state carries over from one to the next).
 fn script() -> Vec<(&'static str, Vec<Val>)> {
@@ -107,16 +103,7 @@ fn memory_in_the_vm_behaves_as_in_process() {
     let Some(mut vm) = wasm_vm(&module) else {
         return;
     };
-    let mut store = Store::new(&engine);
-    let inst = store.instantiate(&module, &[]).unwrap();
-    for (step, (name, args)) in script().into_iter().enumerate() {
-        let Some(Extern::Func(f)) = store.get_export(inst, name) else {
-            panic!("no export {name}");
-        };
-        let here = store.call(f, &args).map_err(|t| t.code);
-        let there = call(&mut vm, name, &args).map_err(|t| t.code);
-        assert_eq!(there, here, "step {step}: {name}{args:?}");
-    }
+    same_as_in_process(&engine, &module, &mut vm, script());
     // The script hits every kind of outcome.
     assert_eq!(vm.memory_pages(), 4);
     assert_eq!(vm.memory().unwrap()[4 * PAGE as usize - 1], 7);

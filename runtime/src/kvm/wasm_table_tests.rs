@@ -5,7 +5,7 @@
 //! it, failing under `CI=true`).
 
 use super::tests::skip;
-use super::wasm_tests::{call, compile, wasm_vm};
+use super::wasm_tests::{call, compile, i, same_as_in_process, wasm_vm};
 use super::*;
 use crate::{Caller, Engine, EngineConfig, Extern, HostExit, HostFuncDef, LinkedModule, Store};
 use crate::{Trap, Val};
@@ -95,10 +95,6 @@ const TABLES: &str = r#"
     ref.is_null))
 "#;
 
-fn i(v: i32) -> Val {
-    Val::I32(v)
-}
-
 /// The calls both sides make, in order (state carries over).
 fn script() -> Vec<(&'static str, Vec<Val>)> {
     vec![
@@ -151,20 +147,7 @@ fn tables_in_the_vm_behave_as_in_process() {
     let Some(mut vm) = wasm_vm(&module) else {
         return;
     };
-    let mut store = Store::new(&engine);
-    let inst = store.instantiate(&module, &[]).unwrap();
-    let mut traps = std::collections::BTreeSet::new();
-    for (step, (name, args)) in script().into_iter().enumerate() {
-        let Some(Extern::Func(f)) = store.get_export(inst, name) else {
-            panic!("no export {name}");
-        };
-        let here = store.call(f, &args).map_err(|t| t.code);
-        let there = call(&mut vm, name, &args).map_err(|t| t.code);
-        assert_eq!(there, here, "step {step}: {name}{args:?}");
-        if let Err(code) = there {
-            traps.insert(format!("{code:?}"));
-        }
-    }
+    let traps = same_as_in_process(&engine, &module, &mut vm, script());
     // Null entries, bounds and signatures were all checked.
     assert_eq!(traps.len(), 4, "{traps:?}");
 }

@@ -103,6 +103,38 @@ pub(super) fn call<T>(vm: &mut WasmVm<T>, name: &str, args: &[Val]) -> Result<Ve
     }
 }
 
+/// An `i32` argument.
+pub(super) fn i(v: i32) -> Val {
+    Val::I32(v)
+}
+
+/// Runs `script` (export, arguments; state carries over from step to step) on a fresh
+/// in-process instance of `module` and in `vm`, asserting that every step gives the same
+/// results or the same trap code; the trap codes seen.
+#[track_caller]
+pub(super) fn same_as_in_process(
+    engine: &Engine,
+    module: &Module,
+    vm: &mut WasmVm,
+    script: Vec<(&'static str, Vec<Val>)>,
+) -> std::collections::BTreeSet<String> {
+    let mut store = Store::new(engine);
+    let inst = store.instantiate(module, &[]).unwrap();
+    let mut traps = std::collections::BTreeSet::new();
+    for (step, (name, args)) in script.into_iter().enumerate() {
+        let Some(Extern::Func(f)) = store.get_export(inst, name) else {
+            panic!("no export {name}");
+        };
+        let here = store.call(f, &args).map_err(|t| t.code);
+        let there = call(vm, name, &args).map_err(|t| t.code);
+        assert_eq!(there, here, "step {step}: {name}{args:?}");
+        if let Err(code) = there {
+            traps.insert(format!("{code:?}"));
+        }
+    }
+    traps
+}
+
 pub(super) fn trap_code<T>(vm: &mut WasmVm<T>, name: &str, args: &[Val]) -> TrapCode {
     match call(vm, name, args) {
         Err(trap) => trap.code,

@@ -682,6 +682,22 @@ impl Deployment {
     }
 }
 
+/// The newest of `deployments` for each function among them, by function id.
+pub fn newest_per_function<'a>(
+    deployments: impl Iterator<Item = &'a Deployment>,
+) -> std::collections::HashMap<&'a str, &'a Deployment> {
+    let mut newest: std::collections::HashMap<&str, &Deployment> = Default::default();
+    for d in deployments {
+        let newer = newest
+            .get(d.function_id.as_str())
+            .is_none_or(|cur| d.is_newer_than(cur));
+        if newer {
+            newest.insert(d.function_id.as_str(), d);
+        }
+    }
+    newest
+}
+
 impl DeploymentSpec {
     /// Checks the free-text fields.
     pub fn validate(&self) -> Result<(), ValidationError> {

@@ -224,15 +224,7 @@ fn newest_deployments<'a>(
     deployments: &'a [Deployment],
     functions: &'a [crate::model::Function],
 ) -> Vec<(&'a crate::model::Function, &'a Deployment)> {
-    let mut newest: HashMap<&str, &Deployment> = HashMap::new();
-    for d in deployments {
-        let newer = newest
-            .get(d.function_id.as_str())
-            .is_none_or(|cur| d.is_newer_than(cur));
-        if newer {
-            newest.insert(d.function_id.as_str(), d);
-        }
-    }
+    let newest = crate::model::newest_per_function(deployments.iter());
     functions
         .iter()
         .filter_map(|f| Some((f, *newest.get(f.id.as_str())?)))

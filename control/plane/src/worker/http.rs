@@ -312,11 +312,13 @@ impl Endpoint {
         };
         // A cold start (loaded here for this request, or waiting for a share to come here):
         // the response says what it cost.
-        let cold_start = cold.then(|| {
-            let load_ms = loaded_in.map_or(0, |d| d.as_millis());
-            let wait_ms = waited.elapsed().as_millis();
-            HeaderValue::from_str(&format!("load_ms={load_ms}, wait_ms={wait_ms}")).ok()
-        });
+        let cold_start = cold
+            .then(|| {
+                let load_ms = loaded_in.map_or(0, |d| d.as_millis());
+                let wait_ms = waited.elapsed().as_millis();
+                HeaderValue::from_str(&format!("load_ms={load_ms}, wait_ms={wait_ms}")).ok()
+            })
+            .flatten();
         let call = Call {
             method: parts.method,
             uri: parts.uri,
@@ -365,7 +367,7 @@ impl Endpoint {
         fm.status(answer.status);
         fm.total.observe(start.elapsed());
         let mut r = response(answer, Some(receipt));
-        if let Some(Some(v)) = cold_start {
+        if let Some(v) = cold_start {
             r.headers_mut().insert(FNVM_COLD_START, v);
         }
         r
@@ -447,37 +449,33 @@ impl Endpoint {
 
 /// Queues an asynchronous invocation; the answer says where to follow it.
 async fn enqueue(queue: &AsyncQueue, f: &Function, request: &InvocationRequest) -> Answer {
-    {
-        match queue.enqueue(f, request).await {
-            Ok(Enqueued::Queued(inv)) => {
-                let accepted = Accepted {
-                    status_path: format!(
-                        "/v4/functions/organisations/{}/functions/{}/invocations/{}",
-                        f.owner_id, f.id, inv.id
-                    ),
-                    id: inv.id,
-                    status: inv.status,
-                };
-                let mut a = Answer::text(202, serde_json::to_vec(&accepted).unwrap_or_default());
-                a.content_type = Some(HeaderValue::from_static("application/json"));
-                a
-            }
-            Ok(Enqueued::Full) => Answer::text(
-                429,
-                format!(
-                    "the function already has {} unfinished asynchronous invocations; retry later\n",
-                    queue.config.max_unfinished
+    match queue.enqueue(f, request).await {
+        Ok(Enqueued::Queued(inv)) => {
+            let accepted = Accepted {
+                status_path: format!(
+                    "/v4/functions/organisations/{}/functions/{}/invocations/{}",
+                    f.owner_id, f.id, inv.id
                 ),
-            )
-            .with("retry-after", "10"),
-            Ok(Enqueued::NoFunction) => {
-                Answer::text(404, "no function is served here under that id\n")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "worker: queueing an invocation");
-                Answer::text(503, "the invocation could not be queued; retry shortly\n")
-                    .with("retry-after", "1")
-            }
+                id: inv.id,
+                status: inv.status,
+            };
+            let mut a = Answer::text(202, serde_json::to_vec(&accepted).unwrap_or_default());
+            a.content_type = Some(HeaderValue::from_static("application/json"));
+            a
+        }
+        Ok(Enqueued::Full) => Answer::text(
+            429,
+            format!(
+                "the function already has {} unfinished asynchronous invocations; retry later\n",
+                queue.config.max_unfinished
+            ),
+        )
+        .with("retry-after", "10"),
+        Ok(Enqueued::NoFunction) => Answer::text(404, "no function is served here under that id\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "worker: queueing an invocation");
+            Answer::text(503, "the invocation could not be queued; retry shortly\n")
+                .with("retry-after", "1")
         }
     }
 }

@@ -73,6 +73,17 @@ pub struct Served {
     pub code_size: u64,
 }
 
+impl Served {
+    /// The same module, serving `deployment` as the store now has it (its status moved on).
+    fn with_deployment(&self, deployment: Deployment) -> Arc<Served> {
+        Arc::new(Served {
+            deployment,
+            module: self.module.clone(),
+            code_size: self.code_size,
+        })
+    }
+}
+
 /// A Function's settings as this worker applies them, and its instances in use here.
 #[derive(Debug)]
 pub struct FunctionState {
@@ -146,8 +157,6 @@ struct Table {
     functions: HashMap<String, Arc<FunctionState>>,
     /// Each function's instances here (kept across changes of its settings).
     gates: HashMap<String, Arc<InstanceGate>>,
-    /// This worker's placements, by function, as last read.
-    placements: HashMap<String, Placement>,
     /// When this worker last asked for a replica of a function, by function.
     demanded: HashMap<String, Instant>,
 }
@@ -308,16 +317,7 @@ impl Worker {
                 tracing::info!(function = %function_id, deployment = %d.id,
                     ms = started.elapsed().as_millis() as u64, "worker: loaded on demand");
                 self.metrics.cold_start(started.elapsed());
-                let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-                table.loaded.insert(
-                    d.id.clone(),
-                    Arc::new(Served {
-                        deployment: d,
-                        module,
-                        code_size,
-                    }),
-                );
-                Worker::reroute(&mut table);
+                self.add_loaded(d, module, code_size);
             }
             Err(reason) => {
                 tracing::warn!(function = %function_id, %reason, "worker: loading on demand");
@@ -396,6 +396,18 @@ impl Worker {
         table.loaded.keys().cloned().collect()
     }
 
+    /// Keeps `module`, the loaded `deployment`, and reroutes.
+    fn add_loaded(&self, deployment: Deployment, module: AnyModule, code_size: u64) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let served = Arc::new(Served {
+            deployment,
+            module,
+            code_size,
+        });
+        table.loaded.insert(served.deployment.id.clone(), served);
+        Worker::reroute(&mut table);
+    }
+
     /// Deployment `id`, loaded here, was just reported `READY`: it serves from now on (rather
     /// than from the next pass, which would send the first requests down the on-demand path).
     fn now_ready(&self, id: &str) {
@@ -404,11 +416,7 @@ impl Worker {
             let mut deployment = s.deployment.clone();
             deployment.status = DeploymentStatus::Ready;
             deployment.url = Some(self.url_of(&deployment.function_id));
-            let updated = Arc::new(Served {
-                deployment,
-                module: s.module.clone(),
-                code_size: s.code_size,
-            });
+            let updated = s.with_deployment(deployment);
             table.loaded.insert(id.to_string(), updated);
             Worker::reroute(&mut table);
         }
@@ -588,16 +596,11 @@ async fn sync(
         for d in &wanted {
             if let Some(s) = table.loaded.get(&d.id) {
                 if s.deployment.status != d.status {
-                    let updated = Arc::new(Served {
-                        deployment: d.clone(),
-                        module: s.module.clone(),
-                        code_size: s.code_size,
-                    });
+                    let updated = s.with_deployment(d.clone());
                     table.loaded.insert(d.id.clone(), updated);
                 }
             }
         }
-        table.placements = placements.clone();
         Worker::reroute(&mut table);
     }
     let have = worker.loaded_ids();
@@ -606,18 +609,7 @@ async fn sync(
             continue;
         }
         match load(store, artifacts, worker, &d).await {
-            Ok((module, code_size)) => {
-                let mut table = worker.table.write().unwrap_or_else(|e| e.into_inner());
-                table.loaded.insert(
-                    d.id.clone(),
-                    Arc::new(Served {
-                        deployment: d.clone(),
-                        module,
-                        code_size,
-                    }),
-                );
-                Worker::reroute(&mut table);
-            }
+            Ok((module, code_size)) => worker.add_loaded(d.clone(), module, code_size),
             Err(reason) if d.status == DeploymentStatus::Deploying => {
                 let r = store
                     .transition(
@@ -690,18 +682,11 @@ fn placed_deployments(
     candidates: &[Deployment],
     placements: &HashMap<String, Placement>,
 ) -> Vec<Deployment> {
-    let mut newest_ready: HashMap<&str, &Deployment> = HashMap::new();
-    for d in candidates {
-        if d.status != DeploymentStatus::Ready {
-            continue;
-        }
-        let newer = newest_ready
-            .get(d.function_id.as_str())
-            .is_none_or(|cur| d.is_newer_than(cur));
-        if newer {
-            newest_ready.insert(d.function_id.as_str(), d);
-        }
-    }
+    let newest_ready = crate::model::newest_per_function(
+        candidates
+            .iter()
+            .filter(|d| d.status == DeploymentStatus::Ready),
+    );
     candidates
         .iter()
         .filter(|d| {

@@ -95,7 +95,7 @@ pub const ALLOWED: &[Allowed] = allow! {
 };
 
 /// Why applying the filter failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SeccompError {
     /// This architecture has no filter.
     #[error("no seccomp filter for this architecture ({0})")]
@@ -112,11 +112,7 @@ pub enum SeccompError {
 /// take the strictest verdict, so `clone3` gets `ENOSYS` though the first allows it).
 fn programs() -> Result<&'static (BpfProgram, BpfProgram), SeccompError> {
     static PROGRAMS: OnceLock<Result<(BpfProgram, BpfProgram), SeccompError>> = OnceLock::new();
-    PROGRAMS.get_or_init(build).as_ref().map_err(|e| match e {
-        SeccompError::Architecture(a) => SeccompError::Architecture(a),
-        SeccompError::Build(m) => SeccompError::Build(m.clone()),
-        SeccompError::Install(m) => SeccompError::Install(m.clone()),
-    })
+    PROGRAMS.get_or_init(build).as_ref().map_err(Clone::clone)
 }
 
 fn build() -> Result<(BpfProgram, BpfProgram), SeccompError> {
