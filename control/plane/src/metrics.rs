@@ -160,7 +160,7 @@ pub struct Metrics {
     pub compile: Histogram,
     /// Server-side builds of sources by the packager.
     pub build: Histogram,
-    /// Functions loaded on demand for a request (a cold start).
+    /// Cold starts: requests that waited for their function to be loaded or given a share here.
     pub cold_start: Histogram,
     pool: RwLock<Option<PoolStats>>,
     /// The scheduler's replicas per function (in the process holding the role).
@@ -208,7 +208,7 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a function loaded on demand, in `took`.
+    /// Records a cold start that cost `took` (loading and waiting for a share).
     pub fn cold_start(&self, took: std::time::Duration) {
         self.cold_start.observe(took);
     }
@@ -337,7 +337,7 @@ impl Metrics {
                 let _ = writeln!(out, "fnvm_replicas{{function=\"{id}\"}} {n}");
             }
         }
-        out.push_str("# HELP fnvm_cold_start_seconds Functions loaded on demand for a request.\n");
+        out.push_str("# HELP fnvm_cold_start_seconds Requests that waited for their function to be loaded here or given a share here (load + wait, as in Fnvm-Cold-Start).\n");
         out.push_str("# TYPE fnvm_cold_start_seconds histogram\n");
         self.cold_start
             .render(&mut out, "fnvm_cold_start_seconds", "");

@@ -163,8 +163,8 @@ fn a_busy_function_scales_out_in_and_to_zero_then_comes_back() {
     // A warm request says nothing of a cold start; the worker's metrics count the cold one.
     let (_, hs, _) = super::endpoint::call("GET", &url, &[], b"");
     assert!(super::endpoint::header(&hs, "fnvm-cold-start").is_none());
-    // (Loads on demand during the load phase, when a client's view of the replicas was
-    // stale, count too.)
+    // (Cold requests during the load phase, when a client's view of the replicas was stale,
+    // count too.)
     let start = Instant::now();
     loop {
         let (_, _, metrics) =
@@ -179,7 +179,15 @@ fn a_busy_function_scales_out_in_and_to_zero_then_comes_back() {
         if cold_starts >= 1 && metrics.contains(&share) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
+        let mine: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("fnvm_cold_start_seconds_count") || l.contains("share"))
+            .collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{mine:#?}\n{}",
+            all_logs(&api, &workers)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -233,7 +233,9 @@ impl MetadataStore {
 
     /// Worker `worker_id` got a request for `function_id`, which it does not hold (or is
     /// giving up): it asks for a replica (serving `deployment_id`) with no share yet, which the
-    /// scheduler gives it. Whether this changed anything (`false`: it holds the function).
+    /// scheduler gives it. Placed now, also over a leaving placement: the autoscaler counts a
+    /// function idle only since its newest placement, and this one comes with a request.
+    /// Whether this changed anything (`false`: it holds the function).
     pub async fn request_placement(
         &self,
         function_id: &str,
@@ -246,7 +248,8 @@ impl MetadataStore {
              applied_max_instances, acked_generation, reported_at) \
              VALUES ($1, $2, $3, 0, 'demand', $4, 1, 0, NULL, 0, 0, NULL) \
              ON CONFLICT (function_id, worker_id) DO UPDATE SET reason = 'demand', \
-             deployment_id = excluded.deployment_id WHERE placements.reason = 'leaving'",
+             deployment_id = excluded.deployment_id, placed_at = excluded.placed_at \
+             WHERE placements.reason = 'leaving'",
         )
         .bind(function_id)
         .bind(worker_id)

@@ -312,10 +312,13 @@ impl Endpoint {
         };
         // A cold start (loaded here for this request, or waiting for a share to come here):
         // the response says what it cost.
+        // The metric counts what the header reports, so each cold response is one observation.
         let cold_start = cold
             .then(|| {
-                let load_ms = loaded_in.map_or(0, |d| d.as_millis());
-                let wait_ms = waited.elapsed().as_millis();
+                let load = loaded_in.unwrap_or_default();
+                let wait = waited.elapsed();
+                self.worker.metrics.cold_start(load + wait);
+                let (load_ms, wait_ms) = (load.as_millis(), wait.as_millis());
                 HeaderValue::from_str(&format!("load_ms={load_ms}, wait_ms={wait_ms}")).ok()
             })
             .flatten();

@@ -316,7 +316,6 @@ impl Worker {
             Ok((module, code_size)) => {
                 tracing::info!(function = %function_id, deployment = %d.id,
                     ms = started.elapsed().as_millis() as u64, "worker: loaded on demand");
-                self.metrics.cold_start(started.elapsed());
                 self.add_loaded(d, module, code_size);
             }
             Err(reason) => {

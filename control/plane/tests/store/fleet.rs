@@ -272,11 +272,13 @@ async fn placements_are_fenced_acknowledged_and_released(db: &TestDb) -> R {
         removals: vec![],
     };
     assert!(st.apply_placements("scheduler", "s1", 1, &leave).await?);
+    let left = st.placements_of_worker("b").await?[0].placed_at;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert!(st.request_placement(fid, "b", did).await?);
-    assert_eq!(
-        st.placements_of_worker("b").await?[0].reason,
-        PlacementReason::Demand
-    );
+    // ...placed now: the autoscaler must not find the function idle since the old placement.
+    let p = &st.placements_of_worker("b").await?[0];
+    assert_eq!(p.reason, PlacementReason::Demand);
+    assert!(p.placed_at.0 > left.0, "{:?} after {left:?}", p.placed_at);
     // A dead worker's placement goes even while it holds a share.
     let grant = PlacementPlan {
         upserts: vec![target(fid, "b", did, 3)],
