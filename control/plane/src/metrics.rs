@@ -163,6 +163,8 @@ pub struct Metrics {
     /// Cold starts: requests that waited for their function to be loaded or given a share here.
     pub cold_start: Histogram,
     pool: RwLock<Option<PoolStats>>,
+    /// The KVM backend's VMs, once a worker has made it.
+    vm_pool: RwLock<Option<VmPoolStats>>,
     /// The scheduler's replicas per function (in the process holding the role).
     replicas: RwLock<Vec<(String, u32)>>,
 }
@@ -174,6 +176,16 @@ struct PoolStats(Arc<dyn Fn() -> (u32, usize) + Send + Sync>);
 impl std::fmt::Debug for PoolStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PoolStats")
+    }
+}
+
+/// Where the KVM backend's figures come from.
+#[derive(Clone)]
+struct VmPoolStats(Arc<dyn Fn() -> fnvm_runtime::BackendStats + Send + Sync>);
+
+impl std::fmt::Debug for VmPoolStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VmPoolStats")
     }
 }
 
@@ -227,6 +239,12 @@ impl Metrics {
             &self.cache_misses
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where the KVM backend's VM figures come from (a worker makes the backend when a
+    /// Function first asks for `isolation: "vm"`; until then there are none).
+    pub fn set_vm_pool(&self, stats: Arc<dyn Fn() -> fnvm_runtime::BackendStats + Send + Sync>) {
+        *self.vm_pool.write().unwrap_or_else(|e| e.into_inner()) = Some(VmPoolStats(stats));
     }
 
     /// Where the pool's (capacity, in use) comes from.
@@ -349,6 +367,25 @@ impl Metrics {
             let _ = writeln!(out, "fnvm_pool_slots{{state=\"total\"}} {capacity}");
             let _ = writeln!(out, "fnvm_pool_slots{{state=\"in_use\"}} {in_use}");
         }
+        let vm_pool = self
+            .vm_pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(stats) = vm_pool {
+            let s = (stats.0)();
+            out.push_str(
+                "# HELP fnvm_vm_pool KVM micro-VMs: the most alive at once, and those running or being reset.\n",
+            );
+            out.push_str("# TYPE fnvm_vm_pool gauge\n");
+            let _ = writeln!(out, "fnvm_vm_pool{{state=\"total\"}} {}", s.capacity);
+            let _ = writeln!(out, "fnvm_vm_pool{{state=\"in_use\"}} {}", s.in_use);
+            out.push_str(
+                "# HELP fnvm_vms_created_total KVM micro-VMs created (the rest of the instances reused a pooled VM).\n",
+            );
+            out.push_str("# TYPE fnvm_vms_created_total counter\n");
+            let _ = writeln!(out, "fnvm_vms_created_total {}", s.module_switches);
+        }
         out.push_str("# HELP fnvm_artifact_cache_total Artifacts looked up in the local cache.\n");
         out.push_str("# TYPE fnvm_artifact_cache_total counter\n");
         let _ = writeln!(
@@ -405,7 +442,22 @@ mod tests {
         m.compile.observe(Duration::from_millis(500));
         m.build.observe(Duration::from_secs(3));
         m.set_pool(Arc::new(|| (8, 3)));
+        assert!(!m.render().contains("fnvm_vm_pool"));
+        m.set_vm_pool(Arc::new(|| fnvm_runtime::BackendStats {
+            capacity: 32,
+            in_use: 2,
+            module_switches: 5,
+        }));
         let text = m.render();
+        assert!(
+            text.contains("fnvm_vm_pool{state=\"total\"} 32\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fnvm_vm_pool{state=\"in_use\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("fnvm_vms_created_total 5\n"), "{text}");
         assert!(
             text.contains("fnvm_requests_total{function=\"f1\",status=\"200\"} 2\n"),
             "{text}"

@@ -20,8 +20,11 @@
 //! Timeouts ([`InstanceLimits::timeout`]) are enforced by a watchdog thread that sets the VM's
 //! epoch counter at the deadline (compiled code then traps with `Interrupt` at its next epoch
 //! check, as in process) and by the deadline host functions see; the engine needs no epoch
-//! ticker. Code compiled without epoch checks is not interrupted (nor is it in process).
+//! ticker. A guest still running [`KICK_GRACE`] later (code compiled without epoch checks, or
+//! anything else that never reaches one) is kicked out of `KVM_RUN` ([`Kicker`]) and traps with
+//! `Interrupt` where it stood: in a VM, a deadline holds whatever the code.
 
+use super::kick::Kicker;
 use super::vm::Kvm;
 use super::wasm::{memory_image, EpochHandle, WasmVm, WasmVmConfig, WasmVmError};
 use crate::call::host_trap;
@@ -484,11 +487,14 @@ impl ExecutionBackend for KvmBackend {
         if reused && limits.exact_page_accounting {
             vm.discard_resident_memory().map_err(setup_error)?;
         }
+        // A kick that came after the VM's last instance ended must not end this one.
+        vm.clear_kick();
         if let Some(timeout) = limits.timeout {
             let at = Instant::now() + timeout;
             vm.set_deadline(Some(at));
             vm.set_epoch_deadline(1).map_err(setup_error)?;
-            lease.timer = Some(inner.watchdog.arm(at, vm.epoch_handle()));
+            let due = Due::Deadline(vm.epoch_handle(), vm.kicker());
+            lease.timer = Some(inner.watchdog.arm(at, due));
         }
         let Some(p) = lease.vm.as_mut() else {
             return Err(setup_error(WasmVmError::NoHostState));
@@ -547,10 +553,25 @@ impl<T: Send + 'static> BackendInstance<T> for KvmInstance<T> {
     }
 }
 
-/// Identifies an armed timer.
+/// Identifies an armed timer: its deadline and a serial number (the kick that may follow is
+/// due at the deadline plus [`KICK_GRACE`], under the same number).
 type TimerKey = (Instant, u64);
 
-/// Sets VMs' epoch counters at their deadlines, from one thread started on first use.
+/// How long past its deadline a guest may go on before it is kicked out of the VM: long enough
+/// for code with epoch checks to reach one and trap cleanly (microseconds), short against
+/// timeouts in milliseconds.
+pub const KICK_GRACE: Duration = Duration::from_millis(10);
+
+/// What the watchdog does when a timer is due.
+enum Due {
+    /// The deadline: set the epoch counter, then kick [`KICK_GRACE`] later unless disarmed.
+    Deadline(EpochHandle, Kicker),
+    /// Past the grace: end the vCPU's run.
+    Kick(Kicker),
+}
+
+/// Sets VMs' epoch counters at their deadlines and kicks those still running a little later,
+/// from one thread started on first use.
 #[derive(Default)]
 struct Watchdog {
     state: Mutex<Timers>,
@@ -560,18 +581,18 @@ struct Watchdog {
 #[derive(Default)]
 struct Timers {
     next: u64,
-    due: BTreeMap<TimerKey, EpochHandle>,
+    due: BTreeMap<TimerKey, Due>,
     started: bool,
     stop: bool,
 }
 
 impl Watchdog {
-    /// Sets `epoch`'s counter to 1 at `at` (unless disarmed first).
-    fn arm(self: &Arc<Self>, at: Instant, epoch: EpochHandle) -> TimerKey {
+    /// Does `due` at `at` (unless disarmed first).
+    fn arm(self: &Arc<Self>, at: Instant, due: Due) -> TimerKey {
         let mut t = lock(&self.state);
         t.next += 1;
         let key = (at, t.next);
-        t.due.insert(key, epoch);
+        t.due.insert(key, due);
         if !t.started {
             let me = Arc::clone(self);
             let spawned = std::thread::Builder::new()
@@ -586,8 +607,12 @@ impl Watchdog {
         key
     }
 
+    /// Cancels the timer and the kick that may follow it. Once this returns, neither runs:
+    /// both run under the lock taken here.
     fn disarm(&self, key: TimerKey) {
-        lock(&self.state).due.remove(&key);
+        let mut t = lock(&self.state);
+        t.due.remove(&key);
+        t.due.remove(&(key.0 + KICK_GRACE, key.1));
     }
 
     fn stop(&self) {
@@ -603,12 +628,15 @@ impl Watchdog {
             }
             let now = Instant::now();
             match t.due.first_key_value().map(|(k, _)| k.0) {
-                Some(at) if at <= now => {
-                    if let Some((_, epoch)) = t.due.pop_first() {
+                Some(at) if at <= now => match t.due.pop_first() {
+                    Some(((at, n), Due::Deadline(epoch, kicker))) => {
                         // The VM's counter is guest-read-only memory the handle keeps alive.
                         let _ = epoch.set(1);
+                        t.due.insert((at + KICK_GRACE, n), Due::Kick(kicker));
                     }
-                }
+                    Some((_, Due::Kick(kicker))) => kicker.kick(),
+                    None => {}
+                },
                 Some(at) => {
                     t = self
                         .wake

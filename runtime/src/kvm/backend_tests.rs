@@ -227,6 +227,48 @@ fn a_timeout_interrupts_the_guest_and_the_vm_is_reused() {
 }
 
 #[test]
+fn a_timeout_kicks_out_code_that_checks_no_epoch() {
+    let engine = engine();
+    let Some(b) = backend(&engine, 1) else { return };
+    let options = fnvm_compiler::CompileOptions {
+        epoch_interruption: false,
+        ..Default::default()
+    };
+    let artifact = fnvm_compiler::compile(&wat::parse_str(STATEFUL).unwrap(), &options).unwrap();
+    let module = crate::Module::from_artifact(&engine, &artifact).unwrap();
+    let pre = b
+        .prepare(&LinkedModule::new(&module, resolve).unwrap())
+        .unwrap();
+    let limits = InstanceLimits {
+        timeout: Some(Duration::from_millis(50)),
+        ..InstanceLimits::default()
+    };
+    for _ in 0..2 {
+        let mut inst = b.instantiate(&pre, &limits, Counter::default()).unwrap();
+        let start = std::time::Instant::now();
+        match inst.call("spin", &[]) {
+            Err(Halt::Trap(t)) => {
+                assert_eq!(t.code, TrapCode::Interrupt);
+                assert_eq!(t.backtrace.len(), 1, "{:?}", t.backtrace);
+            }
+            other => panic!("spin: {other:?}"),
+        }
+        // The deadline, then the grace for an epoch check that never comes.
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) + super::backend::KICK_GRACE,
+            "{took:?}"
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        drop(inst);
+        // The same VM, reset: nothing left of the kick or the deadline.
+        let mut inst = instance(&b, &pre);
+        assert_eq!(inst.call("check", &[]), Ok(vec![Val::I32(0)]));
+        assert_eq!(b.stats().module_switches, 1);
+    }
+}
+
+#[test]
 fn limits_cap_memory_and_pages_are_counted_exactly() {
     let engine = engine();
     let Some(b) = backend(&engine, 1) else { return };

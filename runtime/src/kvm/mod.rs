@@ -45,6 +45,7 @@
 mod backend;
 #[cfg(test)]
 mod backend_tests;
+mod kick;
 mod memory;
 #[cfg(test)]
 mod spec_tests;
@@ -63,6 +64,7 @@ mod wasm_table_tests;
 mod wasm_tests;
 
 pub use backend::{KvmBackend, KvmBackendConfig, KvmInstance, KvmPrepared};
+pub use kick::{kick_signal, Kicker};
 /// The general registers, as KVM lays them out.
 pub use kvm_bindings::kvm_regs;
 pub use memory::{

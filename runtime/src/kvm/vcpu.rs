@@ -14,6 +14,7 @@
 //! and writes them back on every exit, which makes "set registers, run to the first exit" a single
 //! ioctl. Segment and control registers are set by ioctl at creation and on [`Vcpu::reset`] only.
 
+use super::kick::{KickTarget, Kicker};
 use super::vm::{os_error, MemorySlot, Vm};
 use kvm_bindings::{
     kvm_regs, kvm_segment, kvm_sregs, kvm_xcrs, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_MMIO,
@@ -78,8 +79,10 @@ pub enum Exit {
 /// A vCPU of a [`Vm`], in 64-bit user mode.
 #[derive(Debug)]
 pub struct Vcpu {
-    // Declared first so the vCPU descriptor (which keeps the kernel VM alive) closes before the
-    // slots' memory is released.
+    // Declared before the descriptor, whose kvm_run mapping it points into.
+    kick: KickTarget,
+    // Declared before the slots so the vCPU descriptor (which keeps the kernel VM alive) closes
+    // before the slots' memory is released.
     fd: VcpuFd,
     /// The segment and control registers every run starts from (see [`Vcpu::reset`]).
     sregs: kvm_sregs,
@@ -132,7 +135,12 @@ impl Vcpu {
             // KVM copies the general registers into kvm_run on every exit from now on.
             fd.set_sync_valid_reg(SyncReg::Register);
         }
+        let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
+        // SAFETY: the byte is in the vCPU's kvm_run mapping, which lives as long as `fd`; the
+        // target is declared before `fd` in Vcpu, so it is dropped first.
+        let kick = unsafe { KickTarget::new(immediate_exit) };
         Ok(Vcpu {
+            kick,
             fd,
             sregs,
             sync_regs,
@@ -246,14 +254,28 @@ impl Vcpu {
         self.set_regs(regs)
     }
 
-    /// Enters the guest until its next exit. Exits are values, whatever the guest did.
+    /// Enters the guest until its next exit. Exits are values, whatever the guest did. A
+    /// [`Kicker`] ends the run (or the next) with [`Exit::Interrupted`].
     pub fn run(&mut self) -> Result<Exit, VcpuError> {
-        let exit = match self.fd.run() {
+        let fd = &mut self.fd;
+        let exit = match self.kick.running(move || fd.run()) {
             Ok(exit) => decode(exit),
             Err(e) if e.errno() == libc::EINTR => return Ok(Exit::Interrupted),
             Err(e) => return Err(VcpuError::Run(os_error(e))),
         };
         Ok(exit.unwrap_or_else(|| self.raw_exit()))
+    }
+
+    /// A handle that ends this vCPU's runs from any thread.
+    pub fn kicker(&self) -> Kicker {
+        self.kick.kicker()
+    }
+
+    /// Whether a [`Kicker`] kicked this vCPU since the last call (clearing the kick, so that
+    /// the next run enters the guest). An [`Exit::Interrupted`] with no kick is a stray
+    /// signal: run again.
+    pub fn take_kick(&mut self) -> bool {
+        self.kick.take_kick()
     }
 
     /// Exits the wrapper crate reports without detail, read from kvm_run directly.

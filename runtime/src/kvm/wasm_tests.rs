@@ -341,6 +341,61 @@ fn another_thread_interrupts_a_running_loop_through_the_epoch() {
 }
 
 #[test]
+fn a_kick_ends_code_that_checks_no_epoch_where_it_stands() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let wasm = wat::parse_str(FUNCS).unwrap();
+    let options = fnvm_compiler::CompileOptions {
+        epoch_interruption: false,
+        ..Default::default()
+    };
+    let artifact = fnvm_compiler::compile(&wasm, &options).unwrap();
+    let module = Module::from_artifact(&engine, &artifact).unwrap();
+    let Some(mut vm) = wasm_vm(&module) else {
+        return;
+    };
+    // The epoch says "past the deadline", but this code never looks.
+    vm.set_epoch(1).unwrap();
+    vm.set_epoch_deadline(1).unwrap();
+    let kicker = vm.kicker();
+    let start = std::time::Instant::now();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        kicker.kick();
+    });
+    let trap = call(&mut vm, "spin", &[]).unwrap_err();
+    assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+    timer.join().unwrap();
+    assert_eq!(trap.code, TrapCode::Interrupt);
+    assert_eq!(trap.backtrace.len(), 1, "{:?}", trap.backtrace);
+    assert_eq!(trap.backtrace[0].func_index, 5, "{:?}", trap.backtrace);
+    // The VM runs the next call as before.
+    assert_eq!(
+        call(&mut vm, "fib", &[Val::I32(10)]),
+        Ok(vec![Val::I32(55)])
+    );
+    // A kick between calls ends the next call at once, unless cleared first.
+    vm.kicker().kick();
+    assert_eq!(
+        trap_code(&mut vm, "fib", &[Val::I32(10)]),
+        TrapCode::Interrupt
+    );
+    assert_eq!(
+        call(&mut vm, "fib", &[Val::I32(10)]),
+        Ok(vec![Val::I32(55)])
+    );
+    vm.kicker().kick();
+    vm.clear_kick();
+    assert_eq!(
+        call(&mut vm, "fib", &[Val::I32(10)]),
+        Ok(vec![Val::I32(55)])
+    );
+    // A kicker outliving its VM does nothing.
+    let kicker = vm.kicker();
+    drop(vm);
+    kicker.kick();
+}
+
+#[test]
 fn globals_persist_across_calls() {
     let Some((_engine, _module, mut vm)) = setup() else {
         return;

@@ -102,6 +102,21 @@ fn a_vm_function_answers_like_the_same_module_in_process() {
     };
     assert_eq!(receipt(&in_vm), receipt(&in_process));
     assert_eq!(receipt(&in_vm), ["pages=2", "hostcalls=2"]);
+    // /metrics shows the VMs: pooled, so far fewer created than instances run.
+    let (_, _, metrics) = call("GET", &format!("{}/metrics", server.http()), &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(figure("fnvm_vm_pool{state=\"total\"}") >= 2);
+    let created = figure("fnvm_vms_created_total");
+    assert!(
+        (1..=2).contains(&created),
+        "{created} VMs for 6 instances, 2 at most at once"
+    );
 
     // An endless guest and one blocked in a hostcall are contained: 504 within the deadline,
     // and the function answers after.

@@ -441,6 +441,10 @@ impl Worker {
                 match Runner::kvm(config, self.runner.cache().clone()) {
                     Ok(r) => {
                         tracing::info!("worker: KVM backend ready for isolation vm");
+                        let backend = r.backend().clone();
+                        self.metrics.set_vm_pool(Arc::new(move || {
+                            fnvm_runtime::ExecutionBackend::stats(&backend)
+                        }));
                         Ok(Arc::new(r))
                     }
                     Err(e) => {

@@ -10,9 +10,11 @@
 //! calls were read off `strace -f -Y` of workers running the end-to-end tests: HTTP, WASI,
 //! outbound TCP and TLS, traps, timeouts, pool resets). Anything else fails with `EPERM`
 //! rather than killing the process: a call missing from the list costs one failed operation
-//! (logged where it surfaces), not every tenant's requests. Two calls are allowed only in part:
-//! `clone` only for threads (`CLONE_THREAD`), `openat` only read-only; `clone3`, whose flags a
-//! filter cannot read, fails with `ENOSYS`, on which the C library falls back to `clone`.
+//! (logged where it surfaces), not every tenant's requests. Three calls are allowed only in
+//! part: `clone` only for threads (`CLONE_THREAD`), `openat` only read-only, `tgkill` only with
+//! the KVM backend's kick signal to this process's threads (its deadline watchdog, started from
+//! these threads, takes a vCPU out of `KVM_RUN`); `clone3`, whose flags a filter cannot read,
+//! fails with `ENOSYS`, on which the C library falls back to `clone`.
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -38,7 +40,8 @@ macro_rules! allow {
     };
 }
 
-/// The allowlist (besides `clone` for threads and read-only `openat`, see the module).
+/// The allowlist (besides `clone` for threads, read-only `openat` and the kick's `tgkill`, see
+/// the module).
 pub const ALLOWED: &[Allowed] = allow! {
     SYS_read: "request bodies, eventfd wake-ups, /proc and /sys files, resolver files",
     SYS_write: "responses, eventfd wake-ups (tokio, channels), logs to stderr",
@@ -146,6 +149,18 @@ fn build() -> Result<(BpfProgram, BpfProgram), SeccompError> {
         libc::SYS_openat,
         vec![SeccompRule::new(vec![read_only]).map_err(build)?],
     );
+    // The KVM kick: this process (first argument), the kick signal (third).
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    let this_process =
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, pid).map_err(build)?;
+    let kick = fnvm_runtime::kvm::kick_signal() as u64;
+    let kick_signal =
+        SeccompCondition::new(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, kick).map_err(build)?;
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![SeccompRule::new(vec![this_process, kick_signal]).map_err(build)?],
+    );
     // clone3 passes to the second filter, which answers ENOSYS.
     rules.insert(libc::SYS_clone3, Vec::new());
     let allowlist = SeccompFilter::new(
@@ -250,6 +265,36 @@ mod tests {
             (&server).read_exact(&mut got).unwrap();
             assert_eq!(&got, b"ok");
         });
+    }
+
+    #[test]
+    fn a_filtered_thread_sends_only_the_kick_signal_and_only_to_its_own_process() {
+        let kick = fnvm_runtime::kvm::kick_signal();
+        let (own, other_signal, other_process) = filtered(move || {
+            // SAFETY: a zeroed sigset filled by sigemptyset/sigaddset; blocking the kick
+            // signal in this thread keeps it pending (it is discarded when the thread ends).
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, kick);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            let tgkill = |pid: libc::pid_t, sig: libc::c_int| {
+                // SAFETY: a signal to this thread that is blocked (kick) or filtered out.
+                let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, libc::gettid(), sig) };
+                (r, std::io::Error::last_os_error().raw_os_error())
+            };
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            (
+                tgkill(pid, kick).0,
+                tgkill(pid, libc::SIGCHLD),
+                tgkill(1, kick),
+            )
+        });
+        assert_eq!(own, 0);
+        assert_eq!(other_signal, (-1, Some(libc::EPERM)));
+        assert_eq!(other_process, (-1, Some(libc::EPERM)));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::layout::{
 };
 use super::linear::LinearMemory;
 use super::{WasmVmConfig, WasmVmError};
+use crate::kvm::kick::Kicker;
 use crate::kvm::memory::{GuestMemory, PageFlags, PageTableBuilder, PageTableState};
 use crate::kvm::vcpu::{entry_regs, Exit, Vcpu};
 use crate::kvm::vm::{Kvm, Vm};
@@ -478,10 +479,31 @@ impl VmCore {
         Ok(())
     }
 
+    /// A handle that ends the vCPU's run from another thread (see [`Kicker`]).
+    pub(super) fn kicker(&self) -> Kicker {
+        self.vcpu.kicker()
+    }
+
+    /// Forgets a kick that came after the last run ended, so the next call runs.
+    pub(super) fn clear_kick(&mut self) {
+        self.vcpu.take_kick();
+    }
+
     /// Runs the guest until it returns, calls an import or traps, serving builtins on the way.
     pub(super) fn resume(&mut self) -> Result<Stop, WasmVmError> {
         loop {
             let exit = match self.vcpu.run() {
+                Ok(Exit::Interrupted) if self.vcpu.take_kick() => {
+                    // Kicked at the deadline (code that reached no epoch check): the run is
+                    // abandoned where it stood, as an interrupt trap there.
+                    self.needs_reset = true;
+                    let regs = self.vcpu.regs()?;
+                    return Ok(Stop::Trap(Trap {
+                        code: TrapCode::Interrupt,
+                        host_message: None,
+                        backtrace: self.backtrace(regs.rip, regs.rbp),
+                    }));
+                }
                 Ok(Exit::Interrupted) => continue,
                 Ok(exit) => exit,
                 Err(e) => {

@@ -435,6 +435,19 @@ impl<T: 'static> WasmVm<T> {
         self.epoch_handle().set(epoch)
     }
 
+    /// A handle that ends a running call from any thread: the call traps with
+    /// [`TrapCode::Interrupt`] where the guest stood, whether or not its code checks the epoch.
+    /// A kick between calls ends the next call at once, unless [`WasmVm::clear_kick`] comes
+    /// first.
+    pub fn kicker(&self) -> super::Kicker {
+        self.core.kicker()
+    }
+
+    /// Forgets a kick that arrived after the last call ended.
+    pub fn clear_kick(&mut self) {
+        self.core.clear_kick();
+    }
+
     /// A handle that sets the guest's epoch counter from any thread, also during a call.
     pub fn epoch_handle(&self) -> EpochHandle {
         let l = &self.core.layout;
