@@ -159,6 +159,7 @@ fn run_on_this_thread(file: &str, text: &str, isolation: Isolation) -> Result<Co
         let config = WasmVmConfig {
             max_memory_pages: runner.engine.config().max_memory_pages,
             max_table_elements: runner.engine.config().max_table_elements,
+            ..WasmVmConfig::default()
         };
         runner.vms = Some(Vms {
             kvm,

@@ -143,6 +143,7 @@ pub fn dummy_imports(store: &mut Store, module: &Module) -> Option<Vec<Extern>> 
                 Extern::Func(store.new_host_func(HostFuncDef {
                     ty,
                     func: zero_results,
+                    write_behind: None,
                 }))
             }
             ImportType::Table(t) => Extern::Table(store.new_table(t).ok()?),

@@ -113,6 +113,39 @@ pub struct HostFuncDef<T> {
     pub ty: FuncType,
     /// The implementation.
     pub func: HostFn<T>,
+    /// For a WASI `fd_write`-shaped function (`(fd, iovs, iovs_len, nwritten) -> errno`):
+    /// how a backend whose host calls are expensive may defer its calls ([`WriteBehind`]).
+    /// Backends are free to ignore it: `func` alone is always right.
+    pub write_behind: Option<WriteBehind<T>>,
+}
+
+impl<T> HostFuncDef<T> {
+    /// A host function of type `ty`, with no write-behind.
+    pub fn new(ty: FuncType, func: HostFn<T>) -> HostFuncDef<T> {
+        HostFuncDef {
+            ty,
+            func,
+            write_behind: None,
+        }
+    }
+}
+
+/// How a write to an output stream may be done without calling the host at once: the backend
+/// (the KVM backend, where each host call is a VM exit) checks the call's arguments against
+/// the guest's memory, copies the bytes into a log of its own and answers the guest as
+/// `func` would have (`nwritten`, success); later, before any other host call and when the
+/// guest stops, it replays each logged call in order. Only calls that cannot fail are logged:
+/// the stream must take `room` more bytes, and every pointer must be in bounds; anything else
+/// calls `func`.
+pub struct WriteBehind<T> {
+    /// How many more bytes a write to `fd` would take in full now; 0: do not defer writes to
+    /// `fd` (not an output stream, or one whose writes must reach the host at once).
+    pub room: fn(&mut T, u32) -> u64,
+    /// Does what `func` did for a deferred call: `args` are its four arguments, `bytes` what
+    /// its buffers held, all of which the stream takes. Counted and traced like a call.
+    pub replay: fn(&mut T, [u32; 4], &[u8]),
+    /// Calls with more buffers than this are not deferred (`func` may treat them specially).
+    pub max_iovecs: u32,
 }
 
 // Manual impls: deriving would require `T: Clone` / `T: Debug`, which a function pointer over
@@ -122,7 +155,26 @@ impl<T> Clone for HostFuncDef<T> {
         HostFuncDef {
             ty: self.ty.clone(),
             func: self.func,
+            write_behind: self.write_behind.clone(),
         }
+    }
+}
+
+impl<T> Clone for WriteBehind<T> {
+    fn clone(&self) -> Self {
+        WriteBehind {
+            room: self.room,
+            replay: self.replay,
+            max_iovecs: self.max_iovecs,
+        }
+    }
+}
+
+impl<T> fmt::Debug for WriteBehind<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBehind")
+            .field("max_iovecs", &self.max_iovecs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,6 +182,7 @@ impl<T> fmt::Debug for HostFuncDef<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostFuncDef")
             .field("ty", &self.ty)
+            .field("write_behind", &self.write_behind.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +302,7 @@ mod tests {
                 results: vec![fnvm_abi::ValType::I32],
             },
             func: double,
+            write_behind: None,
         };
         let (mut mem, mut calls) = ([0u8; 4], 0u32);
         let mut slots = [21u64];

@@ -48,6 +48,9 @@ impl Hostcall {
         HostFuncDef {
             ty: self.func_type(),
             func: self.func,
+            // The one hostcall a backend may defer (see WriteBehind).
+            write_behind: (self.module == WASI_MODULE && self.name == "fd_write")
+                .then(fd::fd_write_behind),
         }
     }
 }

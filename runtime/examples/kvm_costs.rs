@@ -562,24 +562,39 @@ mod imp {
                     results: vec![ValType::I32],
                 },
                 func: nop,
+                write_behind: None,
             });
         }
         fnvm_hostcalls::resolve(&imp.module, &imp.name)
     }
 
+    /// Prints `line\n` 100 times, one `fd_write` each (as Rust's line-buffered `println!`
+    /// does): what write-behind is for.
+    const LINES: &str = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write"
+        (func $fd_write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "line\n")
+      (func (export "_start") (local $i i32)
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 5))
+        (loop $l
+          (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))
+            (then unreachable))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 100))))))"#;
+
     /// A module with one memory page and an empty `_start`: an invocation's fixed cost.
     const EMPTY: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
 
-    /// One invocation: fresh WASI context, instantiate, `_start`, stdout checked (the hello,
-    /// or nothing for [`EMPTY`]), instance dropped (which resets it inline in both backends
-    /// here).
-    fn invoke<B: ExecutionBackend>(b: &B, pre: &B::Prepared<WasiCtx>, hello: bool) -> Res<()> {
+    /// One invocation: fresh WASI context, instantiate, `_start`, stdout checked (`want`),
+    /// instance dropped (which resets it inline in both backends here).
+    fn invoke<B: ExecutionBackend>(b: &B, pre: &B::Prepared<WasiCtx>, want: &[u8]) -> Res<()> {
         let ctx = WasiCtx::builder().build()?;
         let mut inst = b.instantiate(pre, &InstanceLimits::default(), ctx)?;
         inst.call("_start", &[])
             .map_err(|h| format!("_start: {h}"))?;
         let out = inst.into_data().take_stdout();
-        let want: &[u8] = if hello { b"Hello World\n" } else { b"" };
         if out != want {
             return Err(format!("stdout {out:?}").into());
         }
@@ -652,21 +667,36 @@ mod imp {
             "\ninvocations through the backends (KvmBackend vs InstancePool, both resetting inline):"
         );
         let iters = (a.iters / 4).max(10);
+        let hello = b"Hello World\n".as_slice();
+        let lines = b"line\n".repeat(100);
         let modules = [
-            ("empty _start", EMPTY.to_owned(), false),
-            ("WASI hello", HELLO.to_owned(), true),
-            ("1 MiB data", data_wat(), true),
+            ("empty _start", EMPTY.to_owned(), &b""[..]),
+            ("WASI hello", HELLO.to_owned(), hello),
+            ("1 MiB data", data_wat(), hello),
+            ("100 lines", LINES.to_owned(), &lines[..]),
         ];
-        for (label, wat, hello) in modules {
+        // The same VMs with every write a host call: what write-behind saves.
+        let mut exiting = KvmBackendConfig {
+            background_reset: false,
+            ..KvmBackendConfig::default()
+        };
+        exiting.vm.write_behind = false;
+        let vms_exiting = KvmBackend::new(&engine, kvm, exiting)?;
+        for (label, wat, want) in modules {
             let linked = link(&wat)?;
             let vpre = vms.prepare(&linked)?;
             let ppre = pool.prepare(&linked)?;
-            let mut s = measure(iters, || invoke(&vms, &vpre, hello))?;
+            let mut s = measure(iters, || invoke(&vms, &vpre, want))?;
             report(
                 &format!("VM: {label} invocation (instantiate.._start..drop)"),
                 &mut s,
             );
-            let mut s = measure(iters, || invoke(&pool, &ppre, hello))?;
+            if !want.is_empty() {
+                let epre = vms_exiting.prepare(&linked)?;
+                let mut s = measure(iters, || invoke(&vms_exiting, &epre, want))?;
+                report(&format!("VM, every write a host call: {label}"), &mut s);
+            }
+            let mut s = measure(iters, || invoke(&pool, &ppre, want))?;
             report(&format!("in process: {label} invocation"), &mut s);
             let mut s = measure_part(iters, || reset_only(&vms, &vpre))?;
             report(&format!("VM: {label} reset (drop)"), &mut s);
@@ -690,11 +720,11 @@ mod imp {
         })?;
         report("VM: WasmVm::with_host + drop for the hello", &mut s);
         let n = a.iters.max(100);
-        let vm_rate = rate(n, |_| invoke(&vms, &vpre, true))?;
+        let vm_rate = rate(n, |_| invoke(&vms, &vpre, hello))?;
         // The same with a prepared module per thread: a VM then stays on its thread's CPU.
         let per_thread = [vms.prepare(&linked)?, vms.prepare(&linked)?];
-        let vm_rate_own = rate(n, |i| invoke(&vms, &per_thread[i], true))?;
-        let pool_rate = rate(n, |_| invoke(&pool, &ppre, true))?;
+        let vm_rate_own = rate(n, |i| invoke(&vms, &per_thread[i], hello))?;
+        let pool_rate = rate(n, |_| invoke(&pool, &ppre, hello))?;
         println!(
             "  WASI hello invocations/s on 2 threads: VM {vm_rate:.0} (VMs shared by the threads), {vm_rate_own:.0} (each thread its own), in process {pool_rate:.0} ({n} per thread)"
         );

@@ -28,7 +28,7 @@ pub(super) fn create(store: &mut Store) -> Result<HashMap<String, Extern>> {
             params,
             results: vec![],
         };
-        let func = store.new_host_func(HostFuncDef { ty, func: print });
+        let func = store.new_host_func(HostFuncDef::new(ty, print));
         items.insert(name.to_string(), Extern::Func(func));
     }
 

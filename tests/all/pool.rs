@@ -108,7 +108,7 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef<Counter>> {
         ),
         _ => return None,
     };
-    Some(HostFuncDef { ty, func })
+    Some(HostFuncDef::new(ty, func))
 }
 
 /// A fresh instance of `pre` with default limits and a fresh host state.

@@ -36,6 +36,7 @@ pub fn resolve(imp: &Import) -> Option<HostFuncDef<WasiCtx>> {
                 results: vec![ValType::I32],
             },
             func: nop,
+            write_behind: None,
         });
     }
     fnvm_hostcalls::resolve(&imp.module, &imp.name)

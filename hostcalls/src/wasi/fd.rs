@@ -6,7 +6,7 @@
 //! only the file/directory distinction is enforced (`fd_fdstat_set_rights` is `ENOTSUP`).
 
 use super::{Args, Cx};
-use crate::ctx::{StdinState, Stream};
+use crate::ctx::{Output, OutputState, StdinState, Stream, WasiCtx};
 use crate::errno::Errno;
 use crate::fdtable::{Desc, File};
 use crate::fs::{self, put_u16, put_u32, put_u64};
@@ -14,6 +14,7 @@ use crate::memory::Iovec;
 use crate::poll::Wait;
 use crate::trace::Ret;
 use crate::types::{advice, fdflags, filetype, rights, size, whence, PREOPENTYPE_DIR};
+use fnvm_host_interface::WriteBehind;
 use rustix::fs::{Advice, OFlags, SeekFrom};
 use rustix::io::IoSlice;
 use std::num::NonZeroU64;
@@ -380,6 +381,51 @@ pub(crate) fn fd_write(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {
     let n = write(cx, a.u32(0), &iovs, None)?;
     cx.mem.write_u32(out, n as u32)?;
     Ok(Ret::One("nwritten", n))
+}
+
+/// `fd_write`'s write-behind (see [`WriteBehind`]): writes to stdout or stderr captured in
+/// memory (or discarded) may be deferred, up to the room left under the output cap, so that
+/// deferring never changes what a call answers. Inherited streams are not deferred: their
+/// output would reach the terminal late, out of step with the guest.
+pub(crate) fn fd_write_behind() -> WriteBehind<WasiCtx> {
+    WriteBehind {
+        room: write_room,
+        replay: write_replay,
+        max_iovecs: crate::memory::MAX_IOVECS as u32,
+    }
+}
+
+/// The output stream `fd` is, if it is one.
+fn output(ctx: &mut WasiCtx, fd: u32) -> Option<(Stream, &mut OutputState)> {
+    match ctx.fds.get(fd) {
+        Ok(Desc::Stdout) => Some((Stream::Out, &mut ctx.stdout)),
+        Ok(Desc::Stderr) => Some((Stream::Err, &mut ctx.stderr)),
+        _ => None,
+    }
+}
+
+fn write_room(ctx: &mut WasiCtx, fd: u32) -> u64 {
+    match output(ctx, fd) {
+        Some((_, out)) => match out.kind {
+            Output::Buffer => out.limit.saturating_sub(out.buf.len()) as u64,
+            Output::Null => u64::from(u32::MAX),
+            Output::Inherit => 0,
+        },
+        None => 0,
+    }
+}
+
+fn write_replay(ctx: &mut WasiCtx, args: [u32; 4], bytes: &[u8]) {
+    ctx.hostcalls += 1;
+    let result = match output(ctx, args[0]) {
+        Some((stream, out)) => out
+            .write(stream, &[bytes])
+            .map(|n| Ret::One("nwritten", n as u64)),
+        None => Err(Errno::Badf),
+    };
+    if let Some(d) = ctx.dmesg.as_deref_mut() {
+        d.hostcall("WASI_FD_WRITE", &args.map(u64::from), result);
+    }
 }
 
 pub(crate) fn fd_pwrite(cx: &mut Cx<'_>, a: &Args) -> Result<Ret, Errno> {

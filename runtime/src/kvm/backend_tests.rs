@@ -33,6 +33,7 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef<Counter>> {
             results: vec![ValType::I32],
         },
         func: add,
+        write_behind: None,
     })
 }
 

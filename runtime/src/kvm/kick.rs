@@ -132,7 +132,7 @@ impl Drop for KickTarget {
 
 impl Kicker {
     /// Ends the vCPU's current or next `KVM_RUN` with `EINTR`, which its run loop sees as a
-    /// kick ([`KickTarget::take_kick`]). Does nothing once the vCPU is gone.
+    /// kick (`Vcpu::take_kick`). Does nothing once the vCPU is gone.
     pub fn kick(&self) {
         let mut s = lock(&self.state);
         let Some(ImmediateExit(p)) = &s.immediate_exit else {

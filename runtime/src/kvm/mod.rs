@@ -62,6 +62,8 @@ mod wasm_memory_tests;
 mod wasm_table_tests;
 #[cfg(test)]
 mod wasm_tests;
+#[cfg(test)]
+mod write_behind_tests;
 
 pub use backend::{KvmBackend, KvmBackendConfig, KvmInstance, KvmPrepared};
 pub use kick::{kick_signal, Kicker};

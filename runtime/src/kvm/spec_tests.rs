@@ -97,6 +97,7 @@ fn instantiate(
     let config = WasmVmConfig {
         max_memory_pages: engine.config().max_memory_pages,
         max_table_elements: engine.config().max_table_elements,
+        ..WasmVmConfig::default()
     };
     let there = LinkedModule::new(module, |_| None)
         .map_err(WasmVmError::Link)

@@ -129,6 +129,7 @@ fn def(
             results: results.to_vec(),
         },
         func,
+        write_behind: None,
     }
 }
 
@@ -146,7 +147,7 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef<Host>> {
 }
 
 /// A VM running `linked` with host state `data`, or `None` (after `skip`) without /dev/kvm.
-fn linked_vm<T>(linked: &LinkedModule<T>, data: T) -> Option<WasmVm<T>> {
+pub(super) fn linked_vm<T>(linked: &LinkedModule<T>, data: T) -> Option<WasmVm<T>> {
     let kvm = match Kvm::open() {
         Ok(kvm) => kvm,
         Err(e) => {
@@ -171,7 +172,7 @@ fn imports_vm() -> Option<WasmVm<Host>> {
     linked_vm(&linked, Host::default())
 }
 
-fn run<T>(vm: &mut WasmVm<T>, name: &str, args: &[Val]) -> Result<Vec<Val>, Halt> {
+pub(super) fn run<T>(vm: &mut WasmVm<T>, name: &str, args: &[Val]) -> Result<Vec<Val>, Halt> {
     vm.call(name, args)
         .unwrap_or_else(|e| panic!("{name}: host-side failure: {e}"))
 }
@@ -327,7 +328,7 @@ fn wasi_in_vm(linked: &LinkedModule<WasiCtx>, args: &[&str]) -> Option<Outcome> 
     Some((status, ctx.take_stdout(), ctx.take_stderr()))
 }
 
-fn wasi_linked(engine: &Engine, wasm: &[u8]) -> LinkedModule<WasiCtx> {
+pub(super) fn wasi_linked(engine: &Engine, wasm: &[u8]) -> LinkedModule<WasiCtx> {
     let artifact = fnvm_compiler::compile(wasm, &fnvm_compiler::CompileOptions::default()).unwrap();
     let module = crate::Module::from_artifact(engine, &artifact).unwrap();
     LinkedModule::new(&module, |imp| {

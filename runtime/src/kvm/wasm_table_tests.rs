@@ -227,6 +227,7 @@ fn an_imported_host_function_is_called_through_a_table() {
                 results: vec![ValType::I32],
             },
             func: triple,
+            write_behind: None,
         })
     })
     .unwrap();

@@ -106,6 +106,7 @@ fn run(artifact: &[u8]) {
                 Some(Extern::Func(store.new_host_func(HostFuncDef {
                     ty,
                     func: zero_results,
+                    write_behind: None,
                 })))
             }
             ImportType::Table(t) => store.new_table(t).ok().map(Extern::Table),

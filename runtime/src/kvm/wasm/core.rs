@@ -10,8 +10,10 @@
 use super::layout::{
     builtin_stub, AddressSpace, MemoryMapping, RegionLayout, RegionShape, EXIT_BUILTIN,
     EXIT_HOST_CALL, EXIT_RETURN, HOST_CALL_STUB, HOST_CTX_SIZE, STACK_SLACK, STUB_ADDR,
+    WRITE_BEHIND_STUB,
 };
 use super::linear::LinearMemory;
+use super::write_behind::WRITE_LOG_BYTES;
 use super::{WasmVmConfig, WasmVmError};
 use crate::kvm::kick::Kicker;
 use crate::kvm::memory::{GuestMemory, PageFlags, PageTableBuilder, PageTableState};
@@ -86,6 +88,10 @@ pub(super) struct VmCore {
     pub(super) elems: Vec<Option<Vec<u64>>>,
     pub(super) data_dropped: Vec<bool>,
     imports: usize,
+    /// The import whose calls the write-behind stub logs, and its `max_iovecs`.
+    write_behind: Option<(usize, u32)>,
+    /// KVM_RUN returns (exits) since the VM was made.
+    pub(super) exits: u64,
     /// Buffers for finding the memory pages an instance wrote.
     scratch: crate::pagemap::Scratch,
     /// Whether the last run ended in a way that left the vCPU's state unknown (a fault).
@@ -101,6 +107,7 @@ impl VmCore {
         template: &InstanceTemplate,
         image: Option<&MemoryImage>,
         config: &WasmVmConfig,
+        write_behind: Option<(usize, u32)>,
     ) -> Result<VmCore, WasmVmError> {
         let info = module.info();
         let offsets = &module.inner.offsets;
@@ -133,6 +140,11 @@ impl VmCore {
             types: info.types.len() as u64,
             table_capacities: tables.iter().map(|t| t.max).collect(),
             imports: u64::from(info.num_imported_funcs()),
+            write_log: if write_behind.is_some() {
+                WRITE_LOG_BYTES
+            } else {
+                0
+            },
         };
         let shape = RegionLayout::new(&shape);
         let len = usize::try_from(shape.len()).map_err(|_| WasmVmError::TooLarge(shape.len()))?;
@@ -175,6 +187,8 @@ impl VmCore {
             elems: Vec::new(),
             data_dropped: Vec::new(),
             imports: info.num_imported_funcs() as usize,
+            write_behind,
+            exits: 0,
             scratch: crate::pagemap::Scratch::default(),
             needs_reset: false,
         };
@@ -255,8 +269,19 @@ impl VmCore {
         }
         for i in 0..self.imports as u64 {
             let ctx = l.host_ctxs + HOST_CTX_SIZE * i;
-            self.put(ctx, HOST_CALL_STUB)?;
-            self.put(ctx + 8, i)?;
+            match self.write_behind {
+                Some((w, _)) if w as u64 == i => {
+                    self.put(ctx, WRITE_BEHIND_STUB)?;
+                    self.put(ctx + 8, l.write_log)?;
+                }
+                _ => {
+                    self.put(ctx, HOST_CALL_STUB)?;
+                    self.put(ctx + 8, i)?;
+                }
+            }
+        }
+        if let Some((_, max_iovecs)) = self.write_behind {
+            self.init_write_log(max_iovecs)?;
         }
         // The vmctx, from zero.
         self.region
@@ -492,6 +517,7 @@ impl VmCore {
     /// Runs the guest until it returns, calls an import or traps, serving builtins on the way.
     pub(super) fn resume(&mut self) -> Result<Stop, WasmVmError> {
         loop {
+            self.exits += 1;
             let exit = match self.vcpu.run() {
                 Ok(Exit::Interrupted) if self.vcpu.take_kick() => {
                     // Kicked at the deadline (code that reached no epoch check): the run is

@@ -15,6 +15,11 @@
 //!  +0x080 + 16i  builtin i (the vmctx's builtin    EXIT_BUILTIN, i     runs builtin i on the
 //!                table points here); ret                               System V arguments in
 //!                                                                      registers, answers rax
+//!  +0x400        write-behind: the dispatcher of   none, or (if it     (replays the log later,
+//!                an import the host may defer      cannot log the      see [`super::write_behind`])
+//!                (`fd_write`); logs the call       call) the host
+//!                and returns, or jumps to the      call's
+//!                host-call stub
 //! ```
 
 use super::super::memory::{GuestMemory, MemoryError, PageFlags, PageTableBuilder, PAGE_SIZE};
@@ -45,8 +50,11 @@ pub(super) const HOST_CALL_STUB: u64 = STUB_ADDR + 0x40;
 const BUILTIN_STUBS: u64 = STUB_ADDR + 0x80;
 const BUILTIN_STUB_SIZE: u64 = 16;
 /// Bytes of one import's host-call context: the dispatcher (the host-call stub), then the
-/// import's index.
+/// import's index (or, for the write-behind stub, the write log's address).
 pub(super) const HOST_CTX_SIZE: u64 = 16;
+/// Where the write-behind stub is, and the most room it may take.
+pub(super) const WRITE_BEHIND_STUB: u64 = STUB_ADDR + 0x400;
+const WRITE_BEHIND_STUB_MAX: usize = 0x400;
 
 /// `mov dword ptr [addr], imm` with a 32-bit absolute address.
 fn mov_abs(addr: u64, imm: u32) -> [u8; 11] {
@@ -74,6 +82,12 @@ pub(super) fn stub_page() -> Vec<u8> {
         put(at, &mov_abs(EXIT_BUILTIN, *b as u32));
         put(at + 11, &[0xc3]);
     }
+    let write_behind = super::write_behind::stub_code();
+    assert!(
+        write_behind.len() <= WRITE_BEHIND_STUB_MAX,
+        "the write-behind stub outgrew its place"
+    );
+    put(WRITE_BEHIND_STUB, write_behind);
     page
 }
 
@@ -101,6 +115,8 @@ pub(super) struct RegionShape {
     pub(super) types: u64,
     pub(super) table_capacities: Vec<u64>,
     pub(super) imports: u64,
+    /// Bytes of the write log (0: none).
+    pub(super) write_log: u64,
 }
 
 /// Where the parts of the instance region are, as host (= guest-virtual) addresses once
@@ -113,6 +129,7 @@ pub(super) struct RegionShape {
 ///  values [u64; 2] x n          user, RW, NX
 ///  table definitions            user, RW, NX   (compiled code sets `modified`)
 ///  table elements, per table    user, RW, NX
+///  write log, if any            user, RW, NX   (the write-behind stub appends)
 ///  limits, epoch, type ids,     user, RO, NX   (only the host writes them)
 ///  builtin table, host-call
 ///  contexts
@@ -127,6 +144,9 @@ pub(super) struct RegionLayout {
     pub(super) values: u64,
     pub(super) value_slots: u64,
     pub(super) tables: Vec<TableLayout>,
+    /// The write log and its length (0: none).
+    pub(super) write_log: u64,
+    pub(super) write_log_len: u64,
     /// The guest-read-only part: limits, then the epoch counter, then type ids, the builtin
     /// table and the host-call contexts.
     pub(super) ro: u64,
@@ -155,7 +175,9 @@ impl RegionLayout {
             });
             at += pages(capacity * 8);
         }
-        let ro = at;
+        let write_log = at;
+        let write_log_len = pages(s.write_log);
+        let ro = write_log + write_log_len;
         let builtins = (ro + 24 + 4 * s.types).next_multiple_of(16);
         let host_ctxs = builtins + 8 * Builtin::ALL.len() as u64;
         let end = pages(host_ctxs + HOST_CTX_SIZE * s.imports);
@@ -167,6 +189,8 @@ impl RegionLayout {
             values,
             value_slots: s.value_slots.max(1),
             tables,
+            write_log,
+            write_log_len,
             ro,
             builtins,
             host_ctxs,
@@ -196,6 +220,8 @@ impl RegionLayout {
                     capacity: t.capacity,
                 })
                 .collect(),
+            write_log: base + self.write_log,
+            write_log_len: self.write_log_len,
             ro: base + self.ro,
             builtins: base + self.builtins,
             host_ctxs: base + self.host_ctxs,

@@ -52,7 +52,9 @@
 //! of the guest's linear memory and the VM's host state), then resumes the guest with the answer
 //! in `rax` and the results in the value slots the trampoline laid out on the guest stack. A
 //! host function that ends the invocation (WASI `proc_exit`, a host trap) ends the run there:
-//! the guest is not resumed.
+//! the guest is not resumed. Writes to stdout and stderr need no exit at all: `fd_write`'s
+//! context names the write-behind stub, which answers them in the VM and logs them for the
+//! host to replay at the next stop ([`write_behind`]).
 //!
 //! Traps: the guest has no IDT, so a `ud2` trap site, a division by zero, an access outside the
 //! mapped memory or any other exception is a triple fault ([`Exit::Shutdown`]) with `rip` still
@@ -80,6 +82,7 @@ mod builtins;
 mod core;
 mod layout;
 mod linear;
+mod write_behind;
 
 use self::core::{Stop, VmCore};
 use super::memory::{GuestMemory, MemoryError};
@@ -89,7 +92,7 @@ use crate::hostcall::HostCallCtx;
 use crate::pool::MemoryImage;
 use crate::{Halt, InstantiationError, LinkedModule, Module, Trap, Val};
 use fnvm_abi::TrapCode;
-use fnvm_host_interface::{Caller, Deadline, DeadlineSource, HostExit};
+use fnvm_host_interface::{Caller, Deadline, DeadlineSource, HostExit, HostFuncDef, WriteBehind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -154,6 +157,9 @@ pub struct WasmVmConfig {
     pub max_memory_pages: u32,
     /// Most elements a table may grow to (room for them is reserved in the instance region).
     pub max_table_elements: u32,
+    /// Answer the writes a host function allows to be deferred in the VM (see
+    /// the `write_behind` module); off, each is a host call (for comparison).
+    pub write_behind: bool,
 }
 
 impl Default for WasmVmConfig {
@@ -162,6 +168,7 @@ impl Default for WasmVmConfig {
         WasmVmConfig {
             max_memory_pages: 16384,
             max_table_elements: 1_000_000,
+            write_behind: true,
         }
     }
 }
@@ -179,6 +186,10 @@ pub struct WasmVm<T: 'static = ()> {
     /// The host state; `None` only while a pooled VM waits for its next instance.
     data: Option<T>,
     deadline: Option<Instant>,
+    /// How the import the write-behind stub serves is replayed (see [`write_behind`]).
+    write_behind: Option<WriteBehind<T>>,
+    /// The write log's records on their way out.
+    log_buf: Vec<u8>,
 }
 
 impl WasmVm<()> {
@@ -215,12 +226,22 @@ impl<T: 'static> WasmVm<T> {
         data: Option<T>,
         config: &WasmVmConfig,
     ) -> Result<WasmVm<T>, WasmVmError> {
+        let deferred = linked
+            .host_funcs()
+            .iter()
+            .enumerate()
+            .filter(|_| config.write_behind)
+            .find_map(|(i, def)| {
+                let w = def.write_behind.clone()?;
+                fd_write_shaped(def).then_some((i, w))
+            });
         let core = VmCore::new(
             kvm,
             linked.module(),
             linked.template(),
             image.as_deref(),
             config,
+            deferred.as_ref().map(|(i, w)| (*i, w.max_iovecs)),
         )?;
         Ok(WasmVm {
             core,
@@ -229,6 +250,8 @@ impl<T: 'static> WasmVm<T> {
             image,
             data,
             deadline: None,
+            write_behind: deferred.map(|(_, w)| w),
+            log_buf: Vec::new(),
         })
     }
 
@@ -315,8 +338,24 @@ impl<T: 'static> WasmVm<T> {
             Some(d) => Some(d),
             None => self.data.as_mut(),
         };
+        set_write_rooms(&self.core, self.write_behind.as_ref(), data.as_deref_mut())?;
         loop {
-            match self.core.resume()? {
+            let stop = self.core.resume()?;
+            // Logged writes happened before whatever stopped the guest.
+            if let Some(w) = &self.write_behind {
+                let replay = w.replay;
+                let mut buf = std::mem::take(&mut self.log_buf);
+                let drained = match data.as_deref_mut() {
+                    Some(d) => self
+                        .core
+                        .drain_write_log(&mut buf, |r| replay(d, r.args, r.bytes)),
+                    // No host state, so no room was given: nothing was logged.
+                    None => self.core.drain_write_log(&mut buf, |_| {}),
+                };
+                self.log_buf = buf;
+                drained?;
+            }
+            match stop {
                 Stop::Returned => return Ok(Ok(())),
                 Stop::Trap(trap) => return Ok(Err(Halt::Trap(trap))),
                 Stop::HostCall(call) => {
@@ -333,6 +372,8 @@ impl<T: 'static> WasmVm<T> {
                     match ctx.invoke(&mut caller, &mut slots) {
                         Ok(()) => {
                             self.core.write_values(call.values, &slots)?;
+                            // The call may have changed the streams (their room, their fds).
+                            set_write_rooms(&self.core, self.write_behind.as_ref(), Some(data))?;
                             self.core.answer(0)?;
                         }
                         Err(exit) => {
@@ -358,6 +399,12 @@ impl<T: 'static> WasmVm<T> {
                 }
             }
         }
+    }
+
+    /// Times the guest left the VM (KVM_RUN returned) since the VM was made: calls' ends, host
+    /// calls and builtins, traps, interrupts.
+    pub fn exits(&self) -> u64 {
+        self.core.exits
     }
 
     /// The host state (`None` only inside the crate's VM pool).
@@ -525,5 +572,24 @@ impl EpochHandle {
     /// Sets the counter (one atomic store; running guest code reads it at its epoch checks).
     pub fn set(&self, epoch: u64) -> Result<(), WasmVmError> {
         Ok(self.region.store_u64_atomic(self.offset, epoch)?)
+    }
+}
+
+/// Whether `def` has `fd_write`'s signature, `(i32, i32, i32, i32) -> i32`: the only one the
+/// write-behind stub knows.
+fn fd_write_shaped<T>(def: &HostFuncDef<T>) -> bool {
+    use fnvm_abi::ValType::I32;
+    def.ty.params == [I32; 4] && def.ty.results == [I32]
+}
+
+/// Gives the write-behind stub the room of fds 1 and 2 (with no host state: none).
+fn set_write_rooms<T>(
+    core: &VmCore,
+    write_behind: Option<&WriteBehind<T>>,
+    data: Option<&mut T>,
+) -> Result<(), WasmVmError> {
+    match (write_behind, data) {
+        (Some(w), Some(d)) => core.set_write_rooms((w.room)(d, 1), (w.room)(d, 2)),
+        _ => Ok(()),
     }
 }
