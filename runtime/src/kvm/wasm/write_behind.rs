@@ -116,25 +116,19 @@ std::arch::global_asm!(
     "dec rcx",
     "jmp 31b",
     "32:",
-    // The record's size (rbx) must fit the log.
+    // The record's size (rbx) must fit the log; r14 (the memory's length is checked against
+    // already) becomes the log's new length, r13 the stream's new room.
     "lea rbx, [rax + {record} + 7]",
     "and rbx, -8",
     "mov r12, qword ptr [r11]",
-    "lea rcx, [r12 + rbx]",
-    "cmp rcx, qword ptr [r11 + {capacity}]",
+    "lea r14, [r12 + rbx]",
+    "cmp r14, qword ptr [r11 + {capacity}]",
     "ja 80f",
-    // Committed: nothing below fails.
-    "mov qword ptr [r11], rcx",
+    // Nothing below fails. The record is written first and counted last, so a guest
+    // interrupted in between (a deadline's kick) leaves no half-written record.
     "sub r13, rax",
-    "mov ecx, dword ptr [rdx]",
-    "cmp ecx, 1",
-    "jne 41f",
-    "mov qword ptr [r11 + {room1}], r13",
-    "jmp 42f",
-    "41:",
-    "mov qword ptr [r11 + {room2}], r13",
-    "42:",
     "lea rdi, [r11 + r12 + {header}]",
+    "mov ecx, dword ptr [rdx]",
     "mov dword ptr [rdi], ecx",
     "mov dword ptr [rdi + 4], r8d",
     "mov dword ptr [rdi + 8], r9d",
@@ -156,9 +150,18 @@ std::arch::global_asm!(
     "dec rbx",
     "jmp 51b",
     "52:",
-    // nwritten, then errno 0 as the result.
+    // nwritten; the record counted, the room lowered; errno 0 as the result.
     "mov ecx, dword ptr [rdx + {nwritten}]",
     "mov dword ptr [r15 + rcx], r12d",
+    "mov ecx, dword ptr [rdx]",
+    "cmp ecx, 1",
+    "jne 41f",
+    "mov qword ptr [r11 + {room1}], r13",
+    "jmp 42f",
+    "41:",
+    "mov qword ptr [r11 + {room2}], r13",
+    "42:",
+    "mov qword ptr [r11], r14",
     "mov qword ptr [rdx], 0",
     "pop r15",
     "pop r14",
