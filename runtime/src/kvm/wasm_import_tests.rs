@@ -303,8 +303,14 @@ fn wasi_ctx(args: &[&str]) -> WasiCtx {
         .unwrap()
 }
 
-/// `_start` of `wasm` with WASI in process (the pool): its status, stdout and stderr.
-fn wasi_in_process(engine: &Engine, linked: &LinkedModule<WasiCtx>, args: &[&str]) -> Outcome {
+/// Calls `name` of `linked` in process (a one-slot pool) with host state `ctx`: its outcome
+/// and the host state after.
+pub(super) fn call_in_process(
+    engine: &Engine,
+    linked: &LinkedModule<WasiCtx>,
+    name: &str,
+    ctx: WasiCtx,
+) -> (Result<Vec<Val>, Halt>, WasiCtx) {
     let config = PoolConfig {
         slots: 1,
         background_reset: false,
@@ -313,11 +319,16 @@ fn wasi_in_process(engine: &Engine, linked: &LinkedModule<WasiCtx>, args: &[&str
     let pool = InstancePool::new(engine, config).unwrap();
     let pre = pool.prepare(linked).unwrap();
     let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), wasi_ctx(args))
+        .instantiate(&pre, &InstanceLimits::default(), ctx)
         .unwrap();
-    let status = inst.call("_start", &[]).map(|_| ());
-    let mut ctx = inst.into_data();
-    (status, ctx.take_stdout(), ctx.take_stderr())
+    let status = inst.call(name, &[]);
+    (status, inst.into_data())
+}
+
+/// `_start` of `wasm` with WASI in process (the pool): its status, stdout and stderr.
+fn wasi_in_process(engine: &Engine, linked: &LinkedModule<WasiCtx>, args: &[&str]) -> Outcome {
+    let (status, mut ctx) = call_in_process(engine, linked, "_start", wasi_ctx(args));
+    (status.map(|_| ()), ctx.take_stdout(), ctx.take_stderr())
 }
 
 /// The same in a VM.

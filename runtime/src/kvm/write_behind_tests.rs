@@ -3,8 +3,8 @@
 //! in process, in far fewer exits. Like the other KVM tests, they skip without a usable
 //! /dev/kvm except in CI (`CI=true`), where that is a failure.
 
-use super::wasm_import_tests::{linked_vm, run, wasi_linked};
-use crate::{Engine, EngineConfig, Halt, InstanceLimits, InstancePool, LinkedModule, PoolConfig};
+use super::wasm_import_tests::{call_in_process, linked_vm, run, wasi_linked};
+use crate::{Engine, EngineConfig, Halt, LinkedModule};
 use fnvm_hostcalls::WasiCtx;
 
 /// A guest that calls `fd_write` in every way that matters, and `clock_res_get` between
@@ -135,18 +135,8 @@ fn seen(status: Result<Vec<crate::Val>, Halt>, mut ctx: WasiCtx) -> Seen {
 }
 
 fn in_process(engine: &Engine, linked: &LinkedModule<WasiCtx>, name: &str, limit: usize) -> Seen {
-    let config = PoolConfig {
-        slots: 1,
-        background_reset: false,
-        ..PoolConfig::default()
-    };
-    let pool = InstancePool::new(engine, config).unwrap();
-    let pre = pool.prepare(linked).unwrap();
-    let mut inst = pool
-        .instantiate(&pre, &InstanceLimits::default(), ctx(limit))
-        .unwrap();
-    let status = inst.call(name, &[]);
-    seen(status, inst.into_data())
+    let (status, ctx) = call_in_process(engine, linked, name, ctx(limit));
+    seen(status, ctx)
 }
 
 /// The same in a VM, and the exits the call made.
