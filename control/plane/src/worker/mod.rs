@@ -36,10 +36,11 @@ use crate::store::MetadataStore;
 use fnvm_dataplane::{AnyModule, Runner};
 use fnvm_hostcalls::CStrings;
 use fnvm_runtime::kvm::KvmBackend;
+use futures::StreamExt;
 use share::InstanceGate;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -170,8 +171,9 @@ pub struct Worker {
     artifacts: ArtifactStore,
     /// Wakes the sync loop (a share finished draining, a replica was asked for).
     wake: Arc<Notify>,
-    /// Loads on demand one at a time.
-    loading: tokio::sync::Mutex<()>,
+    /// One lock per function being loaded on demand: two requests for a function it does not
+    /// hold load it once, while other functions load alongside.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The runtime the worker was made on (the process's, not confined): see
     /// [`Worker::off_guest_threads`].
     shared_runtime: Option<tokio::runtime::Handle>,
@@ -211,7 +213,7 @@ impl Worker {
             store,
             artifacts,
             wake: Arc::new(Notify::new()),
-            loading: tokio::sync::Mutex::new(()),
+            loading: Mutex::default(),
             shared_runtime: tokio::runtime::Handle::try_current().ok(),
             egress,
             runner,
@@ -295,11 +297,33 @@ impl Worker {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
             table.functions.get(function_id)?.function.owner_id.clone()
         };
-        let _one_at_a_time = self.loading.lock().await;
+        let lock = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(function_id.to_string()).or_default().clone()
+        };
+        let loaded = {
+            let _one_at_a_time = lock.lock().await;
+            self.load_on_demand(function_id, &owner).await
+        };
+        // The last one out takes the function's lock away.
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            loading.remove(function_id);
+        }
+        loaded
+    }
+
+    /// [`Worker::demand_and_load`] with the function's loading lock held: loads its newest
+    /// `READY` deployment, unless a request before this one did.
+    async fn load_on_demand(
+        self: &Arc<Self>,
+        function_id: &str,
+        owner: &str,
+    ) -> Option<(Arc<Served>, Arc<FunctionState>, Option<Duration>)> {
         if let Some((served, state)) = self.route(function_id) {
             return Some((served, state, None));
         }
-        let deployments = match self.store.list_deployments(&owner, function_id).await {
+        let deployments = match self.store.list_deployments(owner, function_id).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(function = %function_id, error = %e, "worker: loading on demand");
@@ -607,11 +631,17 @@ async fn sync(
         Worker::reroute(&mut table);
     }
     let have = worker.loaded_ids();
-    for d in wanted {
-        if have.contains(&d.id) {
-            continue;
-        }
-        match load(store, artifacts, worker, &d).await {
+    let missing = wanted.into_iter().filter(|d| !have.contains(&d.id));
+    // A few at a time: one slow load (a large artifact, a compile) holds up neither the others
+    // nor, for long, the acknowledgements of share changes below.
+    let mut loads = futures::stream::iter(missing)
+        .map(|d| async move {
+            let loaded = load(store, artifacts, worker, &d).await;
+            (d, loaded)
+        })
+        .buffer_unordered(LOADS_AT_ONCE);
+    while let Some((d, loaded)) = loads.next().await {
+        match loaded {
             Ok((module, code_size)) => worker.add_loaded(d.clone(), module, code_size),
             Err(reason) if d.status == DeploymentStatus::Deploying => {
                 let r = store
@@ -637,6 +667,9 @@ async fn sync(
     overtaken_ready(store, worker, &placements).await;
     Ok(())
 }
+
+/// Deployments a sync pass loads at once.
+const LOADS_AT_ONCE: usize = 4;
 
 /// Reports `READY` the `DEPLOYING` deployments loaded here that are not placed (a newer one of
 /// their function is): they load, and serve until the newer one is ready.
