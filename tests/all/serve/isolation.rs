@@ -248,68 +248,15 @@ fn hostile_guests_are_contained_in_vms_as_in_process() {
     }
 }
 
-/// A `fnvm serve` started here with `FNVM_KVM_DEVICE` pointing at a missing device (the
-/// shared [`Server`] passes no environment), stopped when dropped.
-struct NoKvmServer {
-    child: std::process::Child,
-    data_dir: PathBuf,
-    api: String,
-}
-
-impl Drop for NoKvmServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
-    }
-}
-
 #[test]
 fn a_vm_function_on_a_worker_without_kvm_fails_to_deploy_with_the_reason() {
-    let data_dir = scratch_dir("isolation-no-kvm");
-    let (api_port, http_port) = (free_port(), free_port());
-    let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-    let child = Command::new(FNVM)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
-        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-        .env_remove("FNVM_DATABASE_URL")
-        .env_remove("FNVM_ARTIFACT_STORE")
-        .env("FNVM_KVM_DEVICE", "/nonexistent/kvm")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting fnvm serve");
-    let server = NoKvmServer {
-        child,
-        data_dir,
-        api: format!("http://127.0.0.1:{api_port}"),
-    };
-    let start = Instant::now();
-    while ureq::get(&format!("{}/healthz", server.api))
-        .call()
-        .is_err()
-    {
-        assert!(start.elapsed() < Duration::from_secs(120), "no API");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new(FNVM)
-        .args(["admin", "token", "create", "--org", "org-n", "--data-dir"])
-        .arg(&server.data_dir)
-        .env_remove("FNVM_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let server = Server::start_with_env(
+        "isolation-no-kvm",
+        Backends::embedded(),
+        &[],
+        &[("FNVM_KVM_DEVICE", "/nonexistent/kvm")],
     );
-    let token = String::from_utf8(out.stdout).unwrap();
-    let token = token.split_whitespace().last().unwrap().to_string();
+    let token = server.token(Some("org-n"));
     let functions = format!("{}/v4/functions/organisations/org-n/functions", server.api);
     let (s, f) = request(
         "POST",

@@ -165,6 +165,8 @@ pub struct Server {
     http_port: u16,
     backends: Backends,
     extra: Vec<String>,
+    /// Environment variables set for the process.
+    env: Vec<(String, String)>,
     log: PathBuf,
     prefix: String,
 }
@@ -172,6 +174,16 @@ pub struct Server {
 impl Server {
     /// Starts a server with a fresh data directory named after `name`.
     pub fn start(name: &str, backends: Backends, extra: &[&str]) -> Server {
+        Server::start_with_env(name, backends, extra, &[])
+    }
+
+    /// [`start`](Self::start) with environment variables `env` set for the process.
+    pub fn start_with_env(
+        name: &str,
+        backends: Backends,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let extra = extra.iter().map(|s| s.to_string()).collect();
         let mut s = Server::new(
             name,
@@ -179,6 +191,10 @@ impl Server {
             extra,
             format!("{name}-{}", std::process::id()),
         );
+        s.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         s.api = format!("http://127.0.0.1:{}", s.api_port);
         s.spawn();
         s
@@ -207,6 +223,7 @@ impl Server {
             api: String::new(),
             backends,
             extra,
+            env: Vec::new(),
             prefix,
         }
     }
@@ -222,7 +239,8 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra)
             .env_remove("FNVM_DATABASE_URL")
-            .env_remove("FNVM_ARTIFACT_STORE");
+            .env_remove("FNVM_ARTIFACT_STORE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(u) = &self.backends.database_url {
             c.arg("--database-url").arg(u);
         }
