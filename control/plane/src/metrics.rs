@@ -4,6 +4,7 @@
 //! artifact-cache hits, compile durations. Recording is lock-free on the request path (atomics
 //! in a per-function record found under a read lock); rendering takes the locks briefly.
 
+use fnvm_runtime::BackendStats;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,30 +163,20 @@ pub struct Metrics {
     pub build: Histogram,
     /// Cold starts: requests that waited for their function to be loaded or given a share here.
     pub cold_start: Histogram,
-    pool: RwLock<Option<PoolStats>>,
+    pool: RwLock<Option<BackendStatsSource>>,
     /// The KVM backend's VMs, once a worker has made it.
-    vm_pool: RwLock<Option<VmPoolStats>>,
+    vm_pool: RwLock<Option<BackendStatsSource>>,
     /// The scheduler's replicas per function (in the process holding the role).
     replicas: RwLock<Vec<(String, u32)>>,
 }
 
-/// Where the pool's (capacity, in use) comes from.
+/// Where an execution backend's figures come from (the in-process pool's, the KVM backend's).
 #[derive(Clone)]
-struct PoolStats(Arc<dyn Fn() -> (u32, usize) + Send + Sync>);
+struct BackendStatsSource(Arc<dyn Fn() -> BackendStats + Send + Sync>);
 
-impl std::fmt::Debug for PoolStats {
+impl std::fmt::Debug for BackendStatsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PoolStats")
-    }
-}
-
-/// Where the KVM backend's figures come from.
-#[derive(Clone)]
-struct VmPoolStats(Arc<dyn Fn() -> fnvm_runtime::BackendStats + Send + Sync>);
-
-impl std::fmt::Debug for VmPoolStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("VmPoolStats")
+        f.write_str("BackendStatsSource")
     }
 }
 
@@ -243,19 +234,22 @@ impl Metrics {
 
     /// Where the KVM backend's VM figures come from (a worker makes the backend when a
     /// Function first asks for `isolation: "vm"`; until then there are none).
-    pub fn set_vm_pool(&self, stats: Arc<dyn Fn() -> fnvm_runtime::BackendStats + Send + Sync>) {
-        *self.vm_pool.write().unwrap_or_else(|e| e.into_inner()) = Some(VmPoolStats(stats));
+    pub fn set_vm_pool(&self, stats: Arc<dyn Fn() -> BackendStats + Send + Sync>) {
+        *self.vm_pool.write().unwrap_or_else(|e| e.into_inner()) = Some(BackendStatsSource(stats));
     }
 
-    /// Where the pool's (capacity, in use) comes from.
-    pub fn set_pool(&self, stats: Arc<dyn Fn() -> (u32, usize) + Send + Sync>) {
-        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Some(PoolStats(stats));
+    /// Where the in-process pool's figures come from.
+    pub fn set_pool(&self, stats: Arc<dyn Fn() -> BackendStats + Send + Sync>) {
+        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Some(BackendStatsSource(stats));
     }
 
     /// The pool's (capacity, in use), once the worker set it.
     pub fn pool_stats(&self) -> Option<(u32, usize)> {
         let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
-        pool.map(|stats| (stats.0)())
+        pool.map(|stats| {
+            let s = (stats.0)();
+            (s.capacity, s.in_use)
+        })
     }
 
     /// Invocations running now, over every function.
@@ -361,7 +355,9 @@ impl Metrics {
             .render(&mut out, "fnvm_cold_start_seconds", "");
         let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(stats) = pool {
-            let (capacity, in_use) = (stats.0)();
+            let BackendStats {
+                capacity, in_use, ..
+            } = (stats.0)();
             out.push_str("# HELP fnvm_pool_slots Instance slots of the pool.\n");
             out.push_str("# TYPE fnvm_pool_slots gauge\n");
             let _ = writeln!(out, "fnvm_pool_slots{{state=\"total\"}} {capacity}");
@@ -441,9 +437,13 @@ mod tests {
         m.job(true);
         m.compile.observe(Duration::from_millis(500));
         m.build.observe(Duration::from_secs(3));
-        m.set_pool(Arc::new(|| (8, 3)));
+        m.set_pool(Arc::new(|| BackendStats {
+            capacity: 8,
+            in_use: 3,
+            module_switches: 0,
+        }));
         assert!(!m.render().contains("fnvm_vm_pool"));
-        m.set_vm_pool(Arc::new(|| fnvm_runtime::BackendStats {
+        m.set_vm_pool(Arc::new(|| BackendStats {
             capacity: 32,
             in_use: 2,
             module_switches: 5,

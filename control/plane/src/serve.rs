@@ -240,10 +240,7 @@ pub async fn serve(
             ..RunnerConfig::default()
         })?;
         let pool = runner.backend().clone();
-        metrics.set_pool(Arc::new(move || {
-            let s = pool.stats();
-            (s.capacity, s.in_use)
-        }));
+        metrics.set_pool(Arc::new(move || pool.stats()));
         let egress = crate::worker::Egress {
             policy: fnvm_hostcalls::EgressPolicy::new(
                 &config.egress_allow,
