@@ -607,18 +607,12 @@ async fn sync(
         let ids: HashSet<&str> = wanted.iter().map(|d| d.id.as_str()).collect();
         // A deployment loaded on the other backend than its Function now asks for is loaded
         // again below.
-        let isolation_of = |f: &str| table.functions.get(f).map(|s| s.function.isolation);
-        let stale: Vec<String> = table
-            .loaded
-            .iter()
-            .filter(|(_, s)| {
-                isolation_of(&s.deployment.function_id).is_some_and(|i| i != isolation(&s.module))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        table
-            .loaded
-            .retain(|id, _| ids.contains(id.as_str()) && !stale.contains(id));
+        let t = &mut *table;
+        t.loaded.retain(|id, s| {
+            let asked = t.functions.get(&s.deployment.function_id);
+            ids.contains(id.as_str())
+                && asked.is_none_or(|f| f.function.isolation == isolation(&s.module))
+        });
         // Statuses move on (DEPLOYING -> READY): take the store's.
         for d in &wanted {
             if let Some(s) = table.loaded.get(&d.id) {
