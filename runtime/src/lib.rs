@@ -29,6 +29,7 @@ mod builtins;
 mod call;
 mod engine;
 mod error;
+mod faults;
 mod hostcall;
 mod instance;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -138,29 +138,42 @@ impl MemoryData {
     /// (faults are the dominant cost of a short invocation, a few microseconds each under
     /// virtualisation). Otherwise every touched page is discarded with `MADV_DONTNEED` (image
     /// pages read as the image again, others as zero).
+    ///
+    /// `no_new_private`: the caller vouches that the instance made no page private (it took no
+    /// page fault, see `crate::faults`). Then, if it did not grow the memory either, the pages
+    /// the last reset left private are restored without reading the page tables.
     pub(crate) fn reset_in_slot(
         &mut self,
         image: Option<&crate::pool::MemoryImage>,
         keep_resident: usize,
         scratch: &mut crate::pagemap::Scratch,
+        no_new_private: bool,
     ) -> std::io::Result<usize> {
         let page = page_size();
         let guard = page;
         let initial = self.ty.limits.min as usize * WASM_PAGE_SIZE as usize;
         let length = self.def.length as usize;
-        let found = crate::pagemap::written_pages(
-            self.def.base as usize,
-            length,
-            &mut scratch.written,
-            &mut scratch.entries,
-        );
-        let written = match found {
-            Ok(()) => scratch.written.len(),
-            Err(_) => usize::MAX,
+        // The pages the last reset left private are all the instance can have written, when
+        // it made no new page private (see `crate::faults`) and stayed in the initial extent.
+        let known = std::mem::replace(&mut scratch.private_known, false);
+        let written = if known && no_new_private && length == initial {
+            scratch.written.len()
+        } else {
+            scratch.scans += 1;
+            let found = crate::pagemap::written_pages(
+                self.def.base as usize,
+                length,
+                &mut scratch.written,
+                &mut scratch.entries,
+            );
+            match found {
+                Ok(()) => scratch.written.len(),
+                Err(_) => usize::MAX,
+            }
         };
         let kept = if written.saturating_mul(page) <= keep_resident {
             let image = image.map_or(&[][..], |i| i.bytes());
-            let written_pages = std::mem::take(&mut scratch.written);
+            let mut written_pages = std::mem::take(&mut scratch.written);
             let data = self.data_mut();
             for &i in &written_pages {
                 let at = i * page;
@@ -170,11 +183,15 @@ impl MemoryData {
                     _ => dst.fill(0),
                 }
             }
+            // Pages past the initial extent become inaccessible below; an instance reaches
+            // them again only by growing, and then its reset scans.
+            written_pages.retain(|&i| i * page < initial);
             scratch.written = written_pages;
             written
         } else {
             // SAFETY: `&mut self` covers the memory's bytes; no instance runs in the slot.
             unsafe { self.map.discard(guard, length)? };
+            scratch.written.clear();
             0
         };
         if length > initial {
@@ -185,6 +202,7 @@ impl MemoryData {
             };
         }
         self.def.length = initial as u64;
+        scratch.private_known = true;
         Ok(kept)
     }
 

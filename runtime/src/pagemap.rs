@@ -21,8 +21,15 @@ const EXCLUSIVE: u64 = 1 << 56;
 /// Buffers reused across resets of one slot.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
+    /// Pages (indexes from the memory's base) a reset found written; after a reset that set
+    /// `private_known`, every private page of the memory's initial extent is among them.
     pub(crate) written: Vec<usize>,
     pub(crate) entries: Vec<PageEntry>,
+    /// Whether `written` still names every private page of the memory's initial extent:
+    /// true after a reset, false once the memory is mapped anew or pages are dropped.
+    pub(crate) private_known: bool,
+    /// Times the page tables were read to find written pages.
+    pub(crate) scans: u64,
 }
 
 /// One pagemap entry.

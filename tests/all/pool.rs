@@ -49,6 +49,20 @@ fn record(caller: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExi
     Ok(())
 }
 
+/// Has the kernel write 8 bytes of 0xee into guest memory at `ptr` (a `read` from a pipe into
+/// the checked slice), as WASI's `fd_read` does.
+fn kernel_write(caller: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExit> {
+    let ptr = v[0] as usize;
+    let (mem, _) = caller.parts();
+    let dst = mem
+        .get_mut(ptr..ptr.saturating_add(8))
+        .ok_or_else(|| HostExit::Trap("out of bounds".into()))?;
+    let (mut r, mut w) = std::io::pipe().map_err(|e| HostExit::Trap(e.to_string()))?;
+    std::io::Write::write_all(&mut w, &[0xee; 8]).map_err(|e| HostExit::Trap(e.to_string()))?;
+    std::io::Read::read_exact(&mut r, dst).map_err(|e| HostExit::Trap(e.to_string()))?;
+    Ok(())
+}
+
 fn exit(_: &mut Caller<'_, Counter>, v: &mut [u64]) -> Result<(), HostExit> {
     Err(HostExit::Exit(v[0] as i32))
 }
@@ -84,6 +98,13 @@ fn resolve(imp: &fnvm_abi::Import) -> Option<HostFuncDef<Counter>> {
                 results: vec![],
             },
             record,
+        ),
+        "kernel_write" => (
+            FuncType {
+                params: i32s(1),
+                results: vec![],
+            },
+            kernel_write,
         ),
         "exit" => (
             FuncType {
@@ -669,4 +690,121 @@ fn only_plain_values_cross_the_pooled_instance_boundary() {
         Err(Halt::Trap(t)) => assert!(t.to_string().contains("function references"), "{t}"),
         other => panic!("a non-null funcref must not come back as {other:?}"),
     }
+}
+
+/// A guest that reads and writes 8 bytes anywhere in its memory (4 pages: 64 host pages, the
+/// first an image page), or has the kernel write them.
+const POKE: &str = r#"(module
+  (import "env" "kernel_write" (func $kernel_write (param i32)))
+  (memory 4)
+  (func (export "kernel_write") (param i32) (call $kernel_write (local.get 0)))
+  (data (i32.const 0) "pristine")
+  (func (export "peek") (param i32) (result i64) (i64.load (local.get 0)))
+  (func (export "poke") (param i32 i64) (i64.store (local.get 0) (local.get 1))))"#;
+
+fn peek(inst: &mut PooledInstance<Counter>, addr: i32) -> Val {
+    inst.call("peek", &[Val::I32(addr)]).unwrap()[0]
+}
+
+fn poke(inst: &mut PooledInstance<Counter>, addr: i32) {
+    inst.call("poke", &[Val::I32(addr), Val::I64(-1)]).unwrap();
+}
+
+/// What a fresh instance of POKE reads at `addr`.
+fn initial(addr: i32) -> Val {
+    Val::I64(if addr == 0 { 0x656e697473697270 } else { 0 })
+}
+
+#[test]
+fn resets_that_skip_the_page_table_scan_still_restore_every_written_page() {
+    // Resets skip the scan when the invoking thread took no page fault, except where
+    // transparent huge pages are always on (runtime/src/faults.rs).
+    let thp_always = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]"));
+    let engine = engine();
+    let pool = pool(&engine, 1, false);
+    let pre = prepare(&pool, POKE);
+    // Every round writes a page no instance wrote before (a fault: the reset must scan) and
+    // the pages earlier rounds wrote (already private copies: no fault), after checking that
+    // all of them read as they did at the start.
+    let pages: Vec<i32> = (0..40).map(|p| p * 4096 + 8 * (p % 3)).collect();
+    for (round, &new) in pages.iter().enumerate() {
+        let mut inst = instance(&pool, &pre);
+        for &addr in &pages[..=round] {
+            assert_eq!(
+                peek(&mut inst, addr),
+                initial(addr),
+                "round {round}, {addr}"
+            );
+        }
+        for &addr in &pages[..round] {
+            poke(&mut inst, addr);
+        }
+        poke(&mut inst, new);
+    }
+    // Now rounds that only write pages written before: no fault, no scan (allowing for a
+    // fault or two of the test itself, such as its allocations growing the heap).
+    let before = pool.page_table_scans();
+    let rounds = 30;
+    for round in 0..rounds {
+        let mut inst = instance(&pool, &pre);
+        for &addr in &pages {
+            assert_eq!(
+                peek(&mut inst, addr),
+                initial(addr),
+                "round {round}, {addr}"
+            );
+            poke(&mut inst, addr);
+        }
+    }
+    let scans = pool.page_table_scans() - before;
+    if thp_always {
+        assert_eq!(scans, rounds);
+    } else {
+        assert!(scans <= 3, "{scans} of {rounds} resets scanned");
+    }
+    // The kernel writing a fresh page (a system call's copy into guest memory) faults too.
+    for fresh in [53 * 4096, 54 * 4096 + 16] {
+        let mut inst = instance(&pool, &pre);
+        inst.call("kernel_write", &[Val::I32(fresh)]).unwrap();
+        assert_eq!(
+            peek(&mut inst, fresh),
+            Val::I64(0xeeeeeeeeeeeeeeee_u64 as i64)
+        );
+        drop(inst);
+        let mut inst = instance(&pool, &pre);
+        assert_eq!(
+            peek(&mut inst, fresh),
+            initial(fresh),
+            "written by the kernel"
+        );
+    }
+    // An instance used on another thread: the faults there are not this thread's, so its
+    // reset must scan. The helper thread and the channels exist (and have been used once)
+    // before, so that this thread takes no fault of its own around the instance.
+    let (to_helper, helper_rx) = std::sync::mpsc::channel::<(PooledInstance<Counter>, i32)>();
+    let (to_main, main_rx) = std::sync::mpsc::channel::<PooledInstance<Counter>>();
+    let helper = std::thread::spawn(move || {
+        for (mut inst, addr) in helper_rx {
+            assert_eq!(peek(&mut inst, addr), initial(addr));
+            poke(&mut inst, addr);
+            to_main.send(inst).unwrap();
+        }
+    });
+    for fresh in [50 * 4096, 51 * 4096, 52 * 4096] {
+        let inst = instance(&pool, &pre);
+        to_helper.send((inst, fresh)).unwrap();
+        drop(main_rx.recv().unwrap());
+        let mut inst = instance(&pool, &pre);
+        assert_eq!(
+            peek(&mut inst, fresh),
+            initial(fresh),
+            "written on another thread"
+        );
+        for &addr in &pages {
+            assert_eq!(peek(&mut inst, addr), initial(addr));
+        }
+    }
+    drop(to_helper);
+    helper.join().unwrap();
 }

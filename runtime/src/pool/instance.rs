@@ -26,9 +26,18 @@ impl SlotLease {
         unsafe { &*self.pool.slots[self.index as usize].get() }
     }
 
+    /// The slot, to run or change the instance in it: on another thread than the one it was
+    /// created on, the fault count of the creating thread is no evidence any more.
     pub(super) fn slot_mut(&mut self) -> &mut Slot {
         // SAFETY: this lease owns its slot, and `&mut self` makes this the only borrow.
-        unsafe { self.pool.slot(self.index) }
+        let slot = unsafe { self.pool.slot(self.index) };
+        if slot
+            .fault_mark
+            .is_some_and(|m| !crate::faults::on_thread_of(&m))
+        {
+            slot.fault_mark = None;
+        }
+        slot
     }
 }
 

@@ -214,6 +214,9 @@ pub(crate) struct PoolInner {
     last_module: Box<[AtomicU64]>,
     /// Module switches so far.
     switches: AtomicU64,
+    /// Resets that read the page tables to find the pages to restore (the others knew them
+    /// from a fault count, see [`crate::faults`]).
+    page_table_scans: AtomicU64,
 }
 
 // SAFETY: a slot is only touched by whoever holds its index: the free list hands each index to
@@ -242,6 +245,13 @@ impl PoolInner {
         if self.waiters.load(Ordering::Acquire) > 0 {
             let _g = self.wait_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wait_cv.notify_one();
+        }
+    }
+
+    /// Counts a finished reset.
+    fn reset_done(&self, scanned: bool) {
+        if scanned {
+            self.page_table_scans.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -387,6 +397,7 @@ impl InstancePool {
             in_use: AtomicUsize::new(0),
             last_module: (0..config_slots).map(|_| AtomicU64::new(0)).collect(),
             switches: AtomicU64::new(0),
+            page_table_scans: AtomicU64::new(0),
         });
         let reset_thread = match reset_rx {
             Some(rx) => Some(Arc::new(ResetThread::start(inner.clone(), rx)?)),
@@ -461,6 +472,8 @@ impl InstancePool {
             data,
         };
         let slot = instance.lease.slot_mut();
+        // Before anything of this instance can touch the memory.
+        slot.fault_mark = crate::faults::mark();
         if slot.module_id() != Some(id) {
             pool.last_module[index as usize].store(0, Ordering::Relaxed);
             pool.switches.fetch_add(1, Ordering::Relaxed);
@@ -481,6 +494,13 @@ impl InstancePool {
             })?;
         }
         Ok(instance)
+    }
+
+    /// Resets so far that read the page tables (`PAGEMAP_SCAN`) to find the pages an instance
+    /// wrote. The others restored the pages the previous reset found, because the thread that
+    /// ran the instance took no page fault meanwhile (see the module `faults`).
+    pub fn page_table_scans(&self) -> u64 {
+        self.inner.page_table_scans.load(Ordering::Relaxed)
     }
 
     /// Current counts.

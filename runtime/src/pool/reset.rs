@@ -22,7 +22,8 @@ impl PoolInner {
             }
         }
         // SAFETY: the caller owned the slot and gives it up to us until we release it.
-        unsafe { self.slot(i) }.reset(self.config.keep_resident_bytes);
+        let scanned = unsafe { self.slot(i) }.reset(self.config.keep_resident_bytes);
+        self.reset_done(scanned);
         self.release(i);
     }
 }
@@ -32,6 +33,7 @@ impl Slot {
     /// after the next instance are exactly the ones it touched.
     pub(super) fn drop_kept_pages(&mut self) -> Result<(), ResourceError> {
         if self.kept_extent > 0 {
+            self.scratch.private_known = false;
             self.memory
                 .discard_kept(self.kept_extent)
                 .map_err(ResourceError::Slot)?;
@@ -41,19 +43,24 @@ impl Slot {
     }
 
     /// Returns the slot to its module's initial memory. Costs in proportion to the pages the
-    /// instance touched.
-    pub(super) fn reset(&mut self, keep_resident: usize) {
+    /// instance touched. Says whether it read the page tables to find them.
+    pub(super) fn reset(&mut self, keep_resident: usize) -> bool {
         if let Some(inst) = self.instance.as_deref_mut() {
             inst.host_data = std::ptr::null_mut();
         }
+        let no_new_private = self
+            .fault_mark
+            .take()
+            .is_some_and(crate::faults::none_since);
         if !self.dirty {
-            return;
+            return false;
         }
         let image = self.prepared.as_ref().and_then(|p| p.image());
         let extent = self.memory.def.length as usize;
+        let scans = self.scratch.scans;
         match self
             .memory
-            .reset_in_slot(image, keep_resident, &mut self.scratch)
+            .reset_in_slot(image, keep_resident, &mut self.scratch, no_new_private)
         {
             Ok(kept) => self.kept_extent = if kept > 0 { extent } else { 0 },
             Err(_) => {
@@ -64,6 +71,7 @@ impl Slot {
             }
         }
         self.dirty = false;
+        self.scratch.scans != scans
     }
 }
 
@@ -88,7 +96,9 @@ impl ResetThread {
                 for i in rx.iter().take_while(|i| *i != SHUTDOWN) {
                     // SAFETY: a dropped instance sent us its slot index and gave up the slot;
                     // we own it until we push it back on the free list.
-                    unsafe { worker.slot(i) }.reset(worker.config.keep_resident_bytes);
+                    let scanned =
+                        unsafe { worker.slot(i) }.reset(worker.config.keep_resident_bytes);
+                    worker.reset_done(scanned);
                     worker.release(i);
                 }
             })

@@ -39,6 +39,9 @@ pub(super) struct Slot {
     /// Bytes of linear memory, from its base, holding pages the last reset kept resident
     /// (0: none).
     pub(super) kept_extent: usize,
+    /// The fault count of the thread the running instance was created on, from before it was
+    /// (`None`: no instance, or it was used from another thread): see [`crate::faults`].
+    pub(super) fault_mark: Option<crate::faults::FaultMark>,
 }
 
 impl Slot {
@@ -55,6 +58,7 @@ impl Slot {
             dirty: false,
             scratch: crate::pagemap::Scratch::default(),
             kept_extent: 0,
+            fault_mark: None,
         }
     }
 
@@ -89,6 +93,7 @@ impl Slot {
         self.memory
             .setup_in_slot(mem_ty, pre.image())
             .map_err(ResourceError::Slot)?;
+        self.scratch.private_known = false;
         self.kept_extent = 0;
         self.tables.clear();
         for (ty, _) in template.tables.iter() {

@@ -67,6 +67,7 @@ pub const ALLOWED: &[Allowed] = allow! {
     SYS_sched_yield: "waiting briefly for a free pool slot",
     SYS_sched_getaffinity: "the runtime sizing itself",
     SYS_clock_gettime: "clocks (WASI clock_time_get, CPU time per invocation)",
+    SYS_getrusage: "the invoking thread's page faults (a slot reset skips the page-table scan without them)",
     SYS_clock_nanosleep: "WASI poll_oneoff sleeping",
     SYS_nanosleep: "sleeping",
     SYS_gettid: "thread ids (logs, runtime)",

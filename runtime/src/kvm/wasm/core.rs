@@ -406,7 +406,7 @@ impl VmCore {
         }
         if let Some(m) = self.memory.as_mut() {
             m.data()
-                .reset_in_slot(image, KEEP_RESIDENT_BYTES, &mut self.scratch)
+                .reset_in_slot(image, KEEP_RESIDENT_BYTES, &mut self.scratch, false)
                 .map_err(WasmVmError::MemorySetup)?;
         }
         self.init_instance(template)
