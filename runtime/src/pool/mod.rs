@@ -33,7 +33,9 @@
 //!
 //! Teardown: dropping a [`PooledInstance`] hands the slot to a reset thread (or resets inline if
 //! configured so, or if the thread is gone), which restores the pages the instance wrote and
-//! re-protects grown memory, then puts the slot back on the free list. Only a caller finding
+//! re-protects grown memory, then puts the slot back on the free list. An inline reset knows
+//! those pages without reading the page tables when the thread took no page fault since before
+//! the instance existed (see `crate::faults`). Only a caller finding
 //! the pool exhausted waits, on a condition variable, for at most
 //! [`PoolConfig::acquire_timeout`].
 

@@ -2,7 +2,9 @@
 //! slot back ([`PoolInner::give_back`]) to the pool's reset thread, or resets it inline when the
 //! pool has none (or the thread is gone); the reset restores the pages the instance wrote (kept
 //! resident up to a bound, so the next instance takes no page faults) and re-protects grown
-//! memory, then the slot goes back on the free list.
+//! memory, then the slot goes back on the free list. The pages to restore come from a scan of
+//! the page tables, or, when the instance's thread took no page fault meanwhile, from the
+//! previous reset (see `crate::faults`).
 
 use super::slot::Slot;
 use super::{PoolError, PoolInner};
