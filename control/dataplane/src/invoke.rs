@@ -361,11 +361,12 @@ impl<B: ExecutionBackend> Runner<B> {
         let mut inst = self
             .backend
             .instantiate(&function.prepared, &limits, wasi)?;
-        let start_time = t0.elapsed();
+        // One clock read ends the start and begins the run.
+        let t_run = Instant::now();
+        let start_time = t_run.duration_since(t0);
         if let Some(d) = inst.data().dmesg_mut() {
             d.start(start_time);
         }
-        let t_run = Instant::now();
         let cpu_before = inv.measure_cpu.then(fnvm_runtime::thread_cpu_time);
         let waits_before = fnvm_hostcalls::blocking_waits();
         let result = inst.call(&inv.entry, &[]);

@@ -284,7 +284,8 @@ impl Endpoint {
         }
         // Most requests find a free instance: no timer then.
         let cold = loaded_in.is_some() || state.instances.share() == 0;
-        let waited = Instant::now();
+        // Only a cold start's wait is reported.
+        let waited = cold.then(Instant::now);
         let permit = match state.instances.try_acquire() {
             Some(p) => Some(p),
             None => {
@@ -316,7 +317,7 @@ impl Endpoint {
         let cold_start = cold
             .then(|| {
                 let load = loaded_in.unwrap_or_default();
-                let wait = waited.elapsed();
+                let wait = waited.map(|w| w.elapsed()).unwrap_or_default();
                 self.worker.metrics.cold_start(load + wait);
                 let (load_ms, wait_ms) = (load.as_millis(), wait.as_millis());
                 HeaderValue::from_str(&format!("load_ms={load_ms}, wait_ms={wait_ms}")).ok()

@@ -36,8 +36,9 @@ struct Counts {
     /// The integral of `running` over time, in instance-microseconds, up to `changed`.
     busy_us: u64,
     changed: Instant,
-    /// When an instance was last granted.
-    last_granted: Option<Timestamp>,
+    /// When an instance was last granted (on the monotonic clock, read once per grant anyway;
+    /// turned into wall-clock time only when the demand is read).
+    last_granted: Option<Instant>,
 }
 
 impl Counts {
@@ -156,12 +157,20 @@ impl InstanceGate {
     /// The demand so far.
     pub fn demand(&self) -> Demand {
         let mut c = self.lock();
-        c.account(Instant::now());
+        let now = Instant::now();
+        c.account(now);
+        let wall = Timestamp::now();
         Demand {
             granted: c.granted,
             refused: c.refused,
             busy_us: c.busy_us,
-            last_granted: c.last_granted,
+            last_granted: c.last_granted.map(|at| {
+                let ago = now.saturating_duration_since(at).as_millis();
+                Timestamp(
+                    wall.0
+                        .saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)),
+                )
+            }),
         }
     }
 
@@ -191,10 +200,11 @@ impl InstanceGate {
 
     fn wrap(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> InstancePermit {
         let mut c = self.lock();
-        c.account(Instant::now());
+        let now = Instant::now();
+        c.account(now);
         c.running += 1;
         c.granted += 1;
-        c.last_granted = Some(Timestamp::now());
+        c.last_granted = Some(now);
         drop(c);
         InstancePermit {
             permit: Some(permit),
@@ -230,6 +240,7 @@ mod tests {
     async fn demand_counts_grants_refusals_and_busy_time() {
         let g = InstanceGate::new(2);
         assert_eq!(g.demand(), Demand::default());
+        let before = Timestamp::now();
         let a = g.try_acquire().unwrap();
         let b = g.try_acquire().unwrap();
         assert!(g.acquire(Duration::from_millis(1)).await.is_none());
@@ -237,7 +248,11 @@ mod tests {
         drop(a);
         let d = g.demand();
         assert_eq!((d.granted, d.refused), (2, 1));
-        assert!(d.last_granted.is_some());
+        // The last grant in wall-clock time: after `before`, 30 ms or more before now (to the
+        // millisecond, truncated).
+        let granted = d.last_granted.unwrap();
+        assert!(granted.0 >= before.0 - 1, "{granted:?} {before:?}");
+        assert!(granted.0 <= Timestamp::now().0 - 29, "{granted:?}");
         // Two instances for at least 30 ms: at least 60 instance-ms.
         assert!(d.busy_us >= 60_000, "{d:?}");
         std::thread::sleep(Duration::from_millis(20));
