@@ -37,7 +37,8 @@ impl Rows {
             self.rows.retain(|p| {
                 !(&p.function_id == f
                     && &p.worker_id == w
-                    && (p.held_max_instances == 0 || !live.contains(w)))
+                    && ((p.reason == PlacementReason::Leaving && p.held_max_instances == 0)
+                        || !live.contains(w)))
             });
         }
         for t in &plan.upserts {

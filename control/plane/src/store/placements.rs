@@ -152,12 +152,16 @@ impl MetadataStore {
             return Ok(false);
         }
         let at = now();
-        // A placement goes only once its worker holds no share of it, or with the worker
-        // (removals of dead workers' placements are unconditional).
+        // A placement goes only once it is leaving and its worker holds no share of it, or
+        // with the worker (removals of dead workers' placements are unconditional). Leaving
+        // still when this runs: the plan was made from an earlier read, and a worker that got
+        // a request meanwhile turned the placement into a demand (`request_placement`), which
+        // it then waits on.
         for (function_id, worker_id) in &plan.removals {
             sqlx::query(
                 "DELETE FROM placements WHERE function_id = $1 AND worker_id = $2 \
-                 AND (held_max_instances = 0 OR NOT EXISTS (SELECT 1 FROM workers w \
+                 AND ((reason = 'leaving' AND held_max_instances = 0) \
+                 OR NOT EXISTS (SELECT 1 FROM workers w \
                  WHERE w.id = placements.worker_id AND w.lease_until > $3))",
             )
             .bind(function_id)

@@ -226,9 +226,13 @@ async fn placements_are_fenced_acknowledged_and_released(db: &TestDb) -> R {
     assert!(st.report_placement(fid, "a", 1, Some(did), 2).await?);
     assert!(st.ready_if_replicated(did, "http://a/f").await?);
     assert!(!st.ready_if_replicated(did, "http://a/f").await?, "once");
-    // The share is lowered: held stays until a acknowledges the new generation...
+    // The placement is drained (share 0, leaving): held stays until a acknowledges the new
+    // generation...
     let lower = PlacementPlan {
-        upserts: vec![target(fid, "a", did, 0)],
+        upserts: vec![PlacementTarget {
+            reason: PlacementReason::Leaving,
+            ..target(fid, "a", did, 0)
+        }],
         removals: vec![],
     };
     assert!(st.apply_placements("scheduler", "s1", 1, &lower).await?);
@@ -279,6 +283,16 @@ async fn placements_are_fenced_acknowledged_and_released(db: &TestDb) -> R {
     let p = &st.placements_of_worker("b").await?[0];
     assert_eq!(p.reason, PlacementReason::Demand);
     assert!(p.placed_at.0 > left.0, "{:?} after {left:?}", p.placed_at);
+    // The scheduler, having read it leaving and unheld before the demand, removes it: the
+    // demand stays (the worker waits on it).
+    let stale = PlacementPlan {
+        upserts: vec![],
+        removals: vec![(fid.to_string(), "b".to_string())],
+    };
+    assert!(st.apply_placements("scheduler", "s1", 1, &stale).await?);
+    let p = &st.placements_of_worker("b").await?;
+    assert_eq!(p.len(), 1, "a demand removed by a stale plan");
+    assert_eq!(p[0].reason, PlacementReason::Demand);
     // A dead worker's placement goes even while it holds a share.
     let grant = PlacementPlan {
         upserts: vec![target(fid, "b", did, 3)],
