@@ -50,13 +50,11 @@ impl Slot {
         if let Some(inst) = self.instance.as_deref_mut() {
             inst.host_data = std::ptr::null_mut();
         }
-        let no_new_private = self
-            .fault_mark
-            .take()
-            .is_some_and(crate::faults::none_since);
+        let mark = self.fault_mark.take();
         if !self.dirty {
             return false;
         }
+        let no_new_private = mark.is_some_and(crate::faults::none_since);
         let image = self.prepared.as_ref().and_then(|p| p.image());
         let extent = self.memory.def.length as usize;
         let scans = self.scratch.scans;
